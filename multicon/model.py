@@ -1,0 +1,151 @@
+"""One model for every method: encoders + a source of negatives + InfoNCE.
+
+    SimCLR  = ContrastiveModel(enc, symmetric=True)
+    MoCo v2 = ContrastiveModel(enc, negatives=MomentumQueue(65536, 128, in_batch=False),
+                               momentum=0.99)
+    MoCo v3 = ContrastiveModel(enc, symmetric=True, momentum=0.99)
+    CLIP    = ContrastiveModel(image_enc, text_enc, symmetric=True,
+                               loss=InfoNCE(0.07, learnable=True))
+    ALBEF   = CLIP + momentum=0.995 + negatives=MomentumQueue(...) + reverse_negatives=MomentumQueue(...)
+
+A method is a combination of arguments, not a code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from multicon.loss import InfoNCE
+from multicon.momentum import MomentumEncoder
+from multicon.negatives import InBatchNegatives
+from multicon.pairs.base import PairBatch
+
+
+@dataclass
+class ContrastiveOutput:
+    """What one forward pass gives back: the loss and what `after_step` needs."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+    pending: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+
+
+class ContrastiveModel(nn.Module):
+    """Query encoder, key encoder, negatives and InfoNCE, combined.
+
+    Args:
+        query_encoder: maps query inputs to ``(B, D)`` embeddings.
+        key_encoder: maps key inputs to ``(B, D)``; ``None`` shares the query encoder.
+        negatives: builds the keys a query is scored against from this step's keys (default:
+            `InBatchNegatives`); a `MomentumQueue` adds past keys.
+        reverse_negatives: the same for the reverse direction of a symmetric loss when it needs
+            its own state (a second queue for two towers); defaults to ``negatives``.
+        loss: the `InfoNCE` (or compatible) module.
+        symmetric: also score keys as queries against the query side (SimCLR, CLIP, MoCo v3).
+        momentum: keys come from EMA copies of the encoders: a float base momentum (rising to 1
+            on a cosine), or ``(base, final)``.
+
+    Example:
+        >>> import torch
+        >>> model = ContrastiveModel(torch.nn.Linear(4, 8), symmetric=True)
+        >>> x = torch.randn(6, 4)
+        >>> out = model(PairBatch(x, x + 0.01 * torch.randn(6, 4), torch.arange(6)))
+        >>> out.loss.backward(); _ = model.after_step(out, progress=0.1)
+    """
+
+    def __init__(
+        self,
+        query_encoder: nn.Module,
+        key_encoder: nn.Module | None = None,
+        *,
+        negatives: nn.Module | None = None,
+        reverse_negatives: nn.Module | None = None,
+        loss: nn.Module | None = None,
+        symmetric: bool = False,
+        momentum: float | tuple[float, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.query_encoder = query_encoder
+        self.key_encoder = key_encoder  # None: shared with the query encoder
+        self.negatives = negatives if negatives is not None else InBatchNegatives()
+        self.reverse_negatives = reverse_negatives
+        self.loss = loss if loss is not None else InfoNCE()
+        self.symmetric = symmetric
+        self.momentum_query = self.momentum_key = None
+        if momentum is not None:
+            base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
+            self.momentum_query = MomentumEncoder(query_encoder, base, final)
+            if key_encoder is not None:
+                self.momentum_key = MomentumEncoder(key_encoder, base, final)
+
+    # -- encoders ---------------------------------------------------------------------------
+    def _key_encoder(self) -> nn.Module:
+        return self.key_encoder if self.key_encoder is not None else self.query_encoder
+
+    def _momentum_key(self) -> MomentumEncoder | None:
+        return self.momentum_key if self.momentum_key is not None else self.momentum_query
+
+    def _reverse_negatives(self) -> nn.Module:
+        return self.reverse_negatives if self.reverse_negatives is not None else self.negatives
+
+    def encode_query(self, inputs) -> torch.Tensor:
+        """Embed query-side inputs with the online query encoder."""
+        return self.query_encoder(inputs)
+
+    def encode_key(self, inputs) -> torch.Tensor:
+        """Embed key-side inputs with the online key encoder."""
+        return self._key_encoder()(inputs)
+
+    # -- training ---------------------------------------------------------------------------
+    def forward(self, batch: PairBatch) -> ContrastiveOutput:
+        ids = batch.key_id
+        q = self.encode_query(batch.query)
+        need_online_key = self.symmetric or self.momentum_query is None
+        k_online = self.encode_key(batch.key) if need_online_key else None
+        if self.momentum_query is not None:
+            k = self._momentum_key()(batch.key)
+            k_rev = self.momentum_query(batch.query) if self.symmetric else None
+        else:
+            k, k_rev = k_online, q
+        _check_pair(q, k)
+
+        forward_keys = self.negatives(k, ids)
+        loss = self.loss(q, forward_keys, ids)
+        pending = [(self.negatives, k.detach(), ids)]
+        if self.symmetric:
+            reverse = self._reverse_negatives()
+            backward_loss = self.loss(k_online, reverse(k_rev, ids), ids)
+            loss = (loss + backward_loss) / 2
+            if reverse is not self.negatives:
+                pending.append((reverse, k_rev.detach(), ids))
+        return ContrastiveOutput(loss, pending=pending)
+
+    @torch.no_grad()
+    def after_step(self, output: ContrastiveOutput, progress: float) -> dict[str, float]:
+        """After the optimizer step: move the momentum encoders, then enqueue this step's keys.
+
+        Args:
+            output: what `forward` returned for this step.
+            progress: fraction of training done, in [0, 1], for the momentum schedule.
+        """
+        metrics: dict[str, float] = {}
+        if self.momentum_query is not None:
+            metrics["momentum"] = self.momentum_query.update(self.query_encoder, progress)
+            if self.momentum_key is not None:
+                self.momentum_key.update(self.key_encoder, progress)
+        for negatives, keys, ids in output.pending:
+            negatives.update(keys, ids)
+        return metrics
+
+
+def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
+    if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor):
+        raise TypeError("encoders must return tensors of shape (B, D)")
+    if q.dim() != 2 or k.dim() != 2 or q.shape != k.shape:
+        raise ValueError(
+            "query and key embeddings must both be (B, D) with the same shape, got "
+            f"{tuple(q.shape)} and {tuple(k.shape)}"
+        )

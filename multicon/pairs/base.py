@@ -1,0 +1,202 @@
+"""What every pair source produces, and the two forms a pair source can take.
+
+A pair is (query, key, key_id): the query must find its key among negatives, and `key_id` names
+what the key *is* so that two keys with the same id are never each other's negatives.
+
+Map-style sources (`MapPairGenerator`) return one pair per index and are fed by DataLoader
+workers; batch-style sources (`BatchPairGenerator`) yield whole `PairBatch`es built with tensor
+ops on the training device. The trainer accepts either.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+
+def batch_size_of(inputs: Any) -> int:
+    """Leading dimension of a tensor or of the tensors in a mapping (e.g. tokenized text)."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ValueError("pair inputs must have a batch dimension, got a 0-d tensor")
+        return inputs.shape[0]
+    if isinstance(inputs, Mapping) and inputs:
+        sizes = {name: batch_size_of(value) for name, value in inputs.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"tensors in one pair input disagree on batch size: {sizes}")
+        return next(iter(sizes.values()))
+    raise TypeError(
+        f"pair inputs must be a tensor or a non-empty mapping of tensors, got {type(inputs)!r}"
+    )
+
+
+def move_to(inputs: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """Move a tensor or a mapping of tensors to `device`."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.to(device, non_blocking=non_blocking)
+    if isinstance(inputs, Mapping):
+        return {k: move_to(v, device, non_blocking) for k, v in inputs.items()}
+    return inputs
+
+
+@dataclass
+class PairBatch:
+    """A batch of positive pairs.
+
+    Args:
+        query: query inputs, a tensor ``(B, ...)`` or a mapping of such tensors.
+        key: key inputs, same batch size as ``query``.
+        key_id: ``(B,)`` integer ids of what each key is; equal ids are never negatives.
+
+    Example:
+        >>> import torch
+        >>> batch = PairBatch(torch.zeros(4, 3), torch.ones(4, 3), torch.arange(4))
+        >>> batch.batch_size
+        4
+    """
+
+    query: Any
+    key: Any
+    key_id: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key_id, torch.Tensor):
+            self.key_id = torch.as_tensor(self.key_id)
+        if self.key_id.dim() != 1 or self.key_id.is_floating_point():
+            raise ValueError(
+                "key_id must be a 1-d integer tensor, got "
+                f"shape {tuple(self.key_id.shape)} dtype {self.key_id.dtype}"
+            )
+        nq, nk = batch_size_of(self.query), batch_size_of(self.key)
+        if not nq == nk == len(self.key_id):
+            raise ValueError(
+                f"query, key and key_id disagree on batch size: {nq}, {nk}, {len(self.key_id)}"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.key_id)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> PairBatch:
+        return PairBatch(
+            move_to(self.query, device, non_blocking),
+            move_to(self.key, device, non_blocking),
+            self.key_id.to(device, non_blocking=non_blocking),
+        )
+
+
+class Pair(NamedTuple):
+    """One positive pair, as a map-style generator returns it."""
+
+    query: Any
+    key: Any
+    key_id: int
+
+
+class PairGenerator(ABC):  # noqa: B024 - a marker base: the two forms below define the API
+    """Base of every pair source; subclass `MapPairGenerator` or `BatchPairGenerator`."""
+
+
+class MapPairGenerator(PairGenerator, Dataset):
+    """Map-style pair source: ``__getitem__`` returns one `Pair`.
+
+    Fed by DataLoader workers, so ``__getitem__`` may do CPU work (decoding, augmenting).
+    Override `collate` when pairs need more than stacking (e.g. tokenizing captions).
+
+    Example:
+        >>> import torch
+        >>> class Noisy(MapPairGenerator):
+        ...     def __init__(self, x): self.x = x
+        ...     def __len__(self): return len(self.x)
+        ...     def __getitem__(self, i):
+        ...         return Pair(self.x[i] + 0.1 * torch.randn(2), self.x[i], i)
+        >>> gen = Noisy(torch.randn(8, 2))
+        >>> gen.collate([gen[i] for i in range(3)]).batch_size
+        3
+    """
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def __getitem__(self, index: int) -> Pair: ...
+
+    def collate(self, pairs: list[Pair]) -> PairBatch:
+        query, key, key_id = default_collate([tuple(p) for p in pairs])
+        return PairBatch(query, key, torch.as_tensor(key_id, dtype=torch.long))
+
+
+class BatchPairGenerator(PairGenerator):
+    """Batch-style pair source: yields whole `PairBatch`es made with tensor ops.
+
+    Subclasses implement `num_pairs` and `batches`. ``batches`` must be a pure function of
+    ``(seed, epoch, rank, world_size)``: every process draws the same global order from
+    `rng` and takes its own slice (`shard`), and resuming replays the same batches.
+
+    Example:
+        >>> import torch
+        >>> class Jitter(BatchPairGenerator):
+        ...     def __init__(self, x, seed=0): self.x, self.seed = x, seed
+        ...     def num_pairs(self): return len(self.x)
+        ...     def batches(self, batch_size, *, epoch, device, rank=0, world_size=1):
+        ...         g = self.rng(epoch)
+        ...         x = self.x.to(device)
+        ...         for idx in self.shard(torch.randperm(len(x), generator=g), batch_size,
+        ...                               rank, world_size):
+        ...             idx = idx.to(device)
+        ...             yield PairBatch(x[idx] + 0.1 * torch.randn(len(idx), 2, device=device),
+        ...                             x[idx], idx)
+        >>> gen = Jitter(torch.randn(10, 2))
+        >>> [b.batch_size for b in gen.batches(4, epoch=0, device="cpu")]
+        [4, 4, 2]
+    """
+
+    seed: int = 0
+    drop_last: bool = False
+
+    @abstractmethod
+    def num_pairs(self) -> int:
+        """Number of pairs in one epoch (before sharding)."""
+
+    @abstractmethod
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        epoch: int,
+        device: torch.device | str,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Iterator[PairBatch]:
+        """Yield this process's batches of ``batch_size`` pairs for ``epoch``."""
+
+    def num_batches(self, batch_size: int, world_size: int = 1) -> int:
+        """Steps per epoch when each of ``world_size`` processes takes ``batch_size`` pairs."""
+        global_batch = batch_size * world_size
+        n = self.num_pairs()
+        return n // global_batch if self.drop_last else -(-n // global_batch)
+
+    def rng(self, epoch: int) -> torch.Generator:
+        """A CPU generator seeded by ``(seed, epoch)``, identical on every process."""
+        return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+
+    def shard(
+        self, order: torch.Tensor, batch_size: int, rank: int, world_size: int
+    ) -> Iterator[torch.Tensor]:
+        """Split a global order into global batches and yield this rank's contiguous slice.
+
+        A last global batch too small to give every rank a pair is dropped so that every
+        process takes the same number of steps.
+        """
+        global_batch = batch_size * world_size
+        for step in range(self.num_batches(batch_size, world_size)):
+            chunk = order[step * global_batch : (step + 1) * global_batch]
+            per_rank = -(-len(chunk) // world_size)
+            if len(chunk) < world_size:
+                return
+            yield chunk[rank * per_rank : (rank + 1) * per_rank]
