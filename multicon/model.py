@@ -6,7 +6,8 @@
     MoCo v3 = ContrastiveModel(enc, symmetric=True, momentum=0.99)
     CLIP    = ContrastiveModel(image_enc, text_enc, symmetric=True,
                                loss=InfoNCE(0.07, learnable=True))
-    ALBEF   = CLIP + momentum=0.995 + negatives=MomentumQueue(...) + reverse_negatives=MomentumQueue(...)
+    ALBEF   = CLIP + momentum=0.995 + negatives=MomentumQueue(...)
+                   + reverse_negatives=MomentumQueue(...)
 
 A method is a combination of arguments, not a code path.
 """
