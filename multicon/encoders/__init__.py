@@ -1,6 +1,7 @@
 """Encoders: inputs → vectors."""
 
+from multicon.encoders.embedding import EmbeddingTable
 from multicon.encoders.heads import ProjectionHead
 from multicon.encoders.vision import RESNET_FEATURE_DIMS, resnet_backbone
 
-__all__ = ["RESNET_FEATURE_DIMS", "ProjectionHead", "resnet_backbone"]
+__all__ = ["RESNET_FEATURE_DIMS", "EmbeddingTable", "ProjectionHead", "resnet_backbone"]
