@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from multicon.text.vocab import Vocabulary
+if TYPE_CHECKING:  # multicon.text imports this module
+    from multicon.text.vocab import Vocabulary
 
 
 def _unit(vectors: torch.Tensor) -> torch.Tensor:
@@ -35,6 +37,7 @@ def most_similar(
     """The ``topn`` words nearest by cosine to ``Σ positive - Σ negative`` (inputs excluded).
 
     Example:
+        >>> from multicon.text import Vocabulary
         >>> vocab = Vocabulary(["a", "b", "c"], [3, 2, 1])
         >>> vecs = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
         >>> [w for w, _ in most_similar(vecs, vocab, "a", topn=2)]
@@ -130,8 +133,9 @@ def evaluate_analogies(
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "q.txt")
         >>> _ = open(path, "w").write(": toy\\na b c d\\na b c zzz\\n")
+        >>> from multicon.text import Vocabulary
         >>> vocab = Vocabulary(["a", "b", "c", "d"], [4, 3, 2, 1])
-        >>> vecs = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0]])
+        >>> vecs = torch.tensor([[1.0, 0, 0], [1.0, 1, 0], [0.0, 0, 1], [0.0, 1, 1]])
         >>> r = evaluate_analogies(vecs, vocab, path)
         >>> r.sections, r.oov
         ({'toy': (1, 1)}, 1)
