@@ -10,12 +10,24 @@ Example:
 """
 
 from multicon.checkpoint import latest_checkpoint
-from multicon.encoders import RESNET_FEATURE_DIMS, ProjectionHead, resnet_backbone
-from multicon.eval import knn_accuracy, knn_predict
-from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
+from multicon.data.corpus import EncodedCorpus, TextCorpus, encode_corpus
+from multicon.encoders import RESNET_FEATURE_DIMS, EmbeddingTable, ProjectionHead, resnet_backbone
+from multicon.eval import (
+    evaluate_analogies,
+    evaluate_similarity,
+    knn_accuracy,
+    knn_predict,
+    most_similar,
+)
+from multicon.loss import InfoNCE, KeySet, NegativeSamplingLoss, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
-from multicon.negatives import InBatchNegatives, MomentumQueue
+from multicon.negatives import (
+    InBatchNegatives,
+    LogQCorrection,
+    MomentumQueue,
+    SampledNegatives,
+)
 from multicon.optim import LARS, build_optimizer, lr_schedule
 from multicon.pairs import (
     BatchPairGenerator,
@@ -25,6 +37,8 @@ from multicon.pairs import (
     PairGenerator,
 )
 from multicon.pairs.affine import AffineViewPairs
+from multicon.pairs.context import ContextPairs
+from multicon.text import Vocabulary, Word2Vec, load_word2vec_format, save_word2vec_format
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
@@ -34,29 +48,44 @@ __all__ = [
     "RESNET_FEATURE_DIMS",
     "AffineViewPairs",
     "BatchPairGenerator",
+    "ContextPairs",
     "ContrastiveModel",
     "ContrastiveOutput",
+    "EmbeddingTable",
+    "EncodedCorpus",
     "InBatchNegatives",
     "InfoNCE",
     "KeySet",
+    "LogQCorrection",
     "MapPairGenerator",
     "MomentumEncoder",
     "MomentumQueue",
+    "NegativeSamplingLoss",
     "NonFiniteLossError",
     "Pair",
     "PairBatch",
     "PairGenerator",
     "ProjectionHead",
+    "SampledNegatives",
+    "TextCorpus",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "Vocabulary",
+    "Word2Vec",
     "build_optimizer",
     "contrastive_logits",
     "cosine_momentum",
+    "encode_corpus",
+    "evaluate_analogies",
+    "evaluate_similarity",
     "info_nce",
     "knn_accuracy",
     "knn_predict",
     "latest_checkpoint",
+    "load_word2vec_format",
     "lr_schedule",
+    "most_similar",
     "resnet_backbone",
+    "save_word2vec_format",
 ]

@@ -10,9 +10,7 @@ from multicon.text.word2vec_format import load_word2vec_format, save_word2vec_fo
 
 # man : king = woman : queen in a 2-d toy space (x: royalty, y: gender)
 WORDS = ["man", "woman", "king", "queen", "apple", "rare"]
-VECS = torch.tensor(
-    [[0.1, 1.0], [0.1, -1.0], [1.0, 1.0], [1.0, -1.0], [-1.0, 0.05], [0.5, 0.1]]
-)
+VECS = torch.tensor([[0.1, 1.0], [0.1, -1.0], [1.0, 1.0], [1.0, -1.0], [-1.0, 0.05], [0.5, 0.1]])
 VOCAB = Vocabulary(WORDS, [60, 50, 40, 30, 20, 1])
 
 

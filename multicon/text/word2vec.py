@@ -85,29 +85,36 @@ class Word2Vec(
         *,
         negative: int = 5,
         ns_exponent: float = 0.75,
-        shared_negatives: bool = False,
+        shared_negatives: int = 0,
         negatives: nn.Module | None = None,
         loss: nn.Module | None = None,
     ) -> ContrastiveModel:
         """The training model: centre word (query) → context word (key) over these tables.
 
-        Defaults are skip-gram with negative sampling: ``negative`` keys per pair drawn from
-        ``counts ** ns_exponent`` and the logistic loss summed over pairs (word2vec's update with
-        plain SGD). Pass ``negatives`` / ``loss`` to swap either.
+        Defaults are word2vec's skip-gram with negative sampling: ``negative`` noise keys per
+        pair drawn from ``counts ** ns_exponent``, the logistic loss summed over pairs (so plain
+        SGD makes word2vec's update). ``shared_negatives=K`` instead draws ``K`` noise keys per
+        batch, shared by every pair and weighted ``negative / K`` (the same expected gradient),
+        scored with one matrix product: much faster on CPU, see docs/word2vec.md. Pass
+        ``negatives`` / ``loss`` to swap either (e.g. in-batch negatives and InfoNCE).
         """
+        if shared_negatives < 0:
+            raise ValueError(f"shared_negatives must be >= 0, got {shared_negatives}")
+        if negative < 1:
+            raise ValueError(f"negative must be >= 1, got {negative}")
         if negatives is None:
             negatives = SampledNegatives(
                 self.output_embeddings,
                 self._require_vocab().counts,
-                k=negative,
+                k=shared_negatives or negative,
                 ns_exponent=ns_exponent,
-                shared=shared_negatives,
+                shared=shared_negatives > 0,
             )
+        if loss is None:
+            weight = negative / shared_negatives if shared_negatives else 1.0
+            loss = NegativeSamplingLoss(reduction="sum", negative_weight=weight)
         return ContrastiveModel(
-            self.input_embeddings,
-            self.output_embeddings,
-            negatives=negatives,
-            loss=loss if loss is not None else NegativeSamplingLoss(reduction="sum"),
+            self.input_embeddings, self.output_embeddings, negatives=negatives, loss=loss
         )
 
     def _require_vocab(self) -> Vocabulary:
