@@ -8,11 +8,13 @@ binary format.
     python recipes/word2vec_text8.py --corpus ../shared/data/enwiki17m/enwiki17m.txt.gz \\
         --max_words 2000000 --output_dir runs/w2v --epochs 3
     python recipes/word2vec_text8.py --corpus text8.txt --shared_negatives 0   # word2vec's exact
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/word2vec_text8.py --corpus ...
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +68,10 @@ class Word2VecArgs:
     ns_exponent: float = 0.75
     sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
+    sparse: bool = field(
+        default=True,
+        metadata={"help": "Sparse table gradients (one process only: DDP all-reduces dense ones)."},
+    )
 
 
 @dataclass
@@ -122,7 +128,9 @@ def train(
     encoded = encode_corpus(corpus, vocab)
     prepare_s = time.perf_counter() - t0
     torch.manual_seed(config.seed)
-    w2v = Word2Vec.from_vocab(vocab, w2v_args.dim)
+    # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense
+    sparse = w2v_args.sparse and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
     model = w2v.contrastive_model(
         negative=w2v_args.negative,
         ns_exponent=w2v_args.ns_exponent,
@@ -136,9 +144,13 @@ def train(
     result = trainer.fit()
     train_s = time.perf_counter() - t1
     out = Path(config.output_dir)
-    w2v.save_pretrained(out / "model")
-    w2v.save_word2vec_format(out / "vectors.bin", binary=True)
+    main_process = trainer.accelerator.is_main_process
+    if main_process:
+        w2v.save_pretrained(out / "model")
+        w2v.save_word2vec_format(out / "vectors.bin", binary=True)
     return {
+        "main_process": main_process,
+        "processes": trainer.accelerator.num_processes,
         "vocab_size": len(vocab),
         "corpus_words": encoded.raw_words,
         "pairs_per_epoch": pairs.num_pairs(),
@@ -167,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     data, w2v_args, eval_args, config = parser.parse_args_into_dataclasses(args=argv)
     figures = train(data, w2v_args, eval_args, config)
+    if not figures.pop("main_process"):
+        return figures
     report = {
         "command": " ".join(["python", *sys.argv]),
         "corpus": asdict(data),

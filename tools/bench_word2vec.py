@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
             seed=bench.seed,
         )
         figures = recipe.train(data, w2v_args, ev, config)
+        figures.pop("main_process")
     per_step_trainer = figures["train_seconds"] / figures["steps"]
     per_step_bare = bare_step_seconds(data, w2v_args, bench) if bench.overhead_steps else 0.0
     report["multicon"] = {
