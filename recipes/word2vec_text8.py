@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.set_defaults(
         output_dir="runs/word2vec",
         epochs=5,
-        batch_size=4096,
+        batch_size=8192,
         optimizer="sgd",
         lr=0.025,
         momentum=0.0,

@@ -103,3 +103,10 @@ def test_infonce_with_logq_corrected_in_batch_negatives_learns_the_same(corpus, 
     _train(model, pairs, tmp_path, epochs=3, batch_size=512, optimizer="adamw", lr=0.02)
     precision = _topic_precision(w2v)
     assert precision > 0.9, precision
+
+
+def test_the_word2vec_page_runs_and_learns():
+    from test_custom_generator import ROOT, load_tool
+
+    ns = load_tool("run_doc").run(ROOT / "docs" / "word2vec.md")
+    assert {w for w, _ in ns["neighbours"]} == {f"t3w{i}" for i in range(1, 5)}

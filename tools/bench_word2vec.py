@@ -39,7 +39,7 @@ _spec.loader.exec_module(recipe)
 @dataclass
 class BenchArgs:
     out: str = field(default="", metadata={"help": "Also write the JSON here."})
-    batch_size: int = field(default=4096, metadata={"help": "multicon pairs per step."})
+    batch_size: int = field(default=8192, metadata={"help": "multicon pairs per step."})
     lr: float = field(default=0.025, metadata={"help": "Initial learning rate (both)."})
     workers: int = field(default=2, metadata={"help": "gensim worker threads."})
     epochs: int = 3
