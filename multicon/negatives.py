@@ -174,8 +174,7 @@ class SampledNegatives(nn.Module):
             raise ValueError("the noise distribution is empty: every count is zero")
         object.__setattr__(self, "encoder", encoder)  # borrowed, see the class docstring
         self.k, self.ns_exponent, self.shared = k, ns_exponent, shared
-        # the inverse CDF on a fine grid: one table look-up per draw (word2vec's unigram table)
-        self.register_buffer("noise_probs", (weights / weights.sum()).float(), persistent=False)
+        # draws invert the CDF by binary search (word2vec keeps a 1e8-entry table instead)
         self.register_buffer("cdf", (weights / weights.sum()).cumsum(0).float(), persistent=False)
 
     def sample(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:

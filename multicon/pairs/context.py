@@ -8,10 +8,13 @@ Each epoch, from the corpus's token-id tensor:
    and is paired, as the query, with each kept word at most ``b`` positions away in the same
    sentence, the key (``key_id`` = the context word, so the same context word twice in a batch is
    never its own negative);
-3. pairs are shuffled: the corpus is cut into blocks taken in a fresh random order each epoch, and
-   the pairs of ``shuffle_blocks`` blocks at a time are permuted together.
+3. pairs are shuffled: the kept words are cut into blocks taken in a fresh random order each
+   epoch, and the centre words of ``shuffle_blocks`` blocks at a time are permuted together (a
+   centre's pairs stay adjacent: with a summed loss only which pairs share a batch matters).
 
-Only one group of blocks' pairs exists at a time, so memory does not grow with the corpus. The
+Pairs are built with ``repeat_interleave`` from each centre's room to the left and right (its
+reduced window cut at the sentence edges). Only one group of blocks' pairs exists at a time, so
+memory does not grow with the corpus. The
 number of pairs in an epoch is random; `num_pairs` is its expectation and `batches` yields exactly
 `num_batches` global batches (drawing a little past the epoch, or stopping a little short), so
 every process and the learning-rate schedule agree on the step count.
