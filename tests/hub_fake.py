@@ -72,6 +72,12 @@ class FakeHub:
             return self._lfs_batch(m.group(1), json.loads(request.content))
         if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/commit/([^/]+)", path):
             return self._commit(m.group(1), m.group(2), request)
+        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/revision/([^/]+)", path):
+            return self._repo_info(m.group(1))
+        if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path):
+            return self._tree(m.group(1))
+        if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path):
+            return self._resolve(m.group(1), m.group(3), request.method)
         return _error(404, f"fake hub has no route {request.method} {path}")
 
     # -- routes -----------------------------------------------------------------------------
@@ -147,6 +153,7 @@ class FakeHub:
         lines = [json.loads(line) for line in request.read().decode().splitlines() if line]
         header = lines[0]["value"]
         files: dict[str, bytes] = {}
+        lfs_paths = set()
         for line in lines[1:]:
             value = line["value"]
             if line["key"] == "file":
@@ -155,12 +162,14 @@ class FakeHub:
                 if value["oid"] not in self.lfs_objects:
                     return _error(422, f"LFS object {value['oid']} was never uploaded")
                 files[value["path"]] = self.lfs_objects[value["oid"]]
+                lfs_paths.add(value["path"])
             else:
                 return _error(400, f"unexpected commit operation {line['key']}")
         commit = {"repo_id": repo_id, "revision": revision, "summary": header["summary"]}
         commit["files"] = files
         self.commits.append(commit)
         oid = hashlib.sha1(json.dumps(sorted(files)).encode()).hexdigest()
+        self.repos[repo_id].update(files=files, sha=oid, lfs_paths=lfs_paths)
         return httpx2.Response(
             200,
             json={
@@ -170,9 +179,52 @@ class FakeHub:
             },
         )
 
+    # -- downloads --------------------------------------------------------------------------
+    def _repo_info(self, repo_id: str) -> httpx2.Response:
+        repo = self.repos.get(repo_id)
+        if repo is None or "sha" not in repo:
+            return _error(404, "Repository not found", code="RepoNotFound")
+        siblings = [{"rfilename": name} for name in sorted(repo["files"])]
+        return httpx2.Response(200, json={"id": repo_id, "sha": repo["sha"], "siblings": siblings})
 
-def _error(status: int, message: str, url: str | None = None) -> httpx2.Response:
+    def _tree(self, repo_id: str) -> httpx2.Response:
+        repo = self.repos.get(repo_id)
+        if repo is None or "sha" not in repo:
+            return _error(404, "Repository not found", code="RepoNotFound")
+        entries = []
+        for name, data in sorted(repo["files"].items()):
+            entry = {"type": "file", "path": name, "size": len(data), "oid": _git_blob_id(data)}
+            if name in repo["lfs_paths"]:
+                sha = hashlib.sha256(data).hexdigest()
+                entry["lfs"] = {"oid": sha, "size": len(data), "pointerSize": 134}
+            entries.append(entry)
+        return httpx2.Response(200, json=entries)
+
+    def _resolve(self, repo_id: str, filename: str, method: str) -> httpx2.Response:
+        repo = self.repos.get(repo_id)
+        if repo is None or "sha" not in repo:
+            return _error(404, "Repository not found", code="RepoNotFound")
+        if filename not in repo["files"]:
+            return _error(404, f"{filename} does not exist", code="EntryNotFound")
+        data = repo["files"][filename]
+        lfs = filename in repo["lfs_paths"]
+        headers = {
+            "X-Repo-Commit": repo["sha"],
+            "ETag": f'"{hashlib.sha256(data).hexdigest() if lfs else _git_blob_id(data)}"',
+            "Content-Length": str(len(data)),
+        }
+        return httpx2.Response(200, headers=headers, content=b"" if method == "HEAD" else data)
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _error(status: int, message: str, url: str | None = None, code: str = "") -> httpx2.Response:
     body = {"error": message}
     if url:
         body["url"] = f"https://huggingface.co/{url}"
-    return httpx2.Response(status, json=body, headers={"x-error-message": message})
+    headers = {"x-error-message": message}
+    if code:
+        headers["x-error-code"] = code
+    return httpx2.Response(status, json=body, headers=headers)

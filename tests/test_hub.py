@@ -6,6 +6,7 @@ import json
 import logging
 import pickle
 import re
+import runpy
 import traceback
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from multicon.hub import HubModel, maybe_push, push_folder, save_run, write_model_card
 
+push_tool = runpy.run_path(str(Path(__file__).parents[1] / "tools" / "push_to_hub.py"))
 TOKEN = "hf_FakeSecretToken0123456789abcdefXYZ"
 
 
@@ -152,7 +154,7 @@ def test_bad_sources_give_clear_errors(tmp_path):
     (tmp_path / "weights.txt").write_text("x")
     with pytest.raises(ValueError, match="expects a folder or a Hub repo id"):
         TinyEncoder.from_pretrained(tmp_path / "weights.txt")
-    with pytest.raises(ValueError, match="not a local folder"):
+    with pytest.raises(ValueError, match="is not a local folder nor a valid Hugging Face repo id"):
         TinyEncoder.from_pretrained(str(tmp_path / "missing" / "deeper" / "run"))
     folder = tmp_path / "wide"
     trained_encoder(width=4).save_pretrained(folder)
@@ -269,7 +271,8 @@ def test_push_folder_commits_exactly_the_run_files(hub, tmp_path):
         ("PUT", next(url for method, url in hub.requests if method == "PUT")),
         ("POST", "https://huggingface.co/api/models/fake-user/tiny-simclr/commit/main"),
     ]
-    assert hub.repos == {"fake-user/tiny-simclr": {"visibility": "private"}}
+    assert list(hub.repos) == ["fake-user/tiny-simclr"]
+    assert hub.repos["fake-user/tiny-simclr"]["visibility"] == "private"
     assert hub.validated_cards == [(folder / "README.md").read_text()] * 2
     (commit,) = hub.commits
     expected = {n: (folder / n).read_bytes() for n in ("README.md", "config.json")}
@@ -295,6 +298,33 @@ def test_model_push_to_hub_commits_weights_config_and_card(hub, tmp_path, monkey
     card = commit["files"]["README.md"].decode()
     assert 'TinyEncoder.from_pretrained("tiny-moco")' in card
     assert "moco" in yaml.safe_load(card.split("---")[1])["tags"]
+
+
+def test_from_pretrained_downloads_a_pushed_repo(hub, tmp_path):
+    model = trained_encoder(width=4)
+    model.push_to_hub("fake-user/tiny-dl", token=TOKEN)
+    hub.requests.clear()
+    cache = tmp_path / "cache"
+    loaded = TinyEncoder.from_pretrained("fake-user/tiny-dl", token=TOKEN, cache_dir=cache)
+    x = torch.rand(3, 3, 8, 8)
+    assert torch.equal(model(x), loaded(x))
+    downloaded = {url.rsplit("/", 1)[-1] for method, url in hub.requests if method == "GET"}
+    assert {"config.json", "model.safetensors"} <= downloaded
+    hub.requests.clear()
+    offline = TinyEncoder.from_pretrained(
+        "fake-user/tiny-dl", cache_dir=cache, local_files_only=True
+    )  # from the cache, no request
+    assert torch.equal(model(x), offline(x)) and hub.requests == []
+
+
+def test_push_to_hub_tool_uploads_a_run_folder(hub, tmp_path, monkeypatch, capsys):
+    folder = run_folder(tmp_path)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert push_tool["main"]([str(folder), "fake-user/from-tool", "--private"]) == 0
+    assert capsys.readouterr().out.startswith("https://huggingface.co/fake-user/from-tool/commit/")
+    assert sorted(hub.commits[0]["files"]) == ["README.md", "config.json", "model.safetensors"]
+    assert push_tool["main"]([str(tmp_path / "nope"), "fake-user/from-tool"]) == 2
+    assert "no run folder" in capsys.readouterr().err
 
 
 def test_token_never_logged_or_written(hub, tmp_path, caplog, capsys, monkeypatch):
@@ -333,7 +363,7 @@ def test_missing_token_fails_before_any_request(hub, tmp_path):
 @pytest.mark.parametrize("repo_id", ["user/my model", "a/b/c", "user/name--x", "", "-bad"])
 def test_invalid_repo_id_fails_before_any_request(hub, tmp_path, repo_id):
     folder = run_folder(tmp_path)
-    with pytest.raises(ValueError, match="not a valid Hugging Face repo id|repo id is empty"):
+    with pytest.raises(ValueError, match="is not a valid Hugging Face repo id"):
         push_folder(folder, repo_id, token=TOKEN)
     with pytest.raises(ValueError, match="repo id"):
         trained_encoder().push_to_hub(repo_id, token=TOKEN)

@@ -131,7 +131,7 @@ class HubModel(
                 f"from_pretrained expects a folder or a Hub repo id, got file {source}"
             )
         else:
-            check_repo_id(source, what=f"{source!r} is not a local folder, and as a repo id it")
+            check_repo_id(source, or_folder=True)
         return super().from_pretrained(source, **kwargs)
 
     @classmethod

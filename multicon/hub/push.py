@@ -24,8 +24,10 @@ PUSH_IGNORE = ["checkpoint*", "checkpoint*/**", "*.pt", "*.pth", "*.bin", "*.pkl
 PUSH_IGNORE += ["**/__pycache__/**", ".cache/**"]
 
 
-def check_repo_id(repo_id: str, *, what: str | None = None) -> None:
+def check_repo_id(repo_id: str, *, or_folder: bool = False) -> None:
     """Raise `ValueError` unless ``repo_id`` is a valid Hub repository id.
+
+    ``or_folder`` words the error for a name that was not a local folder either.
 
     Example:
         >>> check_repo_id("user/simclr-cifar10")
@@ -34,16 +36,13 @@ def check_repo_id(repo_id: str, *, what: str | None = None) -> None:
         ...
         ValueError: 'user/simclr cifar10' is not a valid Hugging Face repo id: ...
     """
+    what = "a local folder nor a valid" if or_folder else "a valid"
     try:
         validate_repo_id(repo_id)
+        if not repo_id:
+            raise HFValidationError("the repo id is empty")
     except HFValidationError as error:
-        prefix = what or f"{repo_id!r} is not a valid Hugging Face repo id:"
-        raise ValueError(
-            f"{prefix} {error} (expected 'name' or 'namespace/name' of letters, digits, "
-            "'-', '_' and '.')"
-        ) from None
-    if not repo_id:
-        raise ValueError("the repo id is empty (expected 'namespace/name')")
+        raise ValueError(f"{repo_id!r} is not {what} Hugging Face repo id: {error}") from None
 
 
 def resolve_token(token: str | None) -> str:
