@@ -12,6 +12,7 @@ Example:
 from multicon.checkpoint import latest_checkpoint
 from multicon.encoders import RESNET_FEATURE_DIMS, ProjectionHead, resnet_backbone
 from multicon.eval import knn_accuracy, knn_predict
+from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
@@ -36,6 +37,8 @@ __all__ = [
     "BatchPairGenerator",
     "ContrastiveModel",
     "ContrastiveOutput",
+    "HubArgs",
+    "HubModel",
     "InBatchNegatives",
     "InfoNCE",
     "KeySet",
@@ -58,5 +61,9 @@ __all__ = [
     "knn_predict",
     "latest_checkpoint",
     "lr_schedule",
+    "maybe_push",
+    "push_folder",
     "resnet_backbone",
+    "save_run",
+    "write_model_card",
 ]

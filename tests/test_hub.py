@@ -378,3 +378,78 @@ def test_push_refuses_unfinished_run_folder(hub, tmp_path):
     with pytest.raises(FileNotFoundError, match="no run folder"):
         push_folder(tmp_path / "missing", "fake-user/tiny", token=TOKEN)
     assert hub.requests == [] and hub.telemetry == []
+
+
+# -- the real model kinds -------------------------------------------------------------------
+def small_conv_encoder() -> tuple[HubModel, torch.Tensor]:
+    from multicon.encoders.small_cnn import SmallConvEncoder
+
+    model = SmallConvEncoder(in_channels=1, width=4, proj_dim=8, proj_hidden_dim=16)
+    model.train()
+    for _ in range(2):  # move BatchNorm running statistics off their defaults
+        model(torch.rand(6, 1, 8, 8))
+    return model.eval(), torch.rand(3, 1, 8, 8)
+
+
+# Every HubModel subclass in multicon, with a way to build one and an input it embeds.
+REAL_MODELS = {"SmallConvEncoder": small_conv_encoder}
+
+
+def multicon_hub_models() -> set[str]:
+    import importlib
+    import pkgutil
+
+    import multicon
+
+    for info in pkgutil.walk_packages(multicon.__path__, "multicon."):
+        importlib.import_module(info.name)
+    found, todo = set(), [HubModel]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.startswith("multicon."):
+                found.add(sub.__name__)
+    return found
+
+
+def test_every_multicon_hub_model_has_a_round_trip_test():
+    missing = multicon_hub_models() - REAL_MODELS.keys()
+    assert not missing, f"add {sorted(missing)} to REAL_MODELS in tests/test_hub.py"
+
+
+@pytest.mark.parametrize("kind", sorted(REAL_MODELS))
+def test_real_model_round_trip_and_card(kind, tmp_path):
+    model, inputs = REAL_MODELS[kind]()
+    save_run(tmp_path, model, model_name=kind, datasets=["d"], metrics={"knn_top1": 0.5})
+    loaded = type(model).from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(model(inputs), loaded(inputs))
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    meta = card_metadata(tmp_path)
+    assert meta["library_name"] == "multicon"
+    assert meta["model-index"][0]["results"][0]["metrics"] == [{"type": "knn_top1", "value": 0.5}]
+    namespace: dict = {}
+    exec(usage_snippet(tmp_path), namespace)  # the card's snippet loads it and embeds an input
+    assert namespace["embeddings"].shape[0] == namespace["inputs"].shape[0]
+
+
+def test_demo_recipe_saves_a_card_and_pushes(hub, tmp_path, monkeypatch):
+    recipe = runpy.run_path(str(Path(__file__).parents[1] / "recipes" / "demo_digits.py"))
+    argv = ["--output_dir", str(tmp_path), "--max_steps", "2", "--batch_size", "32"]
+    argv += ["--eval_every", "0", "--log_with", "", "--width", "4", "--proj_dim", "8"]
+    with pytest.raises(ValueError, match="no Hugging Face token"):  # before any training
+        recipe["main"]([*argv, "--push_to_hub", "fake-user/digits"])
+    assert not (tmp_path / "model").exists()
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    summary = recipe["main"]([*argv, "--push_to_hub", "fake-user/digits", "--hub_private"])
+    assert summary["hub_commit"].startswith("https://huggingface.co/fake-user/digits/commit/")
+    (commit,) = hub.commits
+    folder = tmp_path / "model"
+    assert commit["files"] == {p.name: p.read_bytes() for p in folder.iterdir()}
+    (metric,) = card_metadata(folder)["model-index"][0]["results"][0]["metrics"]
+    assert metric["type"] == "knn_top1"
+    assert metric["value"] == pytest.approx(summary["knn_top1_trained"], abs=1e-4)
+    card = (folder / "README.md").read_text()
+    assert "| `max_steps` | `2` |" in card and TOKEN not in card
+    assert 'SmallConvEncoder.from_pretrained("fake-user/digits")' in card

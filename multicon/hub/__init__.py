@@ -8,9 +8,10 @@ maybe_push(folder, args.push_to_hub)   # or model.push_to_hub(repo_id)
 from multicon.hub.card import build_model_card, public_hyperparameters, write_model_card
 from multicon.hub.model import HubModel
 from multicon.hub.push import check_repo_id, maybe_push, push_folder, resolve_token
-from multicon.hub.run import save_run
+from multicon.hub.run import HubArgs, save_run
 
 __all__ = [
+    "HubArgs",
     "HubModel",
     "build_model_card",
     "check_repo_id",

@@ -16,6 +16,8 @@ from huggingface_hub import CommitInfo, HfApi, get_token
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from multicon import dist
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_FILES = ("model.safetensors", "config.json", "README.md")
@@ -130,11 +132,13 @@ def maybe_push(
 ) -> str | None:
     """`push_folder` when ``repo_id`` is set (a recipe's ``--push_to_hub``); the commit URL.
 
+    Only rank 0 uploads when several processes run.
+
     Example:
         >>> maybe_push("runs/simclr", None) is None  # no --push_to_hub: nothing happens
         True
     """
-    if not repo_id:
+    if not repo_id or dist.rank() != 0:
         return None
     info = push_folder(folder, repo_id, token=token, private=private, commit_message=commit_message)
     return info.commit_url
