@@ -18,7 +18,7 @@ from hub_fake import FakeHub
 from huggingface_hub import ModelCard, constants
 from torch import nn
 
-from multicon.hub import HubModel, maybe_push, push_folder, save_run, write_model_card
+from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 
 push_tool = runpy.run_path(str(Path(__file__).parents[1] / "tools" / "push_to_hub.py"))
 TOKEN = "hf_FakeSecretToken0123456789abcdefXYZ"
@@ -453,3 +453,11 @@ def test_demo_recipe_saves_a_card_and_pushes(hub, tmp_path, monkeypatch):
     card = (folder / "README.md").read_text()
     assert "| `max_steps` | `2` |" in card and TOKEN not in card
     assert 'SmallConvEncoder.from_pretrained("fake-user/digits")' in card
+
+
+def test_hub_args_check_the_repo_id_when_parsed(no_token):
+    with pytest.raises(ValueError, match="'me/two words' is not a valid Hugging Face repo id"):
+        HubArgs(push_to_hub="me/two words")
+    with pytest.raises(ValueError, match="no Hugging Face token"):
+        HubArgs(push_to_hub="me/model")
+    assert HubArgs().push("anywhere") is None

@@ -29,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
             private=args.private or None,
             commit_message=args.commit_message,
         )
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # bad input: nothing was sent
         print(f"push_to_hub: {error}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as error:  # the Hub or the network said no
+        print(f"push_to_hub: upload failed: {error}", file=sys.stderr)
+        return 1
     print(info.commit_url)
     return 0
 

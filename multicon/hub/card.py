@@ -131,7 +131,7 @@ def build_model_card(
         datasets=datasets,
         usage=usage.strip(),
         results=[_result_row(r) for r in results],
-        hyperparameters=[(_cell(k), _cell(v)) for k, v in hparams.items()],
+        hyperparameters=[(_cell(k), _cell(v if v != "" else "''")) for k, v in hparams.items()],
         versions=_versions(),
     )
 

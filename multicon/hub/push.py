@@ -52,8 +52,8 @@ def resolve_token(token: str | None) -> str:
     token = token or get_token()
     if not token:
         raise ValueError(
-            "no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass token= "
-            "(a write token from https://huggingface.co/settings/tokens); nothing was uploaded"
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` with a write token from "
+            "https://huggingface.co/settings/tokens (in Python: pass token=); nothing was uploaded"
         )
     return token
 
