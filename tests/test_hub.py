@@ -162,15 +162,23 @@ def test_bad_sources_give_clear_errors(tmp_path):
         TinyEncoder.from_pretrained(folder, width=7)
 
 
+class Words:
+    """A word list object (not JSON), as a real vocabulary class would be."""
+
+    def __init__(self, words: list[str]):
+        self.items = list(words)
+
+
 class Vocabulary(HubModel, tags=["word2vec"]):
-    """An embedding table whose words are kept in vocab.txt next to the weights."""
+    """An embedding table whose words are an __init__ argument kept in vocab.txt."""
 
     example_input = 'model.ids(["cat", "dog"])'
+    file_args = ("words",)
 
-    def __init__(self, vocab_size: int = 3, dim: int = 2):
+    def __init__(self, vocab_size: int = 3, dim: int = 2, words: Words | None = None):
         super().__init__()
         self.table = nn.Embedding(vocab_size, dim)
-        self.words: list[str] = []
+        self.words = words.items if words is not None else []
 
     def ids(self, words: list[str]) -> torch.Tensor:
         return torch.tensor([self.words.index(w) for w in words])
@@ -184,17 +192,31 @@ class Vocabulary(HubModel, tags=["word2vec"]):
 
     @classmethod
     def _from_folder(cls, folder: Path, **config) -> Vocabulary:
-        model = cls(**config)
-        model.words = (folder / "vocab.txt").read_text().splitlines()
-        return model
+        words = Words((folder / "vocab.txt").read_text().splitlines())
+        return cls(words=words, **config)
+
+
+class Wrapper(HubModel):
+    def __init__(self, inner: nn.Module | None = None, scale: float = 1.0):
+        super().__init__()
+        self.inner = inner if inner is not None else nn.Linear(2, 2)
+        self.scale = scale
+
+
+def test_non_json_init_argument_is_refused_at_save(tmp_path):
+    with pytest.raises(TypeError, match="arguments inner that are not JSON-serialisable"):
+        Wrapper(nn.Linear(2, 2), scale=2.0).save_pretrained(tmp_path)
+    assert not (tmp_path / "model.safetensors").exists()
+    Wrapper(scale=2.0).save_pretrained(tmp_path)  # JSON arguments only: fine
+    assert Wrapper.from_pretrained(tmp_path).scale == 2.0
 
 
 def test_subclass_saves_and_loads_extra_files(tmp_path):
-    model = Vocabulary(vocab_size=3, dim=4)
-    model.words = ["cat", "dog", "émeu"]
+    model = Vocabulary(vocab_size=3, dim=4, words=Words(["cat", "dog", "émeu"]))
     save_run(tmp_path, model, model_name="w2v", datasets=["text8"], metrics={"sim": 0.5})
+    assert json.loads((tmp_path / "config.json").read_text()) == {"dim": 4, "vocab_size": 3}
     loaded = Vocabulary.from_pretrained(tmp_path)
-    assert loaded.words == model.words
+    assert loaded.words == ["cat", "dog", "émeu"]
     ids = loaded.ids(["émeu", "cat"])
     assert torch.equal(loaded(ids), model(ids))
     namespace: dict = {}

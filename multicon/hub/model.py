@@ -19,6 +19,10 @@ Extra files (a vocabulary, a tokenizer) are written by overriding `_save_pretrai
             model = cls(**config)
             model.words = (folder / "vocab.txt").read_text().splitlines()
             return model
+
+An ``__init__`` argument that is not JSON (a vocabulary object) makes `save_pretrained` raise,
+unless the class lists it in ``file_args``, writes it in `_save_pretrained` and passes it back
+to ``cls(...)`` in `_from_folder`.
 """
 
 from __future__ import annotations
@@ -73,9 +77,34 @@ class HubModel(
     """
 
     example_input: ClassVar[str | None] = None
+    # __init__ arguments that are not JSON but that the subclass writes to files of its own in
+    # `_save_pretrained` and passes back in `_from_folder` (e.g. ``("vocab",)``).
+    file_args: ClassVar[tuple[str, ...]] = ()
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        instance = super().__new__(cls, *args, **kwargs)  # the mixin records the JSON arguments
+        names = list(cls._hub_mixin_init_parameters)[1:]
+        passed = {**dict(zip(names, args, strict=False)), **kwargs}
+        unsaved = [
+            name
+            for name, value in passed.items()
+            if name not in cls.file_args and not cls._is_jsonable(value)
+        ]
+        object.__setattr__(instance, "_hub_unsaved_args", unsaved)
+        if isinstance(instance._hub_mixin_config, dict):  # file_args never go to config.json
+            for name in cls.file_args:
+                instance._hub_mixin_config.pop(name, None)
+        return instance
 
     # -- saving -----------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:
+        if self._hub_unsaved_args:
+            raise TypeError(
+                f"{type(self).__name__} was built with __init__ arguments "
+                f"{', '.join(self._hub_unsaved_args)} that are not JSON-serialisable, so "
+                "config.json could not rebuild it: pass numbers, strings, lists, dicts or "
+                "dataclasses, or save those arguments as files and name them in file_args"
+            )
         # safetensors' save_model de-duplicates tied tensors; load_model re-ties them.
         save_model(self, str(Path(save_directory) / WEIGHTS_NAME), metadata={"format": "pt"})
 
