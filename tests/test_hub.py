@@ -15,7 +15,7 @@ import safetensors.torch
 import torch
 import yaml
 from hub_fake import FakeHub
-from huggingface_hub import ModelCard, constants
+from huggingface_hub import ModelCard, ModelHubMixin, PyTorchModelHubMixin, constants
 from torch import nn
 
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
@@ -420,7 +420,8 @@ def small_conv_encoder() -> tuple[HubModel, torch.Tensor]:
 REAL_MODELS = {"SmallConvEncoder": small_conv_encoder}
 
 
-def multicon_hub_models() -> set[str]:
+def multicon_model_classes() -> set[type]:
+    """Every class in multicon that saves with huggingface_hub's mixin."""
     import importlib
     import pkgutil
 
@@ -428,17 +429,22 @@ def multicon_hub_models() -> set[str]:
 
     for info in pkgutil.walk_packages(multicon.__path__, "multicon."):
         importlib.import_module(info.name)
-    found, todo = set(), [HubModel]
+    found, todo = set(), [ModelHubMixin]
     while todo:
         for sub in todo.pop().__subclasses__():
             todo.append(sub)
-            if sub.__module__.startswith("multicon."):
-                found.add(sub.__name__)
+            if sub.__module__.startswith("multicon.") and sub is not HubModel:
+                found.add(sub)
     return found
 
 
+def test_every_multicon_model_is_a_hub_model():
+    others = sorted(c.__name__ for c in multicon_model_classes() if not issubclass(c, HubModel))
+    assert not others, f"{others} should subclass multicon.hub.HubModel (safetensors-only, strict)"
+
+
 def test_every_multicon_hub_model_has_a_round_trip_test():
-    missing = multicon_hub_models() - REAL_MODELS.keys()
+    missing = {c.__name__ for c in multicon_model_classes()} - REAL_MODELS.keys()
     assert not missing, f"add {sorted(missing)} to REAL_MODELS in tests/test_hub.py"
 
 
@@ -486,3 +492,19 @@ def test_hub_args_check_the_repo_id_when_parsed(no_token):
     with pytest.raises(ValueError, match="no Hugging Face token"):
         HubArgs(push_to_hub="me/model")
     assert HubArgs().push("anywhere") is None
+
+
+class PlainMixinModel(nn.Module, PyTorchModelHubMixin):
+    def __init__(self, dim: int = 2):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+
+
+def test_save_run_takes_a_plain_mixin_model_too(tmp_path):
+    save_run(tmp_path, PlainMixinModel(dim=3), model_name="plain", license="mit")
+    assert card_metadata(tmp_path)["license"] == "mit"
+    namespace: dict = {}
+    exec(usage_snippet(tmp_path), namespace)
+    assert namespace["model"].linear.in_features == 3
+    with pytest.raises(TypeError, match="subclass multicon.hub.HubModel"):
+        save_run(tmp_path, nn.Linear(2, 2), model_name="x")

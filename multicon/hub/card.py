@@ -108,9 +108,13 @@ def build_model_card(
         tags += list(mixin_info.model_card_data.tags or [])
         pipeline_tag = pipeline_tag or mixin_info.model_card_data.pipeline_tag
     if usage is None:
-        if model_class is None or not hasattr(model_class, "usage_example"):
-            raise ValueError("pass usage= (Python source) or a model_class with usage_example")
-        usage = model_class.usage_example(repo_id or "path/to/this/folder")
+        if model_class is None:
+            raise ValueError("pass usage= (Python source) or the model_class")
+        where = repo_id or "path/to/this/folder"
+        if hasattr(model_class, "usage_example"):
+            usage = model_class.usage_example(where)
+        else:
+            usage = usage_snippet(model_class, where)
     card_data = ModelCardData(
         library_name="multicon",
         license=license,
@@ -154,6 +158,37 @@ def write_model_card(folder: str | Path, **card: Any) -> Path:
     path = folder / CARD_NAME
     build_model_card(**card).save(path)
     return path
+
+
+def usage_snippet(model_class: type, repo_id: str, example_input: str | None = None) -> str:
+    """Python source that loads ``model_class`` from ``repo_id`` and embeds ``example_input``.
+
+    ``example_input`` is source for one input batch; it may use ``model`` (the loaded model).
+
+    Example:
+        >>> print(usage_snippet(ModelCard, "me/m", "torch.rand(2, 3)").splitlines()[3])
+        model = ModelCard.from_pretrained("me/m")
+    """
+    name = model_class.__name__
+    lines = ["import torch", f"from {_public_module(model_class)} import {name}", ""]
+    lines.append(f'model = {name}.from_pretrained("{repo_id}")')
+    if example_input is None:
+        lines.append("print(model)  # call model(inputs) on a batch like the training inputs")
+    else:
+        lines += [
+            f"inputs = {example_input}",
+            "with torch.no_grad():",
+            "    embeddings = model(inputs)",
+            "print(embeddings.shape)",
+        ]
+    return "\n".join(lines)
+
+
+def _public_module(cls: type) -> str:
+    """The shortest import path that gives ``cls`` (``multicon`` when it is re-exported)."""
+    import multicon
+
+    return "multicon" if getattr(multicon, cls.__name__, None) is cls else cls.__module__
 
 
 def public_hyperparameters(hyperparameters: Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin, snapshot_download
 from safetensors.torch import load_model, save_model
 from torch import nn
 
-from multicon.hub.card import build_model_card
+from multicon.hub.card import build_model_card, usage_snippet
 from multicon.hub.push import check_repo_id, redact_token, resolve_token
 
 WEIGHTS_NAME = "model.safetensors"
@@ -119,20 +119,8 @@ class HubModel(
 
     @classmethod
     def usage_example(cls, repo_id: str) -> str:
-        """Python source that loads this model from ``repo_id`` and embeds an input."""
-        module = _public_module(cls)
-        lines = ["import torch", f"from {module} import {cls.__name__}", ""]
-        lines.append(f'model = {cls.__name__}.from_pretrained("{repo_id}")')
-        if cls.example_input is None:
-            lines.append("print(model)  # call model(inputs) on a batch like the training inputs")
-        else:
-            lines += [
-                f"inputs = {cls.example_input}",
-                "with torch.no_grad():",
-                "    embeddings = model(inputs)",
-                "print(embeddings.shape)",
-            ]
-        return "\n".join(lines)
+        """Python source that loads this model from ``repo_id`` and embeds `example_input`."""
+        return usage_snippet(cls, repo_id, cls.example_input)
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -221,10 +209,3 @@ class HubModel(
             return super().push_to_hub(
                 repo_id, token=token, model_card_kwargs=card_kwargs, **kwargs
             )
-
-
-def _public_module(cls: type) -> str:
-    """The shortest import path that gives ``cls`` (``multicon`` when it is re-exported)."""
-    import multicon
-
-    return "multicon" if getattr(multicon, cls.__name__, None) is cls else cls.__module__
