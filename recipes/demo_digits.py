@@ -73,26 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     before = evaluate(model)["knn_top1"]
     start = time.perf_counter()
-    result = Trainer(
+    trainer = Trainer(
         model, AffineViewPairs(train.images, seed=config.seed), config, evaluate=evaluate
-    ).fit()
+    )
+    result = trainer.fit()
     seconds = time.perf_counter() - start
     after = evaluate(model)["knn_top1"]
 
     model_dir = Path(config.output_dir) / "model"
-    save_run(
-        model_dir,
-        encoder,
-        model_name="simclr-digits",
-        method_tags=["simclr", "image"],
-        datasets=["sklearn-digits"],
-        metrics={"knn_top1": after},
-        task="image-classification",
-        split="held-out",
-        hyperparameters=[args, config],
-        repo_id=hub.push_to_hub or None,
-    )
-    commit_url = hub.push(model_dir)
     summary = {
         "knn_top1_random_init": round(before, 4),
         "knn_top1_trained": round(after, 4),
@@ -100,15 +88,28 @@ def main(argv: list[str] | None = None) -> dict:
         "final_loss": round(result.loss, 4),
         "train_seconds": round(seconds, 1),
         "model_dir": str(model_dir),
-        "hub_commit": commit_url,
         "held_out_images": len(test.labels),
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),
         "args": asdict(args),
     }
-    (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
+        save_run(
+            model_dir,
+            encoder,
+            model_name="simclr-digits",
+            method_tags=["simclr", "image"],
+            datasets=["sklearn-digits"],
+            metrics={"knn_top1": after},
+            task="image-classification",
+            split="held-out",
+            hyperparameters=[args, config],
+            repo_id=hub.push_to_hub or None,
+        )
+        summary["hub_commit"] = hub.push(model_dir)
+        (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
     return summary
 
 
