@@ -508,3 +508,11 @@ def test_save_run_takes_a_plain_mixin_model_too(tmp_path):
     assert namespace["model"].linear.in_features == 3
     with pytest.raises(TypeError, match="subclass multicon.hub.HubModel"):
         save_run(tmp_path, nn.Linear(2, 2), model_name="x")
+
+
+def test_docs_hub_page_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the page writes runs/hub-doc/...
+    run_doc = runpy.run_path(str(Path(__file__).parents[1] / "tools" / "run_doc.py"))
+    namespace = run_doc["run"](Path(__file__).parents[1] / "docs" / "hub.md")
+    assert namespace["again"].words == ["king", "queen", "man"]
+    assert (tmp_path / "runs" / "hub-doc" / "model" / "README.md").is_file()
