@@ -19,7 +19,12 @@ from typing import Any
 import torch
 
 from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, Pair, PairBatch
-from multicon.pairs.views import ViewConfig, check_uint8_images, make_views
+from multicon.pairs.views import (
+    ViewConfig,
+    apply_view_params,
+    check_uint8_images,
+    sample_view_params,
+)
 
 
 def _image_tensor(images: Any) -> torch.Tensor:
@@ -94,16 +99,24 @@ class DeviceViewPairs(BatchPairGenerator):
                 f"is larger than the dataset of {self.num_pairs()} images: no full batch exists"
             )
         images = self._on(device)
-        order = torch.randperm(self.num_pairs(), generator=self.rng(epoch))
-        # views: a device generator per (seed, epoch, rank), so ranks draw different views
+        order_rng = self.rng(epoch)
+        order = torch.randperm(self.num_pairs(), generator=order_rng)
+        # Views of the whole global batch are drawn (parameters only: cheap) on every process
+        # from the same device generator, and each process renders its slice, so N processes
+        # train on exactly the pairs one process would.
         views_rng = torch.Generator(device=images.device)
-        views_rng.manual_seed((int(self.seed) * 1_000_003 + int(epoch)) * 4099 + int(rank))
-        for idx in self.shard(order, batch_size, rank, world_size):
-            idx = idx.to(images.device)
-            chunk = images[idx]
-            query = make_views(chunk, self.query_views, views_rng)
-            key = make_views(chunk, self.key_views, views_rng)
-            yield PairBatch(query, key, idx)
+        views_rng.manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        h, w = images.shape[-2:]
+        for chunk, mine in self.global_batches(order, batch_size, rank, world_size):
+            idx = chunk[mine].to(images.device)
+            mine_images = images[idx]
+            views = []
+            for cfg in (self.query_views, self.key_views):
+                params = sample_view_params(
+                    cfg, len(chunk), h, w, views_rng, images.device, order_rng
+                )
+                views.append(apply_view_params(mine_images, params.select(mine), cfg))
+            yield PairBatch(views[0], views[1], idx)
 
 
 class ViewPairs(MapPairGenerator):

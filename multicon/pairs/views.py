@@ -14,7 +14,7 @@ the torchvision transforms v2 pipeline with the same ranges.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -184,7 +184,11 @@ class ViewParams:
     grayscale: torch.Tensor
     blur_sigma: torch.Tensor
     solarize: torch.Tensor
-    extra: dict = field(default_factory=dict)
+
+    def select(self, index: slice | torch.Tensor) -> ViewParams:
+        """The parameters of a subset of the views (e.g. this process's slice)."""
+        picked = {k: v if k == "order" else v[index] for k, v in self.__dict__.items()}
+        return ViewParams(**picked)
 
 
 def _uniform(n, lo, hi, g, device) -> torch.Tensor:
@@ -249,8 +253,13 @@ def sample_view_params(
     width: int,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    order_generator: torch.Generator | None = None,
 ) -> ViewParams:
     """Draw the random parameters of ``n`` views of ``height × width`` images under ``cfg``.
+
+    ``generator`` lives on ``device``; the jitter order (a Python list) is drawn from
+    ``order_generator`` (a CPU generator; defaults to ``generator`` when that is on the CPU)
+    so that drawing on a GPU never waits for it.
 
     Example:
         >>> p = sample_view_params(SimCLRViews(size=32), 5, 32, 32)
@@ -273,7 +282,9 @@ def sample_view_params(
         factor(cfg.saturation),
     )
     hue = torch.where(jitter, _uniform(n, -cfg.hue, cfg.hue, g, dev), torch.zeros_like(one))
-    order = torch.randperm(4, generator=g, device=dev).tolist()
+    if order_generator is None and torch.device(dev).type != "cpu":
+        order_generator = torch.Generator().manual_seed(int(torch.randint(1 << 30, (1,))))
+    order = torch.randperm(4, generator=order_generator or g).tolist()
     grayscale = _bernoulli(n, cfg.grayscale_p, g, dev)
     blur = _bernoulli(n, cfg.blur_p, g, dev)
     sigma = _uniform(n, cfg.blur_sigma[0], cfg.blur_sigma[1], g, dev)
@@ -381,11 +392,11 @@ def apply_view_params(images: torch.Tensor, p: ViewParams, cfg: ViewConfig) -> t
     theta = torch.stack([torch.stack([sx, zero, tx], 1), torch.stack([zero, sy, ty], 1)], 1)
     grid = F.affine_grid(theta, [b, 3, cfg.size, cfg.size], align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    if bool(p.jitter.any()):
+    if cfg.jitter_p > 0:  # decided by the config, not the draw: no device-to-host sync
         x = _jitter(x, p)
     gray = _per_image(p.grayscale.to(x.device)).bool()
     x = torch.where(gray, _gray(x).expand_as(x), x)
-    if bool((p.blur_sigma > 0).any()):
+    if cfg.blur_p > 0:
         x = _blur(x, p.blur_sigma.to(x.device), cfg.blur_kernel_size)
     x = torch.where(_per_image(p.solarize.to(x.device)).bool() & (x >= 0.5), 1.0 - x, x)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
