@@ -7,6 +7,7 @@ from multicon.data.images import (
     load_cifar,
     load_hf_images,
     load_image_folder,
+    load_images,
 )
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "load_digits",
     "load_hf_images",
     "load_image_folder",
+    "load_images",
 ]

@@ -321,3 +321,37 @@ def load_image_folder(
     return stack_images(
         items(), size=size, on_error=on_error, classes=class_dirs if labelled else None
     )
+
+
+def load_images(
+    source: str | os.PathLike,
+    split: str = "train",
+    *,
+    size: int | tuple[int, int] | None = None,
+    on_error: OnError = "raise",
+) -> ImageData:
+    """Load ``split`` of an image dataset from wherever ``source`` points, by what is there:
+
+    * a folder holding ``cifar-10-batches-py`` / ``cifar-100-python`` → `load_cifar`;
+    * a folder with parquet files (Hub layout) → `load_hf_images`;
+    * a folder with ``split/`` sub-folder of images → `load_image_folder` on it;
+    * any other folder of images → `load_image_folder` (``split`` ignored);
+    * not a local path → a Hub dataset name for `load_hf_images` (needs a connection).
+    """
+    path = Path(source)
+    if not path.exists():
+        if str(source).startswith((".", "/", "~")):
+            raise FileNotFoundError(f"dataset folder {path} does not exist")
+        return load_hf_images(str(source), split, size=size, on_error=on_error)
+    if not path.is_dir():
+        raise ValueError(f"{path} is a file; pass the folder that holds the dataset")
+    for name, folder in (("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")):
+        if (path / folder).is_dir():
+            if size is not None:
+                raise ValueError("CIFAR pickles are 32x32; resize views instead of the dataset")
+            return load_cifar(path, name, split)  # type: ignore[arg-type]
+    if any(path.rglob("*.parquet")):
+        return load_hf_images(path, split, size=size, on_error=on_error)
+    if (path / split).is_dir():
+        path = path / split
+    return load_image_folder(path, size=size, on_error=on_error)
