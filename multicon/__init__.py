@@ -10,8 +10,21 @@ Example:
 """
 
 from multicon.checkpoint import latest_checkpoint
-from multicon.encoders import RESNET_FEATURE_DIMS, ProjectionHead, resnet_backbone
-from multicon.eval import knn_accuracy, knn_predict
+from multicon.data import ImageData, load_cifar, load_hf_images, load_image_folder, load_images
+from multicon.encoders import (
+    RESNET_FEATURE_DIMS,
+    ImageEncoder,
+    ProjectionHead,
+    resnet_backbone,
+    sync_batchnorm,
+)
+from multicon.eval import (
+    KNNMonitor,
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+)
 from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
@@ -25,6 +38,14 @@ from multicon.pairs import (
     PairGenerator,
 )
 from multicon.pairs.affine import AffineViewPairs
+from multicon.pairs.images import DeviceViewPairs, ViewPairs
+from multicon.pairs.views import (
+    MoCoV2Views,
+    SimCLRViews,
+    ViewConfig,
+    make_views,
+    moco_v3_views,
+)
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
@@ -36,10 +57,15 @@ __all__ = [
     "BatchPairGenerator",
     "ContrastiveModel",
     "ContrastiveOutput",
+    "DeviceViewPairs",
+    "ImageData",
+    "ImageEncoder",
     "InBatchNegatives",
     "InfoNCE",
+    "KNNMonitor",
     "KeySet",
     "MapPairGenerator",
+    "MoCoV2Views",
     "MomentumEncoder",
     "MomentumQueue",
     "NonFiniteLossError",
@@ -47,16 +73,28 @@ __all__ = [
     "PairBatch",
     "PairGenerator",
     "ProjectionHead",
+    "SimCLRViews",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "ViewConfig",
+    "ViewPairs",
     "build_optimizer",
     "contrastive_logits",
     "cosine_momentum",
+    "extract_features",
     "info_nce",
     "knn_accuracy",
     "knn_predict",
     "latest_checkpoint",
+    "linear_probe",
+    "load_cifar",
+    "load_hf_images",
+    "load_image_folder",
+    "load_images",
     "lr_schedule",
+    "make_views",
+    "moco_v3_views",
     "resnet_backbone",
+    "sync_batchnorm",
 ]
