@@ -132,24 +132,35 @@ def stack_images(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     images, labels, skipped = [], [], []
     first: tuple[str, tuple[int, int]] | None = None
-    for name, data, label in items:
+
+    def decode(item: tuple[str, Any, int | None]) -> torch.Tensor | ValueError:
         try:
-            img = decode_image(data, name, size)
-        except ValueError:
-            if on_error == "raise":
-                raise
-            skipped.append(name)
-            continue
-        hw = tuple(img.shape[-2:])
-        if first is None:
-            first = (name, hw)
-        elif hw != first[1]:
-            raise ValueError(
-                f"image {name} is {hw[0]}x{hw[1]} but {first[0]} is {first[1][0]}x{first[1][1]}; "
-                "pass size=... to resize every image to one size"
-            )
-        images.append(img)
-        labels.append(label)
+            return decode_image(item[1], item[0], size)
+        except ValueError as err:
+            return err
+
+    # PIL releases the GIL while decoding: threads give a near-linear speed-up, results in order
+    from concurrent.futures import ThreadPoolExecutor
+
+    items = list(items)
+    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+        decoded = pool.map(decode, items, chunksize=256)
+        for (name, _, label), img in zip(items, decoded, strict=True):
+            if isinstance(img, ValueError):
+                if on_error == "raise":
+                    raise img
+                skipped.append(name)
+                continue
+            hw = tuple(img.shape[-2:])
+            if first is None:
+                first = (name, hw)
+            elif hw != first[1]:
+                raise ValueError(
+                    f"image {name} is {hw[0]}x{hw[1]} but {first[0]} is "
+                    f"{first[1][0]}x{first[1][1]}; pass size=... to resize every image to one size"
+                )
+            images.append(img)
+            labels.append(label)
     if not images:
         raise ValueError(f"no readable images (skipped {len(skipped)})")
     has_labels = all(lab is not None for lab in labels)
