@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 
 from multicon.data.images import ImageData, load_images
-from multicon.encoders.vision import ImageEncoder, sync_batchnorm
+from multicon.encoders.vision import ImageEncoder, launch_state, sync_batchnorm
 from multicon.eval.features import KNNMonitor
 from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
 from multicon.model import ContrastiveModel
@@ -104,9 +104,7 @@ def load_splits(args: ImageDataArgs) -> tuple[ImageData, ImageData]:
 
 
 def num_processes() -> int:
-    from accelerate import PartialState
-
-    return PartialState().num_processes
+    return launch_state().num_processes
 
 
 def scaled_config(config: TrainConfig, scale_lr: bool) -> TrainConfig:

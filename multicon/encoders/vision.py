@@ -132,12 +132,22 @@ def sync_batchnorm(module: nn.Module, num_processes: int | None = None) -> nn.Mo
         True
     """
     if num_processes is None:
-        from accelerate import PartialState
-
-        state = PartialState()
+        state = launch_state()
         num_processes, device = state.num_processes, state.device
     else:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if num_processes <= 1 or device.type == "cpu":
         return module
     return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
+def launch_state():
+    """Accelerate's process state as the `Accelerator` will see it.
+
+    ``PartialState`` is a singleton: created without ``cpu=True`` under ``accelerate launch
+    --cpu`` (ACCELERATE_USE_CPU) it would pin the run to one process, so pass the flag along.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
