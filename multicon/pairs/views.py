@@ -401,7 +401,8 @@ def apply_view_params(images: torch.Tensor, p: ViewParams, cfg: ViewConfig) -> t
     x = torch.where(_per_image(p.solarize.to(x.device)).bool() & (x >= 0.5), 1.0 - x, x)
     mean = torch.tensor(cfg.mean, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg.std, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    # the hue einsum can leave odd strides; conv weight grads would follow them (DDP warns)
+    return ((x - mean) / std).contiguous()
 
 
 def make_views(
