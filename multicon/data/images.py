@@ -205,7 +205,8 @@ def load_cifar(
         test_list = [[f, None] for f, _ in cls.test_list]
         meta = {**cls.meta, "md5": None}
 
-    folder = Path(root) / cls.base_folder
+    root = Path(root).expanduser()
+    folder = root / cls.base_folder
     if not download and not present(root):
         raise FileNotFoundError(
             f"no {name} python pickles in {folder} (expected "
@@ -244,7 +245,7 @@ def load_hf_images(
     if isinstance(source, datasets.Dataset):
         ds, where = source, "dataset"
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if path.is_dir():
             files = sorted(p.suffix for p in path.rglob("*") if p.is_file())
             builder = "parquet" if ".parquet" in files else "imagefolder"
@@ -314,7 +315,7 @@ def load_image_folder(
 
     Files directly in ``root`` (no class folders) give ``labels=None``.
     """
-    root = Path(root)
+    root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {root} does not exist")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -349,7 +350,7 @@ def load_images(
     * any other folder of images → `load_image_folder` (``split`` ignored);
     * not a local path → a Hub dataset name for `load_hf_images` (needs a connection).
     """
-    path = Path(source)
+    path = Path(source).expanduser()
     if not path.exists():
         if str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} does not exist")
