@@ -80,13 +80,15 @@ def contrastive_logits(
     query_ids: torch.Tensor | None = None,
     normalize: bool = True,
 ) -> torch.Tensor:
-    """Float32 logits ``(B, N)`` or ``(B, K)`` with same-id non-positive keys set to -inf.
+    """Logits ``(B, N)`` or ``(B, K)`` with same-id non-positive keys set to -inf.
 
-    Computed outside autocast so bf16/fp16 training still scores in float32.
+    Computed outside autocast in float32 (float64 for float64 inputs), so bf16/fp16 training
+    still scores in float32.
     """
     _check(query, keys, query_ids)
     with torch.autocast(device_type=query.device.type, enabled=False):
-        q, k = query.float(), keys.keys.float()
+        dtype = torch.promote_types(query.dtype, torch.float32)  # float32, or float64 if given
+        q, k = query.to(dtype), keys.keys.to(dtype)
         if normalize:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         if k.dim() == 2:
@@ -96,15 +98,15 @@ def contrastive_logits(
         offset = keys.logit_offset
         ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
         if keys.own_keys is not None:
-            own = keys.own_keys.float()
+            own = keys.own_keys.to(dtype)
             own = F.normalize(own, dim=-1) if normalize else own
             logits = torch.cat([(q * own).sum(-1, keepdim=True), logits], dim=1)
-            offset = None if offset is None else F.pad(offset.float(), (1, 0))
+            offset = None if offset is None else F.pad(offset.to(dtype), (1, 0))
             shared_ids = ids.expand(len(q), -1)
             ids = torch.cat([keys.own_ids.unsqueeze(1), shared_ids], dim=1)
         logits = logits * logit_scale
         if offset is not None:
-            logits = logits + offset.float()
+            logits = logits + offset.to(dtype)
         if query_ids is not None:
             same = ids == query_ids.unsqueeze(1)
             same.scatter_(1, keys.positive.unsqueeze(1), False)
@@ -189,7 +191,7 @@ class InfoNCE(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return float(1.0 / self.logit_scale())
+        return float(1.0 / self.logit_scale().detach())
 
     def logits(
         self, query: torch.Tensor, keys: KeySet, query_ids: torch.Tensor | None = None

@@ -72,14 +72,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     before = evaluate(model)["knn_top1"]
     start = time.perf_counter()
-    result = Trainer(
+    trainer = Trainer(
         model, AffineViewPairs(train.images, seed=config.seed), config, evaluate=evaluate
-    ).fit()
+    )
+    result = trainer.fit()
     seconds = time.perf_counter() - start
     after = evaluate(model)["knn_top1"]
 
     model_dir = Path(config.output_dir) / "model"
-    encoder.save_pretrained(model_dir)
     summary = {
         "knn_top1_random_init": round(before, 4),
         "knn_top1_trained": round(after, 4),
@@ -93,8 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "args": asdict(args),
     }
-    (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
+        encoder.save_pretrained(model_dir)
+        (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
     return summary
 
 
