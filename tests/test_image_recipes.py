@@ -11,7 +11,10 @@ from textures import texture_images, write_image_folder
 
 from multicon.encoders import ImageEncoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "recipes"), str(ROOT / "tools")]
+import bench_images  # noqa: E402
+import eval_images  # noqa: E402
 import moco_cifar10  # noqa: E402
 import simclr_cifar10  # noqa: E402
 
@@ -52,6 +55,21 @@ def test_simclr_recipe(folder, tmp_path):
     out = tmp_path / "simclr"
     summary = simclr_cifar10.main(["--data", str(folder), "--output_dir", str(out), *TINY])
     check_run(out, summary)
+    # the evaluation tool on the saved encoder: same kNN as the recipe's last monitor
+    result = eval_images.main(["--model", str(out / "model"), "--data", str(folder),
+                               "--knn_k", "5", "--probe_epochs", "5"])  # fmt: skip
+    assert result["knn_top1"] == pytest.approx(summary["knn_top1"], abs=1e-3)
+    assert 0.0 <= result["linear_top1"] <= 1.0
+
+
+def test_bench_tool_runs_every_mode():
+    report = bench_images.main(
+        ["--device", "cpu", "--image_size", "16", "--batch_size", "8", "--steps", "1",
+         "--warmup", "0", "--num_workers", "0", "--cifar_stem", "false"]
+    )  # fmt: skip
+    assert set(report["images_per_s"]) == {"ceiling", "device_views", "cpu_views"}
+    assert all(v > 0 for v in report["images_per_s"].values())
+    assert report["command"].startswith("tools/bench_images.py --device cpu")
 
 
 def test_moco_v2_recipe_with_cpu_views(folder, tmp_path):

@@ -50,6 +50,9 @@ class BenchArgs:
     compile: bool = False
     modes: str = "ceiling,device_views,cpu_views"
     threads: int = field(default=0, metadata={"help": "torch intra-op threads (0: default)."})
+    views_only: bool = field(
+        default=False, metadata={"help": "Time making the views alone (no model step)."}
+    )
 
 
 def cycle(make: Callable[[], Iterator[PairBatch]]) -> Iterator[PairBatch]:
@@ -109,13 +112,14 @@ def main(argv: list[str] | None = None) -> dict:
         if mode not in made:
             raise ValueError(f"unknown mode {mode!r}; choose from {sorted(made)}")
         batches = cycle(made[mode])
+        run = (lambda b: None) if args.views_only else step
         for _ in range(args.warmup):
-            step(next(batches))
+            run(next(batches))
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(args.steps):
-            step(next(batches))
+            run(next(batches))
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -127,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
             if {"device_views", "cpu_views"} <= results.keys()
             else None
         ),
+        "measured": "views only" if args.views_only else "full training step",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "cpu_count": __import__("os").cpu_count(),
         "torch": torch.__version__,
