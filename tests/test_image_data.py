@@ -140,3 +140,19 @@ def test_image_data_validation():
         ImageData(torch.zeros(2, 4, 4, 4, dtype=torch.uint8))
     with pytest.raises(ValueError, match="labels of shape"):
         ImageData(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.arange(3))
+
+
+def test_datasets_imagefolder_and_loaded_dataset(tmp_path):
+    import datasets
+
+    make_folder(tmp_path / "train")
+    data = load_hf_images(tmp_path)  # datasets' imagefolder builder: class folders → ClassLabel
+    assert data.classes == ["cat", "dog"] and sorted(data.labels.tolist()) == [0] * 3 + [1] * 4
+    ds = datasets.Dataset.from_dict(
+        {"picture": [{"bytes": png_bytes((1, 2, 3)), "path": None}] * 2, "y": [4, 5]},
+        features=datasets.Features({"picture": datasets.Image(), "y": datasets.Value("int64")}),
+    )
+    loaded = load_hf_images(ds, label_column="y")
+    assert loaded.labels.tolist() == [4, 5] and loaded.images[0, :, 0, 0].tolist() == [1, 2, 3]
+    with pytest.raises(ValueError, match="no label column 'z'"):
+        load_hf_images(ds, label_column="z")

@@ -314,6 +314,17 @@ def load_image_folder(
     """Every image file under ``root``; one sub-folder per class gives labels (sorted names).
 
     Files directly in ``root`` (no class folders) give ``labels=None``.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> from PIL import Image
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> for name in ("cat", "dog"):
+        ...     (root / name).mkdir()
+        ...     Image.new("RGB", (8, 6), "red").save(root / name / "0.png")
+        >>> data = load_image_folder(root)
+        >>> data.images.shape, data.labels.tolist(), data.classes
+        (torch.Size([2, 3, 6, 8]), [0, 1], ['cat', 'dog'])
     """
     root = Path(root).expanduser()
     if not root.is_dir():
