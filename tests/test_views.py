@@ -231,3 +231,16 @@ def test_device_pairs_are_reproducible_and_sharded():
         assert torch.equal(torch.cat([bt.key_id for bt in both]), single.key_id)
         assert torch.allclose(torch.cat([bt.query for bt in both]), single.query, atol=1e-6)
         assert torch.allclose(torch.cat([bt.key for bt in both]), single.key, atol=1e-6)
+
+
+def test_cpu_views_over_a_lazy_folder_of_mixed_sizes(tmp_path):
+    """ViewPairs reads any dataset of (PIL image, label), e.g. torchvision's ImageFolder."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "a" / "0.png")
+    Image.new("L", (20, 50), 128).save(tmp_path / "a" / "1.png")
+    pairs = ViewPairs(ImageFolder(str(tmp_path)), SimCLRViews(size=16))
+    batch = pairs.collate([pairs[0], pairs[1]])
+    assert batch.query.shape == (2, 3, 16, 16) and batch.key_id.tolist() == [0, 1]
