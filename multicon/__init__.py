@@ -10,8 +10,21 @@ Example:
 """
 
 from multicon.checkpoint import latest_checkpoint
-from multicon.encoders import RESNET_FEATURE_DIMS, ProjectionHead, resnet_backbone
-from multicon.eval import knn_accuracy, knn_predict
+from multicon.data import ImageData, load_cifar, load_hf_images, load_image_folder, load_images
+from multicon.encoders import (
+    RESNET_FEATURE_DIMS,
+    ImageEncoder,
+    ProjectionHead,
+    resnet_backbone,
+    sync_batchnorm,
+)
+from multicon.eval import (
+    KNNMonitor,
+    extract_features,
+    knn_accuracy,
+    knn_predict,
+    linear_probe,
+)
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
@@ -26,6 +39,14 @@ from multicon.pairs import (
     PairGenerator,
 )
 from multicon.pairs.affine import AffineViewPairs
+from multicon.pairs.images import DeviceViewPairs, ViewPairs
+from multicon.pairs.views import (
+    MoCoV2Views,
+    SimCLRViews,
+    ViewConfig,
+    make_views,
+    moco_v3_views,
+)
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
@@ -39,10 +60,15 @@ __all__ = [
     "ContrastiveOutput",
     "HubArgs",
     "HubModel",
+    "DeviceViewPairs",
+    "ImageData",
+    "ImageEncoder",
     "InBatchNegatives",
     "InfoNCE",
+    "KNNMonitor",
     "KeySet",
     "MapPairGenerator",
+    "MoCoV2Views",
     "MomentumEncoder",
     "MomentumQueue",
     "NonFiniteLossError",
@@ -50,20 +76,32 @@ __all__ = [
     "PairBatch",
     "PairGenerator",
     "ProjectionHead",
+    "SimCLRViews",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "ViewConfig",
+    "ViewPairs",
     "build_optimizer",
     "contrastive_logits",
     "cosine_momentum",
+    "extract_features",
     "info_nce",
     "knn_accuracy",
     "knn_predict",
     "latest_checkpoint",
+    "linear_probe",
+    "load_cifar",
+    "load_hf_images",
+    "load_image_folder",
+    "load_images",
     "lr_schedule",
     "maybe_push",
     "push_folder",
     "resnet_backbone",
     "save_run",
     "write_model_card",
+    "make_views",
+    "moco_v3_views",
+    "sync_batchnorm",
 ]

@@ -28,12 +28,19 @@ class KeySet:
         positive: ``(B,)`` index of each query's positive key in ``keys`` (along N or K).
         logit_offset: optional additive correction per key (``(N,)`` or ``(B, K)``), e.g.
             ``-log Q(key)`` for the logQ correction of frequency-biased negatives.
+        own_keys: optional ``(B, D)``: one more key per query, scored by that query only and
+            placed in column 0 before the shared ``(N, D)`` keys (MoCo v2: each query's positive,
+            then the queue) without copying the shared keys per query; ``positive`` and
+            ``logit_offset`` then index/cover the ``1 + N`` columns and the shared keys only.
+        own_ids: ``(B,)`` ids of ``own_keys`` (required with them).
     """
 
     keys: torch.Tensor
     key_ids: torch.Tensor
     positive: torch.Tensor
     logit_offset: torch.Tensor | None = None
+    own_keys: torch.Tensor | None = None
+    own_ids: torch.Tensor | None = None
 
 
 def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> None:
@@ -55,6 +62,14 @@ def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> N
         )
     if query_ids is not None and query_ids.shape != (b,):
         raise ValueError(f"query_ids must be ({b},), got {tuple(query_ids.shape)}")
+    if ks.own_keys is not None:
+        if ks.keys.dim() != 2 or ks.own_keys.shape != (b, d):
+            raise ValueError(
+                f"own_keys must be ({b}, {d}) next to shared (N, {d}) keys, got "
+                f"{tuple(ks.own_keys.shape)} and {tuple(ks.keys.shape)}"
+            )
+        if ks.own_ids is None or ks.own_ids.shape != (b,):
+            raise ValueError(f"own_keys need own_ids of shape ({b},)")
 
 
 def contrastive_logits(
@@ -80,11 +95,19 @@ def contrastive_logits(
             logits = q @ k.T
         else:
             logits = torch.einsum("bd,bkd->bk", q, k)
+        offset = keys.logit_offset
+        ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
+        if keys.own_keys is not None:
+            own = keys.own_keys.to(dtype)
+            own = F.normalize(own, dim=-1) if normalize else own
+            logits = torch.cat([(q * own).sum(-1, keepdim=True), logits], dim=1)
+            offset = None if offset is None else F.pad(offset.to(dtype), (1, 0))
+            shared_ids = ids.expand(len(q), -1)
+            ids = torch.cat([keys.own_ids.unsqueeze(1), shared_ids], dim=1)
         logits = logits * logit_scale
-        if keys.logit_offset is not None:
-            logits = logits + keys.logit_offset.to(dtype)
+        if offset is not None:
+            logits = logits + offset.to(dtype)
         if query_ids is not None:
-            ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
             same = ids == query_ids.unsqueeze(1)
             same.scatter_(1, keys.positive.unsqueeze(1), False)
             logits = logits.masked_fill(same, float("-inf"))

@@ -100,14 +100,10 @@ class MomentumQueue(nn.Module):
             all_keys = torch.cat([batch, queued])
             all_ids = torch.cat([batch_ids, queued_ids.clone()])
             return KeySet(all_keys, all_ids, positive)
-        # own positive first, then the queue, per query
-        per_query = torch.cat(
-            [keys.unsqueeze(1), queued.unsqueeze(0).expand(keys.shape[0], -1, -1)], dim=1
+        # own positive first (column 0), then the queue shared by all queries (MoCo v2)
+        return KeySet(
+            queued, queued_ids.clone(), torch.zeros_like(positive), own_keys=keys, own_ids=key_ids
         )
-        ids = torch.cat(
-            [key_ids.unsqueeze(1), queued_ids.unsqueeze(0).expand(keys.shape[0], -1)], dim=1
-        )
-        return KeySet(per_query, ids, torch.zeros_like(positive))
 
     @torch.no_grad()
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:

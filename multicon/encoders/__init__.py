@@ -1,6 +1,17 @@
 """Encoders: inputs → vectors."""
 
 from multicon.encoders.heads import ProjectionHead
-from multicon.encoders.vision import RESNET_FEATURE_DIMS, resnet_backbone
+from multicon.encoders.vision import (
+    RESNET_FEATURE_DIMS,
+    ImageEncoder,
+    resnet_backbone,
+    sync_batchnorm,
+)
 
-__all__ = ["RESNET_FEATURE_DIMS", "ProjectionHead", "resnet_backbone"]
+__all__ = [
+    "RESNET_FEATURE_DIMS",
+    "ImageEncoder",
+    "ProjectionHead",
+    "resnet_backbone",
+    "sync_batchnorm",
+]
