@@ -10,15 +10,35 @@ Example:
 """
 
 from multicon.checkpoint import latest_checkpoint
-from multicon.data.corpus import EncodedCorpus, TextCorpus, encode_corpus
-from multicon.encoders import RESNET_FEATURE_DIMS, EmbeddingTable, ProjectionHead, resnet_backbone
+from multicon.data import (
+    EncodedCorpus,
+    ImageData,
+    TextCorpus,
+    encode_corpus,
+    load_cifar,
+    load_hf_images,
+    load_image_folder,
+    load_images,
+)
+from multicon.encoders import (
+    RESNET_FEATURE_DIMS,
+    EmbeddingTable,
+    ImageEncoder,
+    ProjectionHead,
+    resnet_backbone,
+    sync_batchnorm,
+)
 from multicon.eval import (
+    KNNMonitor,
     evaluate_analogies,
     evaluate_similarity,
+    extract_features,
     knn_accuracy,
     knn_predict,
+    linear_probe,
     most_similar,
 )
+from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.loss import InfoNCE, KeySet, NegativeSamplingLoss, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
@@ -38,6 +58,14 @@ from multicon.pairs import (
 )
 from multicon.pairs.affine import AffineViewPairs
 from multicon.pairs.context import ContextPairs
+from multicon.pairs.images import DeviceViewPairs, ViewPairs
+from multicon.pairs.views import (
+    MoCoV2Views,
+    SimCLRViews,
+    ViewConfig,
+    make_views,
+    moco_v3_views,
+)
 from multicon.text import Vocabulary, Word2Vec, load_word2vec_format, save_word2vec_format
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
@@ -51,13 +79,20 @@ __all__ = [
     "ContextPairs",
     "ContrastiveModel",
     "ContrastiveOutput",
+    "DeviceViewPairs",
     "EmbeddingTable",
     "EncodedCorpus",
+    "HubArgs",
+    "HubModel",
+    "ImageData",
+    "ImageEncoder",
     "InBatchNegatives",
     "InfoNCE",
+    "KNNMonitor",
     "KeySet",
     "LogQCorrection",
     "MapPairGenerator",
+    "MoCoV2Views",
     "MomentumEncoder",
     "MomentumQueue",
     "NegativeSamplingLoss",
@@ -67,10 +102,13 @@ __all__ = [
     "PairGenerator",
     "ProjectionHead",
     "SampledNegatives",
+    "SimCLRViews",
     "TextCorpus",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "ViewConfig",
+    "ViewPairs",
     "Vocabulary",
     "Word2Vec",
     "build_optimizer",
@@ -79,13 +117,26 @@ __all__ = [
     "encode_corpus",
     "evaluate_analogies",
     "evaluate_similarity",
+    "extract_features",
     "info_nce",
     "knn_accuracy",
     "knn_predict",
     "latest_checkpoint",
+    "linear_probe",
+    "load_cifar",
+    "load_hf_images",
+    "load_image_folder",
+    "load_images",
     "load_word2vec_format",
     "lr_schedule",
+    "make_views",
+    "maybe_push",
+    "moco_v3_views",
     "most_similar",
+    "push_folder",
     "resnet_backbone",
+    "save_run",
     "save_word2vec_format",
+    "sync_batchnorm",
+    "write_model_card",
 ]

@@ -28,26 +28,20 @@ class KeySet:
         positive: ``(B,)`` index of each query's positive key in ``keys`` (along N or K).
         logit_offset: optional additive correction per key (``(N,)`` or ``(B, K)``), e.g.
             ``-log Q(key)`` for the logQ correction of frequency-biased negatives.
-        own: optional ``(B, D)`` key per query, scored as column 0 before ``keys``; then
-            ``positive`` must be all 0 and ``key_ids`` / ``logit_offset`` describe ``keys`` only.
-            This is "each query's own positive + negatives shared by all queries" (word2vec's
-            sampled noise, MoCo v2's queue) without copying the shared keys once per query:
-            scoring is one ``(B, D) @ (D, N)`` product.
-
-    Example:
-        >>> import torch
-        >>> q = torch.randn(3, 4)
-        >>> ks = KeySet(torch.randn(5, 4), torch.arange(5), torch.zeros(3, dtype=torch.long),
-        ...             own=torch.randn(3, 4))
-        >>> contrastive_logits(q, ks, logit_scale=1.0).shape
-        torch.Size([3, 6])
+        own_keys: optional ``(B, D)``: one more key per query, scored by that query only and
+            placed in column 0 before ``keys`` (MoCo v2: each query's positive, then the queue;
+            word2vec: each pair's context word, then its noise words) without copying shared
+            keys per query; ``positive`` and ``logit_offset`` then index/cover the ``1 + N``
+            (or ``1 + K``) columns and ``keys`` only.
+        own_ids: ``(B,)`` ids of ``own_keys`` (required with them).
     """
 
     keys: torch.Tensor
     key_ids: torch.Tensor
     positive: torch.Tensor
     logit_offset: torch.Tensor | None = None
-    own: torch.Tensor | None = None
+    own_keys: torch.Tensor | None = None
+    own_ids: torch.Tensor | None = None
 
 
 def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> None:
@@ -69,11 +63,14 @@ def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> N
         )
     if query_ids is not None and query_ids.shape != (b,):
         raise ValueError(f"query_ids must be ({b},), got {tuple(query_ids.shape)}")
-    if ks.own is not None:
-        if ks.own.shape != (b, d):
-            raise ValueError(f"own keys must be ({b}, {d}), got {tuple(ks.own.shape)}")
-        if bool((ks.positive != 0).any()):
-            raise ValueError("with own keys the positive is column 0: positive must be all 0")
+    if ks.own_keys is not None:
+        if ks.own_keys.shape != (b, d):
+            raise ValueError(
+                f"own_keys must be ({b}, {d}) for queries of shape {(b, d)}, got "
+                f"{tuple(ks.own_keys.shape)}"
+            )
+        if ks.own_ids is None or ks.own_ids.shape != (b,):
+            raise ValueError(f"own_keys need own_ids of shape ({b},)")
 
 
 def contrastive_logits(
@@ -97,23 +94,24 @@ def contrastive_logits(
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         if k.dim() == 2:
             logits = q @ k.T
-        else:  # (B, K, D): a product per query; bmm of (B,1,D)x(B,D,K) is slow on CPU
-            logits = (k * q.unsqueeze(1)).sum(-1)
+        else:
+            logits = torch.einsum("bd,bkd->bk", q, k)
+        offset = keys.logit_offset
+        ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
+        if keys.own_keys is not None:
+            own = keys.own_keys.to(dtype)
+            own = F.normalize(own, dim=-1) if normalize else own
+            logits = torch.cat([(q * own).sum(-1, keepdim=True), logits], dim=1)
+            offset = None if offset is None else F.pad(offset.to(dtype), (1, 0))
+            shared_ids = ids.expand(len(q), -1)
+            ids = torch.cat([keys.own_ids.unsqueeze(1), shared_ids], dim=1)
         logits = logits * logit_scale
-        if keys.logit_offset is not None:
-            logits = logits + keys.logit_offset.to(dtype)
+        if offset is not None:
+            logits = logits + offset.to(dtype)
         if query_ids is not None:
-            ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
             same = ids == query_ids.unsqueeze(1)
-            if keys.own is None:
-                same.scatter_(1, keys.positive.unsqueeze(1), False)
+            same.scatter_(1, keys.positive.unsqueeze(1), False)
             logits = logits.masked_fill(same, float("-inf"))
-        if keys.own is not None:
-            own = keys.own.float()
-            if normalize:
-                own = F.normalize(own, dim=-1)
-            own_logit = (q * own).sum(-1, keepdim=True) * logit_scale
-            logits = torch.cat([own_logit, logits], dim=1)
     return logits
 
 

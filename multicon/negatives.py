@@ -100,14 +100,10 @@ class MomentumQueue(nn.Module):
             all_keys = torch.cat([batch, queued])
             all_ids = torch.cat([batch_ids, queued_ids.clone()])
             return KeySet(all_keys, all_ids, positive)
-        # own positive first, then the queue, per query
-        per_query = torch.cat(
-            [keys.unsqueeze(1), queued.unsqueeze(0).expand(keys.shape[0], -1, -1)], dim=1
+        # own positive first (column 0), then the queue shared by all queries (MoCo v2)
+        return KeySet(
+            queued, queued_ids.clone(), torch.zeros_like(positive), own_keys=keys, own_ids=key_ids
         )
-        ids = torch.cat(
-            [key_ids.unsqueeze(1), queued_ids.unsqueeze(0).expand(keys.shape[0], -1)], dim=1
-        )
-        return KeySet(per_query, ids, torch.zeros_like(positive))
 
     @torch.no_grad()
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:
@@ -150,7 +146,7 @@ class SampledNegatives(nn.Module):
         >>> table = torch.nn.Embedding(10, 4)
         >>> neg = SampledNegatives(table, torch.arange(10, 0, -1), k=3)
         >>> ks = neg(torch.randn(2, 4), torch.tensor([1, 7]))
-        >>> ks.keys.shape, ks.key_ids.shape, ks.own.shape, ks.positive.tolist()
+        >>> ks.keys.shape, ks.key_ids.shape, ks.own_keys.shape, ks.positive.tolist()
         (torch.Size([2, 3, 4]), torch.Size([2, 3]), torch.Size([2, 4]), [0, 0])
     """
 
@@ -192,7 +188,7 @@ class SampledNegatives(nn.Module):
             noise_ids = self.sample((b, self.k), keys.device)
             noise = self.encoder(noise_ids.flatten()).to(keys.dtype).view(b, self.k, -1)
         positive = torch.zeros(b, dtype=torch.long, device=keys.device)
-        return KeySet(noise, noise_ids, positive, own=keys)
+        return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids)
 
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:
         """Stateless: nothing to remember."""

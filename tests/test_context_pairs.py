@@ -96,16 +96,25 @@ def test_noise_equal_to_positive_is_never_scored_as_negative():
     assert torch.isfinite(logits[:, 0]).all()
 
 
-def test_shared_and_own_keys_score_like_the_copied_form():
-    q, own, shared = torch.randn(5, 4), torch.randn(5, 4), torch.randn(3, 4)
+@pytest.mark.parametrize("per_query", [False, True], ids=["shared", "per-query"])
+def test_own_keys_score_like_the_copied_form(per_query):
+    q, own, noise = torch.randn(5, 4), torch.randn(5, 4), torch.randn(3, 4)
     ids = torch.tensor([7, 8, 9])
-    compact = KeySet(shared, ids, torch.zeros(5, dtype=torch.long), own=own)
+    own_ids = torch.arange(5)
+    noise_b, ids_b = noise.expand(5, -1, -1), ids.expand(5, -1)
+    compact = KeySet(
+        noise_b if per_query else noise,
+        ids_b if per_query else ids,
+        torch.zeros(5, dtype=torch.long),
+        own_keys=own,
+        own_ids=own_ids,
+    )
     copied = KeySet(
-        torch.cat([own.unsqueeze(1), shared.expand(5, -1, -1)], 1),
-        torch.cat([torch.tensor([[0], [1], [2], [3], [4]]), ids.expand(5, -1)], 1),
+        torch.cat([own.unsqueeze(1), noise_b], 1),
+        torch.cat([own_ids.unsqueeze(1), ids_b], 1),
         torch.zeros(5, dtype=torch.long),
     )
-    qid = torch.tensor([0, 1, 2, 8, 4])  # query 3 meets its own id among the shared keys
+    qid = torch.tensor([0, 1, 2, 8, 4])  # query 3 meets its own id among the noise keys
     a = contrastive_logits(q, compact, logit_scale=1.0, query_ids=qid, normalize=False)
     b = contrastive_logits(q, copied, logit_scale=1.0, query_ids=qid, normalize=False)
     assert torch.allclose(a, b)
@@ -115,7 +124,13 @@ def test_shared_and_own_keys_score_like_the_copied_form():
 def test_negative_sampling_loss_gradient_is_word2vecs_update():
     q = torch.randn(1, 6, requires_grad=True)
     pos, noise = torch.randn(1, 6), torch.randn(2, 6)
-    ks = KeySet(noise.unsqueeze(0), torch.tensor([[5, 6]]), torch.tensor([0]), own=pos)
+    ks = KeySet(
+        noise.unsqueeze(0),
+        torch.tensor([[5, 6]]),
+        torch.tensor([0]),
+        own_keys=pos,
+        own_ids=torch.tensor([4]),
+    )
     NegativeSamplingLoss("sum")(q, ks, torch.tensor([1])).backward()
     s_pos, s_neg = torch.sigmoid(q @ pos.T), torch.sigmoid(q @ noise.T)
     # word2vec: neu1e += (label - σ(q·k)) k; the loss gradient is its negative

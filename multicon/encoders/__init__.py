@@ -2,6 +2,18 @@
 
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.encoders.heads import ProjectionHead
-from multicon.encoders.vision import RESNET_FEATURE_DIMS, resnet_backbone
+from multicon.encoders.vision import (
+    RESNET_FEATURE_DIMS,
+    ImageEncoder,
+    resnet_backbone,
+    sync_batchnorm,
+)
 
-__all__ = ["RESNET_FEATURE_DIMS", "EmbeddingTable", "ProjectionHead", "resnet_backbone"]
+__all__ = [
+    "RESNET_FEATURE_DIMS",
+    "EmbeddingTable",
+    "ImageEncoder",
+    "ProjectionHead",
+    "resnet_backbone",
+    "sync_batchnorm",
+]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import torch
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
+
+from multicon.encoders.heads import ProjectionHead
 
 RESNET_FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
@@ -30,3 +34,120 @@ def resnet_backbone(arch: str = "resnet18", *, cifar_stem: bool = False) -> nn.M
         net.maxpool = nn.Identity()
     net.fc = nn.Identity()
     return net
+
+
+class ImageEncoder(nn.Module, PyTorchModelHubMixin, library_name="multicon", tags=["multicon"]):
+    """ResNet backbone + projection head (+ optional predictor): the image side of SimCLR/MoCo.
+
+    ``forward(x)`` gives what the contrastive loss sees (projection, then predictor if there is
+    one and ``use_predictor`` is on); ``features(x)`` gives the backbone features that kNN and
+    linear probes evaluate. Saved with ``save_pretrained`` (model.safetensors + config.json) and
+    rebuilt with ``ImageEncoder.from_pretrained(folder)``.
+
+    Args:
+        arch: torchvision ResNet name (see `RESNET_FEATURE_DIMS`).
+        cifar_stem: 3×3 stride-1 stem without max-pool, for 32×32 images.
+        head_hidden_dim, out_dim, head_layers: projection head shape.
+        head_batch_norm: BatchNorm in the head's hidden layers (SimCLR, MoCo v3; not MoCo v2).
+        head_last_batch_norm: affine-free BatchNorm on the output (MoCo v3).
+        predictor_hidden_dim: > 0 adds MoCo v3's 2-layer predictor after the head.
+        channels_last: keep weights and inputs in channels-last memory format (faster convs on
+            GPUs with tensor cores).
+
+    Example:
+        >>> import torch
+        >>> enc = ImageEncoder("resnet18", cifar_stem=True, head_hidden_dim=64, out_dim=16)
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> enc(x).shape, enc.features(x).shape
+        (torch.Size([2, 16]), torch.Size([2, 512]))
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        cifar_stem: bool = True,
+        head_hidden_dim: int = 2048,
+        out_dim: int = 128,
+        head_layers: int = 2,
+        head_batch_norm: bool = True,
+        head_last_batch_norm: bool = False,
+        predictor_hidden_dim: int = 0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.arch, self.channels_last = arch, channels_last
+        self.backbone = resnet_backbone(arch, cifar_stem=cifar_stem)
+        self.feature_dim = RESNET_FEATURE_DIMS[arch]
+        self.head = ProjectionHead(
+            self.feature_dim,
+            head_hidden_dim,
+            out_dim,
+            num_layers=head_layers,
+            batch_norm=head_batch_norm,
+            last_batch_norm=head_last_batch_norm,
+        )
+        self.predictor = (
+            ProjectionHead(out_dim, predictor_hidden_dim, out_dim, num_layers=2)
+            if predictor_hidden_dim > 0
+            else None
+        )
+        # the momentum (key) copy of a MoCo v3 encoder turns this off: keys skip the predictor
+        self.use_predictor = True
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)
+            raise ValueError(f"ImageEncoder expects images (B, 3, H, W), got {shape}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"ImageEncoder expects normalised float images, got dtype {x.dtype}; "
+                "make views with multicon.pairs.views (or eval_transform) first"
+            )
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``(B, feature_dim)`` (what kNN / linear probes evaluate)."""
+        return self.backbone(self._check(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.head(self.features(x))
+        if self.predictor is not None and self.use_predictor:
+            z = self.predictor(z)
+        return z
+
+
+def sync_batchnorm(module: nn.Module, num_processes: int | None = None) -> nn.Module:
+    """Turn BatchNorm into SyncBatchNorm when training on several GPU processes.
+
+    Contrastive losses compare samples across the batch, so per-process BatchNorm statistics
+    leak which samples share a device (SimCLR uses global BN; MoCo v3 SyncBN). PyTorch's
+    SyncBatchNorm needs GPUs, so on CPU (and in one process) the module is returned unchanged.
+    ``num_processes`` defaults to Accelerate's view of the launch.
+
+    Example:
+        >>> net = resnet_backbone("resnet18")
+        >>> sync_batchnorm(net, num_processes=1) is net
+        True
+    """
+    if num_processes is None:
+        state = launch_state()
+        num_processes, device = state.num_processes, state.device
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if num_processes <= 1 or device.type == "cpu":
+        return module
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
+def launch_state():
+    """Accelerate's process state as the `Accelerator` will see it.
+
+    ``PartialState`` is a singleton: created without ``cpu=True`` under ``accelerate launch
+    --cpu`` (ACCELERATE_USE_CPU) it would pin the run to one process, so pass the flag along.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

@@ -1,6 +1,8 @@
 """Evaluation of learned representations."""
 
+from multicon.eval.features import KNNMonitor, extract_features
 from multicon.eval.knn import knn_accuracy, knn_predict
+from multicon.eval.linear_probe import linear_probe
 from multicon.eval.words import (
     AnalogyResult,
     SimilarityResult,
@@ -11,10 +13,13 @@ from multicon.eval.words import (
 
 __all__ = [
     "AnalogyResult",
+    "KNNMonitor",
     "SimilarityResult",
     "evaluate_analogies",
     "evaluate_similarity",
+    "extract_features",
     "knn_accuracy",
     "knn_predict",
+    "linear_probe",
     "most_similar",
 ]

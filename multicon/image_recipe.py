@@ -1,0 +1,217 @@
+"""What the image recipes (SimCLR, MoCo) share: data and encoder flags, and the run itself.
+
+A recipe picks the method (a `ContrastiveModel` combination and a view preset); `run_image_recipe`
+loads the data, makes the pairs (device views or CPU workers), trains with the kNN monitor, and
+writes beside the checkpoint: the encoder (``model/``, Hub format), ``knn_curve.png``,
+``retrievals.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from multicon.data.images import ImageData, load_images
+from multicon.encoders.vision import ImageEncoder, launch_state, sync_batchnorm
+from multicon.eval.features import KNNMonitor
+from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
+from multicon.model import ContrastiveModel
+from multicon.pairs.images import DeviceViewPairs, ViewPairs
+from multicon.pairs.views import ViewConfig
+from multicon.train import TrainConfig, Trainer
+
+
+@dataclass
+class ImageDataArgs:
+    """Where the images come from and how views and the kNN monitor are made."""
+
+    data: str = field(
+        default="../shared/data/cifar10",
+        metadata={
+            "help": "A folder (CIFAR pickles, Hub-layout parquet, or images in class folders) "
+            "or a Hub dataset name (online)."
+        },
+    )
+    train_split: str = "train"
+    test_split: str = "test"
+    image_size: int = field(default=0, metadata={"help": "View size (0: the images' own)."})
+    on_error: Literal["raise", "skip"] = field(
+        default="raise", metadata={"help": "Unreadable images: stop naming the file, or skip."}
+    )
+    views_on: Literal["device", "cpu"] = field(
+        default="device",
+        metadata={"help": "device: dataset held as uint8 on the device, views made there; "
+                  "cpu: torchvision v2 transforms in DataLoader workers."},
+    )  # fmt: skip
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_max_train: int = field(default=0, metadata={"help": "kNN memory bank size (0: all)."})
+    max_train_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
+    max_test_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
+
+
+@dataclass
+class ImageEncoderArgs:
+    """The `ImageEncoder` and how it runs."""
+
+    arch: str = "resnet18"
+    cifar_stem: bool = field(default=True, metadata={"help": "3x3 stem, no max-pool (32px)."})
+    head_hidden_dim: int = 2048
+    out_dim: int = 128
+    head_layers: int = 2
+    head_batch_norm: bool = True
+    head_last_batch_norm: bool = False
+    predictor_hidden_dim: int = 0
+    channels_last: bool = False
+    compile: bool = field(default=False, metadata={"help": "torch.compile the backbones."})
+    scale_lr: bool = field(
+        default=True, metadata={"help": "Treat --lr as the rate for a global batch of 256."}
+    )
+
+    def build(self) -> ImageEncoder:
+        return ImageEncoder(
+            self.arch,
+            cifar_stem=self.cifar_stem,
+            head_hidden_dim=self.head_hidden_dim,
+            out_dim=self.out_dim,
+            head_layers=self.head_layers,
+            head_batch_norm=self.head_batch_norm,
+            head_last_batch_norm=self.head_last_batch_norm,
+            predictor_hidden_dim=self.predictor_hidden_dim,
+            channels_last=self.channels_last,
+        )
+
+
+def load_splits(args: ImageDataArgs) -> tuple[ImageData, ImageData]:
+    """Train and test `ImageData`; the kNN monitor needs labels on both."""
+    train = load_images(args.data, args.train_split, on_error=args.on_error)
+    test = load_images(args.data, args.test_split, on_error=args.on_error)
+    if args.max_train_images:
+        train = train.subset(slice(0, args.max_train_images))
+    if args.max_test_images:
+        test = test.subset(slice(0, args.max_test_images))
+    train.require_labels("the kNN monitor (train split)")
+    test.require_labels("the kNN monitor (test split)")
+    return train, test
+
+
+def num_processes() -> int:
+    return launch_state().num_processes
+
+
+def scaled_config(config: TrainConfig, scale_lr: bool) -> TrainConfig:
+    """Linear learning-rate scaling: ``lr × global batch / 256`` (SimCLR, MoCo)."""
+    if not scale_lr:
+        return config
+    global_batch = config.batch_size * num_processes()
+    return dataclasses.replace(config, lr=config.lr * global_batch / 256)
+
+
+def prepare_encoders(model: ContrastiveModel, args: ImageEncoderArgs) -> ContrastiveModel:
+    """SyncBatchNorm under several GPU processes; optional torch.compile of the backbones."""
+    model = sync_batchnorm(model)
+    if args.compile:
+        for enc in (model.query_encoder, getattr(model.momentum_query, "encoder", None)):
+            if enc is not None:
+                enc.backbone.compile()  # in place: state_dict keys stay the same
+    return model
+
+
+def run_image_recipe(
+    name: str,
+    build_model: Callable[[ImageEncoder], ContrastiveModel],
+    views: Callable[[int], tuple[ViewConfig, ViewConfig | None]],
+    data_args: ImageDataArgs,
+    encoder_args: ImageEncoderArgs,
+    config: TrainConfig,
+    argv: list[str] | None,
+    method_args: object,
+) -> dict:
+    """Load, train with the kNN monitor, save the encoder and the pictures; return the summary."""
+    train, test = load_splits(data_args)
+    size = data_args.image_size or train.image_size[0]
+    query_views, key_views = views(size)
+    global_batch = config.batch_size * num_processes()
+    if global_batch > len(train):
+        raise ValueError(
+            f"global batch of {global_batch} images is larger than the {len(train)} training "
+            "images; lower --batch_size"
+        )
+    torch.manual_seed(config.seed)
+    encoder = encoder_args.build()
+    model = prepare_encoders(build_model(encoder), encoder_args)
+    config = scaled_config(config, encoder_args.scale_lr)
+    if data_args.views_on == "device":
+        pairs = DeviceViewPairs(train, query_views, key_views, seed=config.seed)
+    else:
+        pairs = ViewPairs(train, query_views, key_views)
+    monitor = KNNMonitor(
+        train,
+        test,
+        query_views,
+        k=data_args.knn_k,
+        temperature=data_args.knn_temperature,
+        max_train=data_args.knn_max_train,
+    )
+    trainer = Trainer(model, pairs, config, evaluate=monitor)
+    device = trainer.accelerator.device
+    model.to(device)
+    before = monitor(model)["knn_top1"] if trainer.accelerator.is_main_process else float("nan")
+    start = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - start
+    if not trainer.accelerator.is_main_process:
+        return {}
+    out = Path(config.output_dir)
+    unwrapped: ContrastiveModel = trainer.accelerator.unwrap_model(trainer.model)
+    train_feats, test_feats = monitor.features(unwrapped)
+    from multicon.eval.knn import knn_accuracy
+
+    after = knn_accuracy(
+        train_feats,
+        monitor.train_labels,
+        test_feats,
+        monitor.test_labels,
+        k=data_args.knn_k,
+        temperature=data_args.knn_temperature,
+    )
+    evaluations = [{"epoch": 0, "knn_top1": before}] + list(result.evaluations)
+    plot_knn_curve(evaluations, out / "knn_curve.png", title=f"{name}: kNN top-1")
+    save_retrieval_grid(train, test, train_feats, test_feats, out / "retrievals.png")
+    model_dir = out / "model"
+    unwrapped.query_encoder.save_pretrained(model_dir)  # SyncBN keeps BatchNorm's state keys
+    samples = [h["samples_per_s"] for h in result.history if "samples_per_s" in h]
+    summary = {
+        "method": name,
+        "knn_top1_random_init": round(before, 4),
+        "knn_top1": round(after, 4),
+        "knn_curve": [{k: e[k] for k in ("epoch", "knn_top1") if k in e} for e in evaluations],
+        "steps": result.global_step,
+        "final_loss": round(result.loss, 4),
+        "train_seconds": round(seconds, 1),
+        "samples_per_s_last": round(samples[-1], 1) if samples else None,
+        "train_images": len(train),
+        "test_images": len(test),
+        "skipped_images": len(train.skipped) + len(test.skipped),
+        "views_on": data_args.views_on,
+        "device": str(device),
+        "processes": trainer.accelerator.num_processes,
+        "lr_used": config.lr,
+        "model_dir": str(model_dir),
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "method_args": dataclasses.asdict(method_args),
+        "query_views": query_views.to_dict(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k != "query_views"}, indent=2))
+    return summary
