@@ -33,6 +33,7 @@ from multicon.data.corpus import (
     whitespace_words,
 )
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
+from multicon.hub import HubArgs, save_run
 from multicon.pairs.context import ContextPairs
 from multicon.text import Vocabulary, Word2Vec
 
@@ -145,8 +146,17 @@ def train(
     train_s = time.perf_counter() - t1
     out = Path(config.output_dir)
     main_process = trainer.accelerator.is_main_process
+    scores = {k: round(float(v), 4) for k, v in word_scores(w2v, eval_args).items()}
     if main_process:
-        w2v.save_pretrained(out / "model")
+        save_run(
+            out / "model",
+            w2v,
+            model_name=f"word2vec-{Path(data.corpus).name.split('.')[0]}-{w2v_args.dim}d",
+            method_tags=["word2vec", "skip-gram", "negative-sampling"],
+            datasets=[data.corpus if not Path(data.corpus).is_file() else Path(data.corpus).name],
+            metrics={k: v for k, v in scores.items() if k in ("analogy", "ws353", "simlex999")},
+            hyperparameters={**asdict(data), **asdict(w2v_args)},
+        )
         w2v.save_word2vec_format(out / "vectors.bin", binary=True)
     return {
         "main_process": main_process,
@@ -159,12 +169,12 @@ def train(
         "train_seconds": round(train_s, 2),
         "words_per_second": round(encoded.raw_words * config.epochs / train_s),
         "final_loss": result.loss,
-        **{k: round(float(v), 4) for k, v in word_scores(w2v, eval_args).items()},
+        **scores,
     }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig))
+    parser = HfArgumentParser((CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig, HubArgs))
     parser.set_defaults(
         output_dir="runs/word2vec",
         epochs=5,
@@ -177,10 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=0,
         log_every=100,
     )
-    data, w2v_args, eval_args, config = parser.parse_args_into_dataclasses(args=argv)
+    data, w2v_args, eval_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
     figures = train(data, w2v_args, eval_args, config)
     if not figures.pop("main_process"):
         return figures
+    figures["hub_commit"] = hub.push(Path(config.output_dir) / "model")
     report = {
         "command": " ".join(["python", *sys.argv]),
         "corpus": asdict(data),

@@ -42,6 +42,8 @@ def test_recipe_trains_scores_and_saves(tmp_path):
     assert report["ws353"] > 0.5  # topic mates are more similar than strangers
     assert "simlex999" not in report  # a missing evaluation file is skipped, not a crash
     assert json.loads((out / "report.json").read_text())["steps"] == report["steps"]
+    assert "word2vec" in (out / "model" / "README.md").read_text()  # the model card
+    assert report["hub_commit"] is None  # no --push_to_hub
     model = Word2Vec.from_pretrained(out / "model")
     words, vectors = load_word2vec_format(out / "vectors.bin", binary=True)
     assert words == model.vocab.words and vectors.shape == (32, 16)

@@ -12,12 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
-from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from torch import nn
 
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.eval.words import most_similar
+from multicon.hub.model import HubModel
 from multicon.loss import NegativeSamplingLoss
 from multicon.model import ContrastiveModel
 from multicon.negatives import SampledNegatives
@@ -27,19 +26,15 @@ from multicon.text.word2vec_format import save_word2vec_format
 VOCAB_FILE = "vocab.txt"
 
 
-class Word2Vec(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="multicon",
-    tags=["multicon", "word2vec", "word-embeddings"],
-):
+class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
     """Input (word) and output (context) embedding tables over a `Vocabulary`.
 
     Args:
         vocab_size: number of words.
         dim: vector dimension.
         sparse: sparse gradients for both tables.
-        vocab: the words; required to look words up, saved as ``vocab.txt`` beside the weights.
+        vocab: the words; required to look words up, saved as ``vocab.txt`` beside the weights
+            (a file argument of `HubModel`, never in ``config.json``).
 
     Example:
         >>> import tempfile
@@ -51,6 +46,9 @@ class Word2Vec(
         >>> again.vocab.words, bool(torch.equal(again.vectors, w2v.vectors))
         (['the', 'cat', 'sat'], True)
     """
+
+    example_input = "torch.tensor([0, 1, 2])"
+    file_args = ("vocab",)
 
     def __init__(
         self,
@@ -141,28 +139,5 @@ class Word2Vec(
         self._require_vocab().save(Path(save_directory) / VOCAB_FILE)
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, **kwargs) -> Word2Vec:
-        if Path(model_id).is_dir():
-            vocab_path = Path(model_id) / VOCAB_FILE
-        else:
-            vocab_path = hf_hub_download(
-                repo_id=model_id,
-                filename=VOCAB_FILE,
-                revision=kwargs.get("revision"),
-                cache_dir=kwargs.get("cache_dir"),
-                force_download=kwargs.get("force_download", False),
-                token=kwargs.get("token"),
-                local_files_only=kwargs.get("local_files_only", False),
-            )
-        kwargs["vocab"] = Vocabulary.load(vocab_path)
-        if Path(model_id).is_dir():  # load here: the mixin's local path prints to stdout
-            model = cls(
-                **{k: kwargs[k] for k in ("vocab_size", "dim", "sparse", "vocab") if k in kwargs}
-            )
-            weights = Path(model_id) / SAFETENSORS_SINGLE_FILE
-            if not weights.is_file():
-                raise FileNotFoundError(f"no {SAFETENSORS_SINGLE_FILE} in {model_id}")
-            return cls._load_as_safetensor(
-                model, str(weights), kwargs.get("map_location", "cpu"), kwargs.get("strict", True)
-            )
-        return super()._from_pretrained(model_id=model_id, **kwargs)
+    def _from_folder(cls, folder: Path, **config) -> Word2Vec:
+        return cls(**config, vocab=Vocabulary.load(Path(folder) / VOCAB_FILE))
