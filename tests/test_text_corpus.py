@@ -111,3 +111,19 @@ def test_corpus_without_vocabulary_words():
     with pytest.raises(ValueError, match="no in-vocabulary words"):
         encode_corpus([["x", "y"]], Vocabulary(["a"], [1]))
     assert torch.equal(Vocabulary(["a"], [1]).encode(["x"]), torch.tensor([-1]))
+
+
+def test_transformers_tokenizer_from_a_local_folder(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    from multicon.data.corpus import transformers_tokenizer
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]")
+    fast.save_pretrained(tmp_path / "tok")
+    corpus = TextCorpus.from_texts(
+        ["hello world", "hello there"], tokenizer=transformers_tokenizer(str(tmp_path / "tok"))
+    )
+    assert list(corpus) == [["hello", "world"], ["hello", "[UNK]"]]
