@@ -117,6 +117,16 @@ def word_scores(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
     return scores
 
 
+def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
+    """Accuracy per section of the analogy file (empty when the file is missing)."""
+    if not Path(args.analogies).is_file():
+        return {}
+    r = evaluate_analogies(
+        model.vectors, model.vocab, args.analogies, restrict_vocab=args.restrict_vocab
+    )
+    return {name: round(acc, 4) for name, acc in r.section_accuracy().items()}
+
+
 def train(
     data: CorpusArgs, w2v_args: Word2VecArgs, eval_args: EvalArgs, config: TrainConfig
 ) -> dict:
@@ -170,6 +180,7 @@ def train(
         "words_per_second": round(encoded.raw_words * config.epochs / train_s),
         "final_loss": result.loss,
         **scores,
+        "analogy_sections": analogy_sections(w2v, eval_args),
     }
 
 

@@ -39,6 +39,7 @@ def test_recipe_trains_scores_and_saves(tmp_path):
         ]
     )
     assert report["vocab_size"] == 32 and report["analogy_oov"] == 1
+    assert set(report["analogy_sections"]) == {"toy"}
     assert report["ws353"] > 0.5  # topic mates are more similar than strangers
     assert "simlex999" not in report  # a missing evaluation file is skipped, not a crash
     assert json.loads((out / "report.json").read_text())["steps"] == report["steps"]
