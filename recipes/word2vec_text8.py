@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,16 @@ def train(
     """Build the vocabulary and pairs, train, evaluate; returns figures and timings."""
     if w2v_args.threads:
         torch.set_num_threads(w2v_args.threads)
+    if w2v_args.shared_negatives:
+        load = config.batch_size * w2v_args.negative / w2v_args.shared_negatives
+        if load > 1000:  # measured: 640 learned, 1280 diverged (docs/word2vec.md)
+            warnings.warn(
+                f"each shared noise word takes the gradient of {load:.0f} pairs per step "
+                f"(batch_size {config.batch_size} x negative {w2v_args.negative} / "
+                f"shared_negatives {w2v_args.shared_negatives}); above ~1000 training has "
+                "diverged: raise shared_negatives or lower batch_size",
+                stacklevel=2,
+            )
     t0 = time.perf_counter()
     corpus = load_corpus(data)
     vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
