@@ -68,6 +68,13 @@ def test_subsampling_follows_word2vec_formula():
     assert abs(frequent_share - expected) < 0.05
 
 
+def test_corpus_of_one_word_sentences_has_no_pairs():
+    corpus = EncodedCorpus(torch.arange(3, dtype=torch.int32), torch.tensor([0, 1, 2, 3]), 3)
+    pairs = ContextPairs(corpus, torch.ones(3), window=2, sample=0)
+    with pytest.raises(ValueError, match="no context pairs"):
+        pairs.num_pairs()
+
+
 def test_window_must_be_positive():
     with pytest.raises(ValueError, match="window must be an integer >= 1"):
         ContextPairs(_positions_corpus(), torch.ones(1000), window=0)

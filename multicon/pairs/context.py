@@ -109,7 +109,12 @@ class ContextPairs(BatchPairGenerator):
             total = 0.0
             for d in range(1, w + 1):  # P(b >= d) * number of positions d apart, both ways
                 total += (w - d + 1) / w * 2 * float((lengths - d).clamp(min=0).sum())
-            self._expected = max(int(round(total)), 1)
+            if total < 1:
+                raise ValueError(
+                    "the corpus yields no context pairs: every sentence has at most one word "
+                    "(after subsampling); use longer sentences or a smaller `sample`"
+                )
+            self._expected = int(round(total))
         return self._expected
 
     def key_frequencies(self) -> torch.Tensor:
@@ -138,6 +143,7 @@ class ContextPairs(BatchPairGenerator):
         sent = self.corpus.sentence_ids().to(device)
         keep = self.keep.to(device)
         while True:
+            produced = 0
             mask = torch.rand(len(ids), device=device, generator=g) < keep[ids.long()]
             kept, kept_sent = ids[mask], sent[mask]
             n = len(kept)
@@ -174,7 +180,10 @@ class ContextPairs(BatchPairGenerator):
                 key = j + torch.repeat_interleave(centre - lc - run_start, count, output_size=total)
                 key += j >= torch.repeat_interleave(run_start + lc, count, output_size=total)
                 query = torch.repeat_interleave(kept[centre].long(), count, output_size=total)
+                produced += total
                 yield query, kept[key].long()
+            if produced == 0:  # a whole pass without a pair: never loop forever on it
+                raise ValueError("this draw of the corpus yielded no context pairs")
 
     def batches(
         self,
