@@ -426,7 +426,20 @@ def word2vec() -> tuple[HubModel, torch.Tensor]:
 
 
 # Every HubModel subclass in multicon, with a way to build one and an input it embeds.
-REAL_MODELS = {"SmallConvEncoder": small_conv_encoder, "Word2Vec": word2vec}
+def image_encoder() -> tuple[HubModel, torch.Tensor]:
+    from multicon.encoders.vision import ImageEncoder
+
+    model = ImageEncoder(arch="resnet18", head_hidden_dim=32, out_dim=8, predictor_hidden_dim=16)
+    model.train()
+    model(torch.rand(4, 3, 16, 16))  # move BatchNorm running statistics off their defaults
+    return model.eval(), torch.rand(2, 3, 16, 16)
+
+
+REAL_MODELS = {
+    "SmallConvEncoder": small_conv_encoder,
+    "ImageEncoder": image_encoder,
+    "Word2Vec": word2vec,
+}
 
 
 def multicon_model_classes() -> set[type]:
