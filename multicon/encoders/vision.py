@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from multicon.encoders.heads import ProjectionHead
+from multicon.hub import HubModel
 
 RESNET_FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
@@ -36,7 +36,7 @@ def resnet_backbone(arch: str = "resnet18", *, cifar_stem: bool = False) -> nn.M
     return net
 
 
-class ImageEncoder(nn.Module, PyTorchModelHubMixin, library_name="multicon", tags=["multicon"]):
+class ImageEncoder(HubModel, tags=["multicon", "image"], pipeline_tag="image-feature-extraction"):
     """ResNet backbone + projection head (+ optional predictor): the image side of SimCLR/MoCo.
 
     ``forward(x)`` gives what the contrastive loss sees (projection, then predictor if there is
@@ -61,6 +61,8 @@ class ImageEncoder(nn.Module, PyTorchModelHubMixin, library_name="multicon", tag
         >>> enc(x).shape, enc.features(x).shape
         (torch.Size([2, 16]), torch.Size([2, 512]))
     """
+
+    example_input = "torch.rand(2, 3, 32, 32)"  # for the model card's usage snippet
 
     def __init__(
         self,
