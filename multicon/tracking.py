@@ -6,33 +6,36 @@ import json
 import time
 from pathlib import Path
 
-from accelerate.tracking import GeneralTracker, on_main_process
+from accelerate.tracking import GeneralTracker
 
 
 class JsonlTracker(GeneralTracker):
-    """Appends one JSON object per `log` call to ``<logging_dir>/metrics.jsonl``."""
+    """Appends one JSON object per `log` call to ``<logging_dir>/metrics.jsonl``.
+
+    Built before the `Accelerator` (it is passed in ``log_with``), so construction touches no
+    process state; `Accelerator.init_trackers` and `Accelerator.log` call it on the main process
+    only.
+    """
 
     name = "jsonl"
     requires_logging_directory = True
 
-    @on_main_process
     def __init__(self, run_name: str, logging_dir: str | Path) -> None:
         super().__init__()
         self.run_name = run_name
         self.path = Path(logging_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     @property
     def tracker(self):
         return self.path
 
-    @on_main_process
-    def store_init_configuration(self, values: dict) -> None:
-        with open(self.path.with_name("config.jsonl"), "a") as f:
-            f.write(json.dumps({"run": self.run_name, **values}, default=str) + "\n")
-
-    @on_main_process
-    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
-        record = {"step": step, "time": round(time.time(), 3), **values}
-        with open(self.path, "a") as f:
+    def _append(self, path: Path, record: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
             f.write(json.dumps(record, default=float) + "\n")
+
+    def store_init_configuration(self, values: dict) -> None:
+        self._append(self.path.with_name("config.jsonl"), {"run": self.run_name, **values})
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self._append(self.path, {"step": step, "time": round(time.time(), 3), **values})

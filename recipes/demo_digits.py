@@ -5,7 +5,8 @@ the negatives. Prints the kNN accuracy on held-out digits of the random-init enc
 trained one, and writes a Hub-ready model folder (``--push_to_hub namespace/name`` uploads it).
 
     python recipes/demo_digits.py --output_dir runs/digits
-    accelerate launch --cpu --num_processes 2 recipes/demo_digits.py --output_dir runs/digits2
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 recipes/demo_digits.py \
+        --output_dir runs/digits2   # two CPU processes (gloo)
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def _bootstrap(rank: int, port: int, fn, args) -> None:
         WORLD_SIZE="2",
         LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE="2",
-        ACCELERATE_USE_CPU="true",  # what `accelerate launch --cpu` sets: gloo across processes
+        ACCELERATE_USE_CPU="true",  # CPU processes: Accelerate picks gloo
     )
     torch.set_num_threads(1)
     try:
@@ -151,7 +151,7 @@ def _train(out_dir: str, batch_size: int, momentum_queue: bool) -> int:
         batch_size=batch_size,
         optimizer="sgd",
         lr=0.05,
-        log_with="",
+        log_with="tensorboard,jsonl",  # trackers are built before the Accelerator
         progress_bar=False,
         eval_every=0,
     )
