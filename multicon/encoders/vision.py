@@ -36,7 +36,9 @@ def resnet_backbone(arch: str = "resnet18", *, cifar_stem: bool = False) -> nn.M
     return net
 
 
-class ImageEncoder(HubModel, tags=["multicon", "image"], pipeline_tag="image-feature-extraction"):
+class ImageEncoder(
+    HubModel, tags=["image-feature-extraction"], pipeline_tag="image-feature-extraction"
+):
     """ResNet backbone + projection head (+ optional predictor): the image side of SimCLR/MoCo.
 
     ``forward(x)`` gives what the contrastive loss sees (projection, then predictor if there is
