@@ -10,9 +10,19 @@ Example:
 """
 
 from multicon.checkpoint import latest_checkpoint
-from multicon.data import ImageData, load_cifar, load_hf_images, load_image_folder, load_images
+from multicon.data import (
+    EncodedCorpus,
+    ImageData,
+    TextCorpus,
+    encode_corpus,
+    load_cifar,
+    load_hf_images,
+    load_image_folder,
+    load_images,
+)
 from multicon.encoders import (
     RESNET_FEATURE_DIMS,
+    EmbeddingTable,
     ImageEncoder,
     ProjectionHead,
     resnet_backbone,
@@ -20,16 +30,24 @@ from multicon.encoders import (
 )
 from multicon.eval import (
     KNNMonitor,
+    evaluate_analogies,
+    evaluate_similarity,
     extract_features,
     knn_accuracy,
     knn_predict,
     linear_probe,
+    most_similar,
 )
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
-from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
+from multicon.loss import InfoNCE, KeySet, NegativeSamplingLoss, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
-from multicon.negatives import InBatchNegatives, MomentumQueue
+from multicon.negatives import (
+    InBatchNegatives,
+    LogQCorrection,
+    MomentumQueue,
+    SampledNegatives,
+)
 from multicon.optim import LARS, build_optimizer, lr_schedule
 from multicon.pairs import (
     BatchPairGenerator,
@@ -39,6 +57,7 @@ from multicon.pairs import (
     PairGenerator,
 )
 from multicon.pairs.affine import AffineViewPairs
+from multicon.pairs.context import ContextPairs
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import (
     MoCoV2Views,
@@ -47,6 +66,7 @@ from multicon.pairs.views import (
     make_views,
     moco_v3_views,
 )
+from multicon.text import Vocabulary, Word2Vec, load_word2vec_format, save_word2vec_format
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
@@ -56,35 +76,47 @@ __all__ = [
     "RESNET_FEATURE_DIMS",
     "AffineViewPairs",
     "BatchPairGenerator",
+    "ContextPairs",
     "ContrastiveModel",
     "ContrastiveOutput",
+    "DeviceViewPairs",
+    "EmbeddingTable",
+    "EncodedCorpus",
     "HubArgs",
     "HubModel",
-    "DeviceViewPairs",
     "ImageData",
     "ImageEncoder",
     "InBatchNegatives",
     "InfoNCE",
     "KNNMonitor",
     "KeySet",
+    "LogQCorrection",
     "MapPairGenerator",
     "MoCoV2Views",
     "MomentumEncoder",
     "MomentumQueue",
+    "NegativeSamplingLoss",
     "NonFiniteLossError",
     "Pair",
     "PairBatch",
     "PairGenerator",
     "ProjectionHead",
+    "SampledNegatives",
     "SimCLRViews",
+    "TextCorpus",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "ViewConfig",
     "ViewPairs",
+    "Vocabulary",
+    "Word2Vec",
     "build_optimizer",
     "contrastive_logits",
     "cosine_momentum",
+    "encode_corpus",
+    "evaluate_analogies",
+    "evaluate_similarity",
     "extract_features",
     "info_nce",
     "knn_accuracy",
@@ -95,13 +127,16 @@ __all__ = [
     "load_hf_images",
     "load_image_folder",
     "load_images",
+    "load_word2vec_format",
     "lr_schedule",
+    "make_views",
     "maybe_push",
+    "moco_v3_views",
+    "most_similar",
     "push_folder",
     "resnet_backbone",
     "save_run",
-    "write_model_card",
-    "make_views",
-    "moco_v3_views",
+    "save_word2vec_format",
     "sync_batchnorm",
+    "write_model_card",
 ]

@@ -120,3 +120,131 @@ class MomentumQueue(nn.Module):
         self.ids[slots] = key_ids.to(self.ids.device)
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+
+
+class SampledNegatives(nn.Module):
+    """Negative keys drawn from a noise distribution and embedded by the key encoder (word2vec).
+
+    The noise distribution is ``counts ** ns_exponent`` (word2vec: unigram^0.75). Each query is
+    scored against its own positive key followed by ``k`` noise keys, drawn per positive or
+    shared by the whole batch. A noise key equal to the positive is masked out by the loss (its
+    id equals the query's id), as word2vec skips it.
+
+    The key encoder is borrowed, not owned: it is not registered as a submodule, so the model's
+    state dict holds its weights once (under the model's key encoder).
+
+    Args:
+        encoder: maps ``(M,)`` noise ids to ``(M, D)`` keys, normally the model's key encoder.
+        counts: ``(V,)`` word counts (the noise ids are indices into it).
+        k: noise keys per query.
+        ns_exponent: exponent of the counts (0.75 in word2vec; 0 is uniform, 1 unigram).
+        shared: draw one set of ``k`` noise keys for the whole batch (fewer rows to embed and
+            update) instead of ``k`` per positive.
+
+    Example:
+        >>> import torch
+        >>> table = torch.nn.Embedding(10, 4)
+        >>> neg = SampledNegatives(table, torch.arange(10, 0, -1), k=3)
+        >>> ks = neg(torch.randn(2, 4), torch.tensor([1, 7]))
+        >>> ks.keys.shape, ks.key_ids.shape, ks.own_keys.shape, ks.positive.tolist()
+        (torch.Size([2, 3, 4]), torch.Size([2, 3]), torch.Size([2, 4]), [0, 0])
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        counts: torch.Tensor,
+        *,
+        k: int = 5,
+        ns_exponent: float = 0.75,
+        shared: bool = False,
+    ) -> None:
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"k (negatives per query) must be >= 1, got {k}")
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        if counts.dim() != 1 or len(counts) == 0 or bool((counts < 0).any()):
+            raise ValueError("counts must be a non-empty 1-d tensor of non-negative counts")
+        weights = counts.pow(ns_exponent) * (counts > 0)
+        if float(weights.sum()) <= 0:
+            raise ValueError("the noise distribution is empty: every count is zero")
+        object.__setattr__(self, "encoder", encoder)  # borrowed, see the class docstring
+        self.k, self.ns_exponent, self.shared = k, ns_exponent, shared
+        # draws invert the CDF by binary search (word2vec keeps a 1e8-entry table instead)
+        self.register_buffer("cdf", (weights / weights.sum()).cumsum(0).float(), persistent=False)
+
+    def sample(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """Noise ids of ``shape`` drawn from ``counts ** ns_exponent``."""
+        cdf = self.cdf.to(device)
+        u = torch.rand(shape, device=device) * cdf[-1]
+        return torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
+
+    def forward(self, keys: torch.Tensor, key_ids: torch.Tensor) -> KeySet:
+        b = keys.shape[0]
+        if self.shared:
+            noise_ids = self.sample((self.k,), keys.device)
+            noise = self.encoder(noise_ids).to(keys.dtype)
+        else:
+            noise_ids = self.sample((b, self.k), keys.device)
+            noise = self.encoder(noise_ids.flatten()).to(keys.dtype).view(b, self.k, -1)
+        positive = torch.zeros(b, dtype=torch.long, device=keys.device)
+        return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids)
+
+    def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:
+        """Stateless: nothing to remember."""
+
+
+class LogQCorrection(nn.Module):
+    """Re-weights frequency-biased negatives (in-batch, queue) towards a target distribution.
+
+    In-batch and queued keys are drawn from the keys' own frequency ``Q`` (for context words:
+    the unigram after subsampling), not from the noise distribution ``P`` a method is defined
+    with (word2vec: unigram^0.75). Adding ``log P(id) - log Q(id)`` to every key's logit turns the
+    sum over the drawn keys into an importance-weighted estimate of the sum under ``P``, so the
+    loss estimates the same objective (Bengio & Senécal 2008; Yi et al. 2019 use ``P`` uniform).
+
+    Args:
+        negatives: the wrapped source (`InBatchNegatives`, `MomentumQueue`).
+        key_freq: ``(V,)`` ``Q``, the frequency of each id among keys.
+        target_freq: ``(V,)`` ``P``; ``None`` means uniform (plain ``-log Q``).
+
+    Example:
+        >>> import torch
+        >>> q = torch.tensor([0.5, 0.25, 0.25])
+        >>> neg = LogQCorrection(InBatchNegatives(), q)
+        >>> ks = neg(torch.randn(2, 4), torch.tensor([0, 2]))
+        >>> [round(x, 3) for x in ks.logit_offset.tolist()]
+        [0.693, 1.386]
+    """
+
+    def __init__(
+        self,
+        negatives: nn.Module,
+        key_freq: torch.Tensor,
+        target_freq: torch.Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        key_freq = torch.as_tensor(key_freq, dtype=torch.float64)
+        if key_freq.dim() != 1 or bool((key_freq < 0).any()):
+            raise ValueError("key_freq must be a 1-d tensor of non-negative frequencies")
+        tiny = torch.finfo(torch.float32).tiny
+        offset = -(key_freq / key_freq.sum()).clamp(min=tiny).log()
+        if target_freq is not None:
+            target_freq = torch.as_tensor(target_freq, dtype=torch.float64)
+            if target_freq.shape != key_freq.shape:
+                raise ValueError(
+                    f"target_freq shape {tuple(target_freq.shape)} != key_freq shape "
+                    f"{tuple(key_freq.shape)}"
+                )
+            offset += (target_freq / target_freq.sum()).clamp(min=tiny).log()
+        self.negatives = negatives
+        self.register_buffer("offset", offset.float(), persistent=False)
+
+    def forward(self, keys: torch.Tensor, key_ids: torch.Tensor) -> KeySet:
+        ks = self.negatives(keys, key_ids)
+        ids = ks.key_ids.clamp(min=0)  # an empty queue slot has id -1 and is never filled here
+        ks.logit_offset = self.offset.to(ids.device)[ids]
+        return ks
+
+    def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:
+        self.negatives.update(keys, key_ids)

@@ -416,6 +416,15 @@ def small_conv_encoder() -> tuple[HubModel, torch.Tensor]:
     return model.eval(), torch.rand(3, 1, 8, 8)
 
 
+def word2vec() -> tuple[HubModel, torch.Tensor]:
+    from multicon.text import Vocabulary, Word2Vec
+
+    model = Word2Vec.from_vocab(Vocabulary(["the", "cat", "sat"], [3, 2, 1]), dim=4)
+    with torch.no_grad():
+        model.output_embeddings.weight.normal_()  # off its zero init, so loading is checked
+    return model.eval(), torch.tensor([2, 0])
+
+
 def image_encoder() -> tuple[HubModel, torch.Tensor]:
     from multicon.encoders import ImageEncoder
 
@@ -434,7 +443,11 @@ def image_encoder() -> tuple[HubModel, torch.Tensor]:
 
 
 # Every HubModel subclass in multicon, with a way to build one and an input it embeds.
-REAL_MODELS = {"SmallConvEncoder": small_conv_encoder, "ImageEncoder": image_encoder}
+REAL_MODELS = {
+    "SmallConvEncoder": small_conv_encoder,
+    "ImageEncoder": image_encoder,
+    "Word2Vec": word2vec,
+}
 
 
 def multicon_model_classes() -> set[type]:

@@ -1,5 +1,6 @@
-"""Loaders for real datasets (local files first, the Hub when online)."""
+"""Loaders for real datasets (local files first, the Hub when online) and text corpora."""
 
+from multicon.data.corpus import EncodedCorpus, TextCorpus, encode_corpus
 from multicon.data.digits import ImageSplit, load_digits
 from multicon.data.images import (
     ImageData,
@@ -11,9 +12,12 @@ from multicon.data.images import (
 )
 
 __all__ = [
+    "EncodedCorpus",
     "ImageData",
     "ImageSplit",
+    "TextCorpus",
     "decode_image",
+    "encode_corpus",
     "load_cifar",
     "load_digits",
     "load_hf_images",

@@ -1,5 +1,6 @@
 """Encoders: inputs → vectors."""
 
+from multicon.encoders.embedding import EmbeddingTable
 from multicon.encoders.heads import ProjectionHead
 from multicon.encoders.vision import (
     RESNET_FEATURE_DIMS,
@@ -10,6 +11,7 @@ from multicon.encoders.vision import (
 
 __all__ = [
     "RESNET_FEATURE_DIMS",
+    "EmbeddingTable",
     "ImageEncoder",
     "ProjectionHead",
     "resnet_backbone",

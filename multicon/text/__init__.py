@@ -1,0 +1,7 @@
+"""Words: vocabularies, the word2vec model and its file formats."""
+
+from multicon.text.vocab import Vocabulary
+from multicon.text.word2vec import Word2Vec
+from multicon.text.word2vec_format import load_word2vec_format, save_word2vec_format
+
+__all__ = ["Vocabulary", "Word2Vec", "load_word2vec_format", "save_word2vec_format"]

@@ -1,0 +1,143 @@
+"""The word2vec model users keep: two embedding tables and the vocabulary, saved together.
+
+Training goes through the shared engine: `Word2Vec.contrastive_model` returns a
+`ContrastiveModel` whose query encoder is the input table, key encoder the output table, whose
+negatives are sampled from unigram^0.75 and whose loss is word2vec's logistic objective (SGNS).
+Swapping the negatives for `InBatchNegatives` / `MomentumQueue` (with `LogQCorrection`) or the loss
+for `InfoNCE` is a change of arguments, not of code path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from multicon.encoders.embedding import EmbeddingTable
+from multicon.eval.words import most_similar
+from multicon.hub.model import HubModel
+from multicon.loss import NegativeSamplingLoss
+from multicon.model import ContrastiveModel
+from multicon.negatives import SampledNegatives
+from multicon.text.vocab import Vocabulary
+from multicon.text.word2vec_format import save_word2vec_format
+
+VOCAB_FILE = "vocab.txt"
+
+
+class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
+    """Input (word) and output (context) embedding tables over a `Vocabulary`.
+
+    Args:
+        vocab_size: number of words.
+        dim: vector dimension.
+        sparse: sparse gradients for both tables.
+        vocab: the words; required to look words up, saved as ``vocab.txt`` beside the weights
+            (a file argument of `HubModel`, never in ``config.json``).
+
+    Example:
+        >>> import tempfile
+        >>> vocab = Vocabulary(["the", "cat", "sat"], [5, 2, 1])
+        >>> w2v = Word2Vec(len(vocab), dim=8, vocab=vocab)
+        >>> folder = tempfile.mkdtemp()
+        >>> w2v.save_pretrained(folder)
+        >>> again = Word2Vec.from_pretrained(folder)
+        >>> again.vocab.words, bool(torch.equal(again.vectors, w2v.vectors))
+        (['the', 'cat', 'sat'], True)
+    """
+
+    example_input = "torch.tensor([0, 1, 2])"
+    file_args = ("vocab",)
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 100,
+        *,
+        sparse: bool = True,
+        vocab: Vocabulary | None = None,
+    ) -> None:
+        super().__init__()
+        if vocab is not None and len(vocab) != vocab_size:
+            raise ValueError(f"vocab has {len(vocab)} words but vocab_size is {vocab_size}")
+        self.vocab = vocab
+        self.input_embeddings = EmbeddingTable(vocab_size, dim, init="uniform", sparse=sparse)
+        self.output_embeddings = EmbeddingTable(vocab_size, dim, init="zeros", sparse=sparse)
+
+    @classmethod
+    def from_vocab(cls, vocab: Vocabulary, dim: int = 100, *, sparse: bool = True) -> Word2Vec:
+        return cls(len(vocab), dim, sparse=sparse, vocab=vocab)
+
+    @property
+    def vectors(self) -> torch.Tensor:
+        """``(V, D)`` word vectors (the input table, as word2vec and gensim export)."""
+        return self.input_embeddings.weight.detach()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Word vectors of ``ids``."""
+        return self.input_embeddings(ids)
+
+    def contrastive_model(
+        self,
+        *,
+        negative: int = 5,
+        ns_exponent: float = 0.75,
+        shared_negatives: int = 0,
+        negatives: nn.Module | None = None,
+        loss: nn.Module | None = None,
+    ) -> ContrastiveModel:
+        """The training model: centre word (query) → context word (key) over these tables.
+
+        Defaults are word2vec's skip-gram with negative sampling: ``negative`` noise keys per
+        pair drawn from ``counts ** ns_exponent``, the logistic loss summed over pairs (so plain
+        SGD makes word2vec's update). ``shared_negatives=K`` instead draws ``K`` noise keys per
+        batch, shared by every pair and weighted ``negative / K`` (the same expected gradient),
+        scored with one matrix product: much faster on CPU, see docs/word2vec.md. Pass
+        ``negatives`` / ``loss`` to swap either (e.g. in-batch negatives and InfoNCE).
+        """
+        if shared_negatives < 0:
+            raise ValueError(f"shared_negatives must be >= 0, got {shared_negatives}")
+        if negative < 1:
+            raise ValueError(f"negative must be >= 1, got {negative}")
+        if negatives is None:
+            negatives = SampledNegatives(
+                self.output_embeddings,
+                self._require_vocab().counts,
+                k=shared_negatives or negative,
+                ns_exponent=ns_exponent,
+                shared=shared_negatives > 0,
+            )
+        if loss is None:
+            weight = negative / shared_negatives if shared_negatives else 1.0
+            loss = NegativeSamplingLoss(reduction="sum", negative_weight=weight)
+        return ContrastiveModel(
+            self.input_embeddings, self.output_embeddings, negatives=negatives, loss=loss
+        )
+
+    def _require_vocab(self) -> Vocabulary:
+        if self.vocab is None:
+            raise ValueError("this Word2Vec has no vocabulary; pass vocab= when creating it")
+        return self.vocab
+
+    def most_similar(
+        self,
+        positive: list[str] | str,
+        negative: list[str] | tuple[str, ...] = (),
+        topn: int = 10,
+    ) -> list[tuple[str, float]]:
+        """Nearest words by cosine (see `multicon.eval.words.most_similar`)."""
+        return most_similar(self.vectors, self._require_vocab(), positive, negative, topn=topn)
+
+    def save_word2vec_format(self, path: str | Path, *, binary: bool = False) -> None:
+        """Export the word vectors in the word2vec C text or binary format."""
+        save_word2vec_format(path, self._require_vocab().words, self.vectors, binary=binary)
+
+    # -- the Hub format: weights + config.json + vocab.txt ----------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        self._require_vocab().save(Path(save_directory) / VOCAB_FILE)
+
+    @classmethod
+    def _from_folder(cls, folder: Path, **config) -> Word2Vec:
+        return cls(**config, vocab=Vocabulary.load(Path(folder) / VOCAB_FILE))

@@ -1,0 +1,230 @@
+"""word2vec skip-gram with negative sampling, through the shared contrastive engine.
+
+Any corpus: a text8-style single-line file, a line-per-sentence file (plain or .gz), or a Hub
+dataset's text column (when online). Prints analogy / WS-353 / SimLex-999 scores, writes the model
+in the Hub format (model.safetensors + config.json + vocab.txt) and the vectors in the word2vec C
+binary format.
+
+    python recipes/word2vec_text8.py --corpus ../shared/data/enwiki17m/enwiki17m.txt.gz \\
+        --max_words 2000000 --output_dir runs/w2v --epochs 3
+    python recipes/word2vec_text8.py --corpus text8.txt --shared_negatives 0   # word2vec's exact
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/word2vec_text8.py --corpus ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from multicon import TrainConfig, Trainer
+from multicon.data.corpus import (
+    TextCorpus,
+    encode_corpus,
+    lowercase_words,
+    sentencepiece_tokenizer,
+    transformers_tokenizer,
+    whitespace_words,
+)
+from multicon.eval.words import evaluate_analogies, evaluate_similarity
+from multicon.hub import HubArgs, save_run
+from multicon.pairs.context import ContextPairs
+from multicon.text import Vocabulary, Word2Vec
+
+WORD_EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "word-eval"
+
+
+@dataclass
+class CorpusArgs:
+    corpus: str = field(
+        default="text8", metadata={"help": "A text file (.gz ok) or a Hub dataset name."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Column of a Hub dataset."})
+    tokenizer: str = field(
+        default="lowercase",
+        metadata={"help": "'lowercase', 'whitespace', a .model sentencepiece file or a HF name."},
+    )
+    max_words: int = field(default=0, metadata={"help": "Read only this many words (0: all)."})
+    min_count: int = 5
+    max_vocab: int = field(default=0, metadata={"help": "Keep at most this many words (0: all)."})
+
+
+@dataclass
+class Word2VecArgs:
+    dim: int = 100
+    window: int = 5
+    negative: int = field(
+        default=5, metadata={"help": "Noise words per pair (word2vec -negative)."}
+    )
+    shared_negatives: int = field(
+        default=64,
+        metadata={"help": "K noise words shared per batch, weighted negative/K (0: per pair)."},
+    )
+    ns_exponent: float = 0.75
+    sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
+    sparse: bool = field(
+        default=True,
+        metadata={"help": "Sparse table gradients (one process only: DDP all-reduces dense ones)."},
+    )
+
+
+@dataclass
+class EvalArgs:
+    analogies: str = str(WORD_EVAL / "questions-words.txt")
+    wordsim: str = str(WORD_EVAL / "wordsim353.tsv")
+    simlex: str = str(WORD_EVAL / "simlex999.txt")
+    restrict_vocab: int = 30_000
+
+
+def tokenizer_for(name: str):
+    if name == "lowercase":
+        return lowercase_words
+    if name == "whitespace":
+        return whitespace_words
+    if name.endswith(".model"):
+        return sentencepiece_tokenizer(name)
+    return transformers_tokenizer(name)
+
+
+def load_corpus(args: CorpusArgs) -> TextCorpus:
+    kwargs = dict(tokenizer=tokenizer_for(args.tokenizer), max_words=args.max_words or None)
+    if Path(args.corpus).is_file():
+        return TextCorpus.from_file(args.corpus, **kwargs)
+    from datasets import load_dataset
+
+    dataset = load_dataset(args.corpus, split="train", streaming=True)
+    return TextCorpus.from_dataset(dataset, args.text_column, **kwargs)
+
+
+def word_scores(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
+    """Analogy accuracy and similarity ρ on whichever evaluation files exist."""
+    scores: dict[str, float] = {}
+    vectors, vocab = model.vectors, model.vocab
+    if Path(args.analogies).is_file():
+        r = evaluate_analogies(vectors, vocab, args.analogies, restrict_vocab=args.restrict_vocab)
+        scores.update(analogy=r.accuracy, analogy_answered=r.answered, analogy_oov=r.oov)
+    for name, path in (("ws353", args.wordsim), ("simlex999", args.simlex)):
+        if Path(path).is_file():
+            s = evaluate_similarity(vectors, vocab, path)
+            scores.update({name: s.spearman, f"{name}_oov": s.oov})
+    return scores
+
+
+def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
+    """Accuracy per section of the analogy file (empty when the file is missing)."""
+    if not Path(args.analogies).is_file():
+        return {}
+    r = evaluate_analogies(
+        model.vectors, model.vocab, args.analogies, restrict_vocab=args.restrict_vocab
+    )
+    return {name: round(acc, 4) for name, acc in r.section_accuracy().items()}
+
+
+def train(
+    data: CorpusArgs, w2v_args: Word2VecArgs, eval_args: EvalArgs, config: TrainConfig
+) -> dict:
+    """Build the vocabulary and pairs, train, evaluate; returns figures and timings."""
+    if w2v_args.threads:
+        torch.set_num_threads(w2v_args.threads)
+    if w2v_args.shared_negatives:
+        load = config.batch_size * w2v_args.negative / w2v_args.shared_negatives
+        if load > 1000:  # measured: 640 learned, 1280 diverged (docs/word2vec.md)
+            warnings.warn(
+                f"each shared noise word takes the gradient of {load:.0f} pairs per step "
+                f"(batch_size {config.batch_size} x negative {w2v_args.negative} / "
+                f"shared_negatives {w2v_args.shared_negatives}); above ~1000 training has "
+                "diverged: raise shared_negatives or lower batch_size",
+                stacklevel=2,
+            )
+    t0 = time.perf_counter()
+    corpus = load_corpus(data)
+    vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
+    encoded = encode_corpus(corpus, vocab)
+    prepare_s = time.perf_counter() - t0
+    torch.manual_seed(config.seed)
+    # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense
+    sparse = w2v_args.sparse and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
+    model = w2v.contrastive_model(
+        negative=w2v_args.negative,
+        ns_exponent=w2v_args.ns_exponent,
+        shared_negatives=w2v_args.shared_negatives,
+    )
+    pairs = ContextPairs(
+        encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed
+    )
+    trainer = Trainer(model, pairs, config, evaluate=lambda _: word_scores(w2v, eval_args))
+    t1 = time.perf_counter()
+    result = trainer.fit()
+    train_s = time.perf_counter() - t1
+    out = Path(config.output_dir)
+    main_process = trainer.accelerator.is_main_process
+    scores = {k: round(float(v), 4) for k, v in word_scores(w2v, eval_args).items()}
+    if main_process:
+        save_run(
+            out / "model",
+            w2v,
+            model_name=f"word2vec-{Path(data.corpus).name.split('.')[0]}-{w2v_args.dim}d",
+            method_tags=["word2vec", "skip-gram", "negative-sampling"],
+            datasets=[data.corpus if not Path(data.corpus).is_file() else Path(data.corpus).name],
+            metrics={k: v for k, v in scores.items() if k in ("analogy", "ws353", "simlex999")},
+            hyperparameters={**asdict(data), **asdict(w2v_args)},
+        )
+        # in the model folder, so the Hub repo also loads in gensim / word2vec C
+        w2v.save_word2vec_format(out / "model" / "vectors.bin", binary=True)
+    return {
+        "main_process": main_process,
+        "processes": trainer.accelerator.num_processes,
+        "vocab_size": len(vocab),
+        "corpus_words": encoded.raw_words,
+        "pairs_per_epoch": pairs.num_pairs(),
+        "steps": result.global_step,
+        "prepare_seconds": round(prepare_s, 2),
+        "train_seconds": round(train_s, 2),
+        "words_per_second": round(encoded.raw_words * config.epochs / train_s),
+        "final_loss": result.loss,
+        **scores,
+        "analogy_sections": analogy_sections(w2v, eval_args),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig, HubArgs))
+    parser.set_defaults(
+        output_dir="runs/word2vec",
+        epochs=5,
+        batch_size=8192,
+        optimizer="sgd",
+        lr=0.025,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="linear",
+        eval_every=0,
+        log_every=100,
+    )
+    data, w2v_args, eval_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    figures = train(data, w2v_args, eval_args, config)
+    if not figures.pop("main_process"):
+        return figures
+    figures["hub_commit"] = hub.push(Path(config.output_dir) / "model")
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "corpus": asdict(data),
+        "word2vec": asdict(w2v_args),
+        **figures,
+    }
+    print(json.dumps(report, indent=2))
+    (Path(config.output_dir) / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

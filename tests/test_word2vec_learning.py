@@ -1,0 +1,112 @@
+"""word2vec through the shared engine learns planted structure (a corpus made here, on disk).
+
+Twenty topics of five words each; every sentence draws its words from one topic, mixed with
+frequent function words that subsampling thins out. Words of one topic share contexts, so each
+word's nearest neighbours should be its topic mates: chance is 4 in 104 for a top-4 neighbour.
+"""
+
+import random
+
+import pytest
+import torch
+
+from multicon.data.corpus import TextCorpus, encode_corpus
+from multicon.eval.words import most_similar
+from multicon.loss import InfoNCE
+from multicon.negatives import InBatchNegatives, LogQCorrection
+from multicon.pairs.context import ContextPairs
+from multicon.text import Vocabulary, Word2Vec
+from multicon.train import TrainConfig, Trainer
+
+TOPICS, PER_TOPIC = 20, 5
+
+
+def _write_corpus(path, sentences=1000, length=12, seed=0):
+    rng = random.Random(seed)
+    function_words = ["the", "of", "and", "a"]
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(sentences):
+            t = rng.randrange(TOPICS)
+            words = [
+                rng.choice(function_words)
+                if rng.random() < 0.3
+                else f"topic{t}word{rng.randrange(PER_TOPIC)}"
+                for _ in range(length)
+            ]
+            f.write(" ".join(words).capitalize() + ".\n")
+
+
+def _topic_precision(model: Word2Vec, topn=PER_TOPIC - 1) -> float:
+    hits = total = 0
+    for t in range(TOPICS):
+        for i in range(PER_TOPIC):
+            word = f"topic{t}word{i}"
+            neighbours = [w for w, _ in most_similar(model.vectors, model.vocab, word, topn=topn)]
+            hits += sum(w.startswith(f"topic{t}word") for w in neighbours)
+            total += topn
+    return hits / total
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "topics.txt"
+    _write_corpus(path)
+    text = TextCorpus.from_file(path)
+    vocab = Vocabulary.build(text, min_count=1)
+    return vocab, encode_corpus(text, vocab)
+
+
+def _train(model, pairs, tmp_path, **config):
+    cfg = TrainConfig(
+        output_dir=str(tmp_path),
+        log_with="",
+        progress_bar=False,
+        eval_every=0,
+        schedule="linear",
+        weight_decay=0.0,
+        momentum=0.0,
+        **config,
+    )
+    return Trainer(model, pairs, cfg).fit()
+
+
+@pytest.mark.parametrize("shared_negatives", [0, 32], ids=["per-pair", "shared"])
+def test_sgns_learns_topic_neighbours(corpus, tmp_path, shared_negatives):
+    vocab, encoded = corpus
+    assert len(vocab) == TOPICS * PER_TOPIC + 4
+    torch.manual_seed(0)
+    w2v = Word2Vec.from_vocab(vocab, dim=16)
+    pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
+    model = w2v.contrastive_model(negative=5, shared_negatives=shared_negatives)
+    result = _train(
+        model,
+        pairs,
+        tmp_path,
+        epochs=3,
+        batch_size=512,
+        optimizer="sgd",
+        lr=0.025,
+    )
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    precision = _topic_precision(w2v)
+    assert precision > 0.9, precision  # chance: about 0.04
+
+
+def test_infonce_with_logq_corrected_in_batch_negatives_learns_the_same(corpus, tmp_path):
+    vocab, encoded = corpus
+    torch.manual_seed(0)
+    w2v = Word2Vec.from_vocab(vocab, dim=16, sparse=False)
+    pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
+    noise = vocab.counts.double().pow(0.75)
+    negatives = LogQCorrection(InBatchNegatives(), pairs.key_frequencies(), noise)
+    model = w2v.contrastive_model(negatives=negatives, loss=InfoNCE(0.1))
+    _train(model, pairs, tmp_path, epochs=3, batch_size=512, optimizer="adamw", lr=0.02)
+    precision = _topic_precision(w2v)
+    assert precision > 0.9, precision
+
+
+def test_the_word2vec_page_runs_and_learns():
+    from test_custom_generator import ROOT, load_tool
+
+    ns = load_tool("run_doc").run(ROOT / "docs" / "word2vec.md")
+    assert {w for w, _ in ns["neighbours"]} == {f"t3w{i}" for i in range(1, 5)}

@@ -1,0 +1,59 @@
+"""The word2vec recipe end to end on a small corpus file it reads from disk."""
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from multicon.text import Word2Vec, load_word2vec_format
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location("w2v_recipe", ROOT / "recipes/word2vec_text8.py")
+    module = sys.modules["w2v_recipe"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_trains_scores_and_saves(tmp_path):
+    rng = random.Random(1)
+    lines = []
+    for _ in range(600):
+        t = rng.randrange(8)
+        lines.append(" ".join(f"t{t}w{rng.randrange(4)}" for _ in range(10)))
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    # t0w0 : t0w1 = t1w0 : t1w1 is not a real analogy; the file just has to be scored
+    (tmp_path / "q.txt").write_text(": toy\nt0w0 t0w1 t1w0 t1w1\nt0w0 t0w1 unknown t1w1\n")
+    (tmp_path / "ws.tsv").write_text("t0w0\tt0w1\t9\nt0w0\tt5w1\t1\nt2w2\tt2w3\t8\nt2w2\tt6w0\t2\n")
+    out = tmp_path / "run"
+    report = _recipe().main(
+        [
+            *("--corpus", str(tmp_path / "corpus.txt"), "--min_count", "1"),
+            *("--dim", "16", "--window", "3", "--sample", "0", "--shared_negatives", "16"),
+            *("--epochs", "2", "--batch_size", "512", "--output_dir", str(out)),
+            *("--analogies", str(tmp_path / "q.txt"), "--wordsim", str(tmp_path / "ws.tsv")),
+            *("--simlex", str(tmp_path / "missing.txt"), "--log_with", "", "--progress_bar", "0"),
+        ]
+    )
+    assert report["vocab_size"] == 32 and report["analogy_oov"] == 1
+    assert set(report["analogy_sections"]) == {"toy"}
+    assert report["ws353"] > 0.5  # topic mates are more similar than strangers
+    assert "simlex999" not in report  # a missing evaluation file is skipped, not a crash
+    assert json.loads((out / "report.json").read_text())["steps"] == report["steps"]
+    assert "word2vec" in (out / "model" / "README.md").read_text()  # the model card
+    assert report["hub_commit"] is None  # no --push_to_hub
+    model = Word2Vec.from_pretrained(out / "model")
+    words, vectors = load_word2vec_format(out / "model" / "vectors.bin", binary=True)
+    assert words == model.vocab.words and vectors.shape == (32, 16)
+    gensim_models = pytest.importorskip("gensim.models")  # the Hub folder loads in gensim too
+    kv = gensim_models.KeyedVectors.load_word2vec_format(
+        str(out / "model" / "vectors.bin"), binary=True
+    )
+    assert list(kv.index_to_key) == model.vocab.words
+    assert torch.allclose(torch.from_numpy(kv.vectors), model.vectors)

@@ -1,0 +1,205 @@
+"""multicon's word2vec against gensim on the same corpus and settings; prints JSON.
+
+Both read the same words (multicon's corpus reader, so tokenization is identical), use the same
+dimension, window, min_count, negatives, ns_exponent, subsampling and epochs, and are scored by
+the same evaluation code (multicon.eval.words; gensim's own analogy score is added as a check).
+They run one after the other, so a machine shared with other jobs loads both alike. words/s is
+corpus words × epochs / training seconds (gensim: ``train()``; multicon: ``Trainer.fit()``).
+
+The multicon side also times a step with and without `Trainer` (forward, backward, optimizer,
+after_step on the same batches) so the trainer's per-step overhead is measured, not guessed.
+
+    python tools/bench_word2vec.py --corpus ../shared/data/enwiki17m/enwiki17m.txt.gz \\
+        --max_words 2000000 --epochs 3 --out runs/bench_word2vec.json
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from multicon import TrainConfig
+from multicon.eval.words import evaluate_analogies, evaluate_similarity
+from multicon.text import Vocabulary
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("w2v_recipe", ROOT / "recipes" / "word2vec_text8.py")
+recipe = sys.modules["w2v_recipe"] = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(recipe)
+
+
+@dataclass
+class BenchArgs:
+    out: str = field(default="", metadata={"help": "Also write the JSON here."})
+    batch_size: int = field(default=8192, metadata={"help": "multicon pairs per step."})
+    lr: float = field(default=0.025, metadata={"help": "Initial learning rate (both)."})
+    workers: int = field(default=2, metadata={"help": "gensim worker threads."})
+    epochs: int = 3
+    seed: int = 0
+    skip_gensim: bool = False
+    overhead_steps: int = field(
+        default=100, metadata={"help": "Steps timed with and without Trainer (0: skip)."}
+    )
+
+
+def scores(vectors: torch.Tensor, vocab: Vocabulary, ev) -> dict[str, float]:
+    r = evaluate_analogies(vectors, vocab, ev.analogies, restrict_vocab=ev.restrict_vocab)
+    out = {"analogy": r.accuracy, "analogy_answered": r.answered, "analogy_oov": r.oov}
+    for name, path in (("ws353", ev.wordsim), ("simlex999", ev.simlex)):
+        out[name] = evaluate_similarity(vectors, vocab, path).spearman
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def run_gensim(data, w2v, ev, bench: BenchArgs) -> dict:
+    from gensim.models import Word2Vec as GensimWord2Vec
+
+    sentences = list(recipe.load_corpus(data))
+    words = sum(len(s) for s in sentences)
+    model = GensimWord2Vec(
+        sg=1,
+        vector_size=w2v.dim,
+        window=w2v.window,
+        min_count=data.min_count,
+        negative=w2v.negative,
+        ns_exponent=w2v.ns_exponent,
+        sample=w2v.sample,
+        alpha=bench.lr,
+        workers=bench.workers,
+        epochs=bench.epochs,
+        seed=bench.seed,
+    )
+    model.build_vocab(sentences)
+    start = time.perf_counter()
+    model.train(sentences, total_examples=len(sentences), epochs=bench.epochs)
+    seconds = time.perf_counter() - start
+    kv = model.wv
+    vocab = Vocabulary(list(kv.index_to_key), [kv.get_vecattr(w, "count") for w in kv.index_to_key])
+    own, _ = kv.evaluate_word_analogies(ev.analogies, restrict_vocab=ev.restrict_vocab)
+    return {
+        "train_seconds": round(seconds, 2),
+        "words_per_second": round(words * bench.epochs / seconds),
+        "vocab_size": len(vocab),
+        **scores(torch.from_numpy(kv.vectors), vocab, ev),
+        "analogy_by_gensim": round(float(own), 4),
+    }
+
+
+def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
+    """Seconds per step of the same model, batches and optimizer, with and without `Trainer`.
+
+    Each is the time difference between runs of ``n`` and ``2n`` steps divided by ``n`` (fixed
+    costs such as building the accelerator and the final checkpoint cancel out); the two kinds of
+    run alternate, twice, so load from other jobs hits both alike. The minimum of each is kept.
+    """
+    from multicon.data.corpus import encode_corpus
+    from multicon.pairs.context import ContextPairs
+    from multicon.text import Word2Vec
+    from multicon.train import Trainer
+
+    corpus = recipe.load_corpus(data)
+    vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
+    encoded = encode_corpus(corpus, vocab)
+    pairs = ContextPairs(encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample)
+    n = min(bench.overhead_steps, pairs.num_batches(bench.batch_size) // 2)
+
+    def model():
+        return Word2Vec.from_vocab(vocab, w2v_args.dim).contrastive_model(
+            negative=w2v_args.negative,
+            ns_exponent=w2v_args.ns_exponent,
+            shared_negatives=w2v_args.shared_negatives,
+        )
+
+    def bare(steps: int) -> float:
+        m = model()
+        opt = torch.optim.SGD(m.parameters(), lr=bench.lr)
+        batches = pairs.batches(bench.batch_size, epoch=0, device="cpu")
+        start = time.perf_counter()
+        for _, batch in zip(range(steps), batches, strict=False):
+            out = m(batch)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            m.after_step(out, progress=0.0)
+        return time.perf_counter() - start
+
+    def trainer(steps: int) -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = TrainConfig(
+                output_dir=tmp,
+                max_steps=steps,
+                batch_size=bench.batch_size,
+                optimizer="sgd",
+                lr=bench.lr,
+                momentum=0.0,
+                weight_decay=0.0,
+                schedule="linear",
+                eval_every=0,
+                log_every=100,
+                log_with="",
+                progress_bar=False,
+            )
+            t = Trainer(model(), pairs, config)
+            start = time.perf_counter()
+            t.fit()
+            return time.perf_counter() - start
+
+    runs: dict[str, list[float]] = {"bare_engine": [], "trainer": []}
+    for _ in range(2):
+        for name, fn in (("bare_engine", bare), ("trainer", trainer)):
+            runs[name].append((fn(2 * n) - fn(n)) / n)
+    return {f"seconds_per_step_{k}": round(min(v), 5) for k, v in runs.items()}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((recipe.CorpusArgs, recipe.Word2VecArgs, recipe.EvalArgs, BenchArgs))
+    parser.set_defaults(tokenizer="whitespace", threads=1)
+    data, w2v_args, ev, bench = parser.parse_args_into_dataclasses(args=argv)
+    report: dict = {
+        "command": " ".join(["python", *sys.argv]),
+        "corpus": asdict(data),
+        "settings": {**asdict(w2v_args), **asdict(bench)},
+        "torch_threads": w2v_args.threads or torch.get_num_threads(),
+    }
+    if not bench.skip_gensim:
+        report["gensim"] = run_gensim(data, w2v_args, ev, bench)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = TrainConfig(
+            output_dir=tmp,
+            epochs=bench.epochs,
+            batch_size=bench.batch_size,
+            optimizer="sgd",
+            lr=bench.lr,
+            momentum=0.0,
+            weight_decay=0.0,
+            schedule="linear",
+            eval_every=0,
+            log_every=100,
+            log_with="",
+            progress_bar=False,
+            seed=bench.seed,
+        )
+        figures = recipe.train(data, w2v_args, ev, config)
+        figures.pop("main_process")
+    report["multicon"] = {
+        **figures,
+        "seconds_per_step_in_run": round(figures["train_seconds"] / figures["steps"], 5),
+        **(step_seconds(data, w2v_args, bench) if bench.overhead_steps else {}),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if bench.out:
+        Path(bench.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(bench.out).write_text(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
