@@ -23,6 +23,7 @@ from multicon.data.images import ImageData, load_images
 from multicon.encoders.vision import ImageEncoder, launch_state, sync_batchnorm
 from multicon.eval.features import KNNMonitor
 from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
+from multicon.hub import HubArgs, save_run
 from multicon.model import ContrastiveModel
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import ViewConfig
@@ -134,6 +135,7 @@ def run_image_recipe(
     config: TrainConfig,
     argv: list[str] | None,
     method_args: object,
+    hub: HubArgs | None = None,
 ) -> dict:
     """Load, train with the kNN monitor, save the encoder and the pictures; return the summary."""
     train, test = load_splits(data_args)
@@ -187,7 +189,20 @@ def run_image_recipe(
     plot_knn_curve(evaluations, out / "knn_curve.png", title=f"{name}: kNN top-1")
     save_retrieval_grid(train, test, train_feats, test_feats, out / "retrievals.png")
     model_dir = out / "model"
-    unwrapped.query_encoder.save_pretrained(model_dir)  # SyncBN keeps BatchNorm's state keys
+    hub = hub or HubArgs()
+    dataset = Path(data_args.data.rstrip("/")).name  # "cifar10" for a folder or a Hub name
+    save_run(  # SyncBN keeps BatchNorm's state keys
+        model_dir,
+        unwrapped.query_encoder,
+        model_name=f"{name.lower().replace(' ', '-')}-{encoder_args.arch}-{dataset}",
+        method_tags=[name.split()[0].lower(), "image"],
+        datasets=[dataset],
+        metrics={"knn_top1": after},
+        task="image-classification",
+        split=data_args.test_split,
+        hyperparameters=[method_args, data_args, encoder_args, config],
+        repo_id=hub.push_to_hub or None,
+    )
     samples = [h["samples_per_s"] for h in result.history if "samples_per_s" in h]
     summary = {
         "method": name,
@@ -206,6 +221,7 @@ def run_image_recipe(
         "processes": trainer.accelerator.num_processes,
         "lr_used": config.lr,
         "model_dir": str(model_dir),
+        "hub_commit": hub.push(model_dir),
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),

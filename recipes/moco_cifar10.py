@@ -27,6 +27,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from multicon.hub import HubArgs
 from multicon.image_recipe import (
     ImageDataArgs,
     ImageEncoderArgs,
@@ -51,7 +52,7 @@ class MoCoArgs:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((MoCoArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig))
+    parser = HfArgumentParser((MoCoArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs))
     parser.set_defaults(
         output_dir="runs/moco_cifar10",
         epochs=200,
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_every=20,
         head_batch_norm=False,
     )
-    args, data_args, encoder_args, config = parser.parse_args_into_dataclasses(args=argv)
+    args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
     v3 = args.version == "v3"
     if v3:  # MoCo v3 head: 3 layers with BatchNorm and a last BatchNorm, plus a predictor
         encoder_args.head_layers, encoder_args.head_batch_norm = 3, True
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         return moco_v3_views(size) if v3 else (MoCoV2Views(size=size), None)
 
     return run_image_recipe(
-        f"MoCo {args.version}", build_model, views, data_args, encoder_args, config, argv, args
+        f"MoCo {args.version}", build_model, views, data_args, encoder_args, config, argv, args, hub
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from multicon.hub import HubArgs
 from multicon.image_recipe import ImageDataArgs, ImageEncoderArgs, run_image_recipe
 from multicon.loss import InfoNCE
 from multicon.model import ContrastiveModel
@@ -34,7 +35,7 @@ class SimCLRArgs:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig))
+    parser = HfArgumentParser((SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs))
     parser.set_defaults(
         output_dir="runs/simclr_cifar10",
         epochs=200,
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=10,
         log_every=20,
     )
-    args, data_args, encoder_args, config = parser.parse_args_into_dataclasses(args=argv)
+    args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
 
     def build_model(encoder):
         return ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(args.temperature))
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         return SimCLRViews(size=size, scale=(args.crop_min_scale, 1.0)), None
 
     return run_image_recipe(
-        "SimCLR", build_model, views, data_args, encoder_args, config, argv, args
+        "SimCLR", build_model, views, data_args, encoder_args, config, argv, args, hub
     )
 
 

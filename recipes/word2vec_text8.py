@@ -178,7 +178,8 @@ def train(
             metrics={k: v for k, v in scores.items() if k in ("analogy", "ws353", "simlex999")},
             hyperparameters={**asdict(data), **asdict(w2v_args)},
         )
-        w2v.save_word2vec_format(out / "vectors.bin", binary=True)
+        # in the model folder, so the Hub repo also loads in gensim / word2vec C
+        w2v.save_word2vec_format(out / "model" / "vectors.bin", binary=True)
     return {
         "main_process": main_process,
         "processes": trainer.accelerator.num_processes,

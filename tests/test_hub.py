@@ -425,16 +425,24 @@ def word2vec() -> tuple[HubModel, torch.Tensor]:
     return model.eval(), torch.tensor([2, 0])
 
 
-# Every HubModel subclass in multicon, with a way to build one and an input it embeds.
 def image_encoder() -> tuple[HubModel, torch.Tensor]:
-    from multicon.encoders.vision import ImageEncoder
+    from multicon.encoders import ImageEncoder
 
-    model = ImageEncoder(arch="resnet18", head_hidden_dim=32, out_dim=8, predictor_hidden_dim=16)
+    model = ImageEncoder(  # MoCo v3 shape (3-layer head, last BN, predictor), channels-last
+        "resnet18",
+        head_hidden_dim=16,
+        out_dim=8,
+        head_layers=3,
+        head_last_batch_norm=True,
+        predictor_hidden_dim=16,
+        channels_last=True,
+    )
     model.train()
-    model(torch.rand(4, 3, 16, 16))  # move BatchNorm running statistics off their defaults
+    model(torch.rand(4, 3, 16, 16))
     return model.eval(), torch.rand(2, 3, 16, 16)
 
 
+# Every HubModel subclass in multicon, with a way to build one and an input it embeds.
 REAL_MODELS = {
     "SmallConvEncoder": small_conv_encoder,
     "ImageEncoder": image_encoder,

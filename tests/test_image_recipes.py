@@ -46,6 +46,8 @@ def check_run(out: Path, summary: dict) -> None:
     saved = json.loads((out / "summary.json").read_text())
     assert saved["steps"] == 2 and 0.0 <= saved["knn_top1"] <= 1.0
     assert saved["train_images"] == 32 and saved["test_images"] == 16
+    card = (out / "model" / "README.md").read_text()  # the Hub model card, with the metric
+    assert "library_name: multicon" in card and "type: knn_top1" in card
     encoder = ImageEncoder.from_pretrained(out / "model")
     assert encoder.features(torch.randn(2, 3, 16, 16)).shape == (2, 512)
     assert summary["knn_top1"] == saved["knn_top1"]
@@ -86,6 +88,8 @@ def test_moco_v3_recipe(folder, tmp_path):
         ["--version", "v3", "--data", str(folder), "--output_dir", str(out), *TINY]
     )
     check_run(out, summary)
+    card = (out / "model" / "README.md").read_text()  # the Hub model card, with the metric
+    assert "library_name: multicon" in card and "type: knn_top1" in card
     encoder = ImageEncoder.from_pretrained(out / "model")
     assert encoder.predictor is not None
 

@@ -6,6 +6,9 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from multicon.text import Word2Vec, load_word2vec_format
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,5 +49,11 @@ def test_recipe_trains_scores_and_saves(tmp_path):
     assert "word2vec" in (out / "model" / "README.md").read_text()  # the model card
     assert report["hub_commit"] is None  # no --push_to_hub
     model = Word2Vec.from_pretrained(out / "model")
-    words, vectors = load_word2vec_format(out / "vectors.bin", binary=True)
+    words, vectors = load_word2vec_format(out / "model" / "vectors.bin", binary=True)
     assert words == model.vocab.words and vectors.shape == (32, 16)
+    gensim_models = pytest.importorskip("gensim.models")  # the Hub folder loads in gensim too
+    kv = gensim_models.KeyedVectors.load_word2vec_format(
+        str(out / "model" / "vectors.bin"), binary=True
+    )
+    assert list(kv.index_to_key) == model.vocab.words
+    assert torch.allclose(torch.from_numpy(kv.vectors), model.vectors)
