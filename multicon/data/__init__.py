@@ -1,0 +1,1 @@
+"""Loaders for real datasets (local files first, the Hub when online)."""

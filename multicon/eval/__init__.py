@@ -1,0 +1,1 @@
+"""Evaluation: kNN, linear probe, retrieval R@K, zero-shot, word analogy and similarity."""
