@@ -6,8 +6,8 @@ import random
 
 import datasets
 import torch
-
 from caption_fixtures import concepts, write_shapes_jsonl
+
 from multicon.data.captions import CaptionFolder
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.tokenization import train_sentencepiece_tokenizer
