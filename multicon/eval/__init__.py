@@ -1,1 +1,5 @@
-"""Evaluation: kNN, linear probe, retrieval R@K, zero-shot, word analogy and similarity."""
+"""Evaluation of learned representations."""
+
+from multicon.eval.knn import knn_accuracy, knn_predict
+
+__all__ = ["knn_accuracy", "knn_predict"]

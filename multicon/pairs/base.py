@@ -185,18 +185,26 @@ class BatchPairGenerator(PairGenerator):
         """A CPU generator seeded by ``(seed, epoch)``, identical on every process."""
         return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
 
-    def shard(
+    def global_batches(
         self, order: torch.Tensor, batch_size: int, rank: int, world_size: int
-    ) -> Iterator[torch.Tensor]:
-        """Split a global order into global batches and yield this rank's contiguous slice.
+    ) -> Iterator[tuple[torch.Tensor, slice]]:
+        """Split a global order into global batches; yield each with this rank's slice of it.
 
-        A last global batch too small to give every rank a pair is dropped so that every
-        process takes the same number of steps.
+        Use it to draw per-pair randomness for the whole global batch and keep your slice, so
+        that N processes see exactly the pairs one process would. A last global batch too small
+        to give every rank a pair is dropped so that every process takes the same steps.
         """
         global_batch = batch_size * world_size
         for step in range(self.num_batches(batch_size, world_size)):
             chunk = order[step * global_batch : (step + 1) * global_batch]
-            per_rank = -(-len(chunk) // world_size)
             if len(chunk) < world_size:
                 return
-            yield chunk[rank * per_rank : (rank + 1) * per_rank]
+            per_rank = -(-len(chunk) // world_size)
+            yield chunk, slice(rank * per_rank, (rank + 1) * per_rank)
+
+    def shard(
+        self, order: torch.Tensor, batch_size: int, rank: int, world_size: int
+    ) -> Iterator[torch.Tensor]:
+        """This rank's indices of each global batch (see `global_batches`)."""
+        for chunk, mine in self.global_batches(order, batch_size, rank, world_size):
+            yield chunk[mine]

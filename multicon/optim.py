@@ -1,0 +1,136 @@
+"""Optimizers and learning-rate schedules the trainer builds from its config."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017), as SimCLR uses.
+
+    Each parameter's step is scaled by ``trust_coefficient * ||w|| / ||g + wd * w||``. Parameter
+    groups with ``lars_exclude=True`` (biases and norm layers, by `parameter_groups`) take plain
+    SGD steps without weight decay, as in SimCLR.
+
+    Example:
+        >>> import torch
+        >>> w = torch.nn.Parameter(torch.ones(3))
+        >>> opt = LARS([w], lr=0.1)
+        >>> w.sum().backward(); opt.step()
+        >>> bool((w < 1).all())
+        True
+    """
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        trust_coefficient: float = 0.001,
+        eps: float = 1e-8,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            trust_coefficient=trust_coefficient,
+            eps=eps,
+            lars_exclude=False,
+        )
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                d_p = p.grad
+                if not group["lars_exclude"]:
+                    d_p = d_p.add(p, alpha=group["weight_decay"])
+                    w_norm, g_norm = torch.norm(p), torch.norm(d_p)
+                    trust = torch.where(
+                        (w_norm > 0) & (g_norm > 0),
+                        group["trust_coefficient"] * w_norm / (g_norm + group["eps"]),
+                        torch.ones_like(w_norm),
+                    )
+                    d_p = d_p.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = d_p.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(d_p)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters split so that biases and norm weights get no weight decay."""
+    decay, no_decay = [], []
+    for _name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True})
+    return groups
+
+
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """AdamW, SGD (Nesterov-free, with momentum) or LARS over the model's trainable parameters."""
+    groups = parameter_groups(model, weight_decay)
+    if not any(g["params"] for g in groups):
+        raise ValueError("the model has no trainable parameters")
+    if name == "adamw":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        for g in groups:
+            g.pop("lars_exclude", None)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer, name: str, total_steps: int, warmup_steps: int = 0
+) -> LambdaLR:
+    """Linear warmup, then ``cosine`` decay to 0, ``linear`` decay to 0 (word2vec) or ``constant``.
+
+    Example:
+        >>> import torch
+        >>> opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
+        >>> sched = lr_schedule(opt, "cosine", total_steps=10, warmup_steps=2)
+        >>> [round(f(s), 2) for f in sched.lr_lambdas for s in (0, 1, 2, 6, 10)]
+        [0.5, 1.0, 1.0, 0.5, 0.0]
+    """
+    if name not in ("cosine", "linear", "constant"):
+        raise ValueError(f"unknown schedule {name!r}; choose 'cosine', 'linear' or 'constant'")
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if name == "constant":
+            return 1.0
+        progress = min((step - warmup_steps) / max(1, total_steps - warmup_steps), 1.0)
+        if name == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)

@@ -1,0 +1,382 @@
+"""The training loop, on Hugging Face Accelerate: one process, several GPUs or several machines.
+
+The trainer knows nothing of modalities: it takes a `ContrastiveModel` and a pair generator
+(map-style, fed by DataLoader workers; or batch-style, made on the device), and runs
+forward → backward → step → `model.after_step` (momentum update, enqueue) with mixed precision,
+gradient clipping, a warmup + decay schedule, trackers, atomic checkpoints and exact resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from multicon import checkpoint
+from multicon.model import ContrastiveModel
+from multicon.optim import build_optimizer, lr_schedule
+from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything the trainer needs; recipes parse it from the command line (HfArgumentParser)."""
+
+    output_dir: str = field(default="runs/multicon", metadata={"help": "Run folder."})
+    epochs: int = field(default=10, metadata={"help": "Passes over the pair generator."})
+    max_steps: int = field(default=0, metadata={"help": "Stop after this many steps (0: epochs)."})
+    batch_size: int = field(default=256, metadata={"help": "Pairs per process per step."})
+    optimizer: Literal["adamw", "sgd", "lars"] = "adamw"
+    lr: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    weight_decay: float = 1e-4
+    momentum: float = field(default=0.9, metadata={"help": "SGD/LARS momentum."})
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    grad_clip: float = field(default=0.0, metadata={"help": "Max gradient norm (0: off)."})
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers (map-style)."})
+    log_every: int = field(default=10, metadata={"help": "Steps between metric logs."})
+    eval_every: int = field(default=1, metadata={"help": "Epochs between evaluations (0: off)."})
+    checkpoint_every: int = field(
+        default=0, metadata={"help": "Steps between checkpoints (0: at the end of each epoch)."}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept (0: all)."})
+    resume: str = field(
+        default="", metadata={"help": "'' (fresh), 'latest' (newest in output_dir), or a path."}
+    )
+    log_with: str = field(
+        default="tensorboard,jsonl", metadata={"help": "Comma list of trackers ('' for none)."}
+    )
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` returns."""
+
+    global_step: int
+    loss: float
+    history: list[dict[str, float]]
+    evaluations: list[dict[str, float]]
+    output_dir: Path
+
+
+@dataclass
+class _Position:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+class Trainer:
+    """Train a `ContrastiveModel` on a pair generator.
+
+    Args:
+        model: the contrastive model (encoders, negatives, loss).
+        pairs: a `MapPairGenerator` or `BatchPairGenerator`.
+        config: a `TrainConfig`.
+        evaluate: ``evaluate(model) -> metrics`` run on the main process every
+            ``config.eval_every`` epochs, with the model in eval mode.
+        optimizer: ``optimizer(model) -> torch.optim.Optimizer`` to replace the built-in choices.
+        accelerator: an `accelerate.Accelerator` to use instead of one built from the config.
+
+    Example:
+        >>> import torch, tempfile
+        >>> from multicon import ContrastiveModel, PairBatch, BatchPairGenerator
+        >>> class Jitter(BatchPairGenerator):
+        ...     def __init__(self, x): self.x = x
+        ...     def num_pairs(self): return len(self.x)
+        ...     def batches(self, batch_size, *, epoch, device, rank=0, world_size=1):
+        ...         order = torch.randperm(len(self.x), generator=self.rng(epoch))
+        ...         for idx in self.shard(order, batch_size, rank, world_size):
+        ...             x = self.x[idx].to(device)
+        ...             yield PairBatch(x + 0.05 * torch.randn_like(x), x, idx.to(device))
+        >>> model = ContrastiveModel(torch.nn.Linear(8, 4), symmetric=True)
+        >>> cfg = TrainConfig(output_dir=tempfile.mkdtemp(), epochs=2, batch_size=16,
+        ...                   log_with="", progress_bar=False)
+        >>> Trainer(model, Jitter(torch.randn(64, 8)), cfg).fit().global_step
+        8
+    """
+
+    def __init__(
+        self,
+        model: ContrastiveModel,
+        pairs: PairGenerator,
+        config: TrainConfig,
+        *,
+        evaluate: Callable[[ContrastiveModel], dict[str, float]] | None = None,
+        optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+        accelerator=None,
+    ) -> None:
+        if not isinstance(pairs, MapPairGenerator | BatchPairGenerator):
+            raise TypeError(
+                "pairs must be a MapPairGenerator or a BatchPairGenerator, "
+                f"got {type(pairs).__name__}"
+            )
+        self.config = config
+        self.pairs = pairs
+        self.evaluate_fn = evaluate
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = accelerator or self._build_accelerator()
+        self.model = model
+        self.optimizer = (optimizer or self._default_optimizer)(model)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _build_accelerator(self):
+        from accelerate import Accelerator, DataLoaderConfiguration
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        from multicon.tracking import JsonlTracker
+
+        trackers: list = []
+        for name in filter(None, (s.strip() for s in self.config.log_with.split(","))):
+            if name == "jsonl":
+                trackers.append(JsonlTracker("multicon", self.output_dir))
+            else:
+                trackers.append(name)
+        return Accelerator(
+            mixed_precision=self.config.mixed_precision,
+            log_with=trackers or None,
+            project_dir=str(self.output_dir),
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+            # Queues are identical on every rank already; broadcasting them each step is waste.
+            kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+        )
+
+    def _default_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        return build_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum)
+
+    def _dataloader(self):
+        c, pairs = self.config, self.pairs
+        if len(pairs) < c.batch_size * self.accelerator.num_processes:
+            raise ValueError(
+                f"the batch of {c.batch_size} pairs per process x {self.accelerator.num_processes} "
+                f"processes is larger than the dataset of {len(pairs)} pairs"
+            )
+        loader = torch.utils.data.DataLoader(
+            pairs,
+            batch_size=c.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=c.num_workers,
+            collate_fn=pairs.collate,
+            pin_memory=self.accelerator.device.type == "cuda",
+            persistent_workers=c.num_workers > 0,
+            generator=torch.Generator().manual_seed(c.seed),
+        )
+        return self.accelerator.prepare_data_loader(loader)
+
+    def _steps_per_epoch(self, loader) -> int:
+        if loader is not None:
+            return len(loader)
+        n = self.pairs.num_pairs()
+        if n == 0:
+            raise ValueError(f"the pair generator {type(self.pairs).__name__} has no pairs")
+        return self.pairs.num_batches(self.config.batch_size, self.accelerator.num_processes)
+
+    def _epoch_batches(self, loader, epoch: int, skip: int) -> Iterator[PairBatch]:
+        acc = self.accelerator
+        if loader is not None:
+            loader.set_epoch(epoch)
+            it = acc.skip_first_batches(loader, skip) if skip else loader
+            yield from it
+            return
+        it = self.pairs.batches(
+            self.config.batch_size,
+            epoch=epoch,
+            device=acc.device,
+            rank=acc.process_index,
+            world_size=acc.num_processes,
+        )
+        for i, batch in enumerate(it):
+            if i >= skip:  # batches are a pure function of (seed, epoch): replaying is exact
+                yield batch
+
+    # -- checkpoints -------------------------------------------------------------------------
+    @property
+    def checkpoint_root(self) -> Path:
+        return self.output_dir / "checkpoints"
+
+    def save_checkpoint(self, pos: _Position, scheduler, history: list) -> Path:
+        acc = self.accelerator
+        step = pos.global_step
+        if acc.is_main_process:
+            checkpoint.begin(self.checkpoint_root, step)
+        acc.wait_for_everyone()
+        tmp = checkpoint.temporary_dir(self.checkpoint_root, step)
+        checkpoint.write_file_atomic(checkpoint.rng_state(), tmp / f"rng-{acc.process_index}.pt")
+        if acc.is_main_process:
+            state = {
+                "model": acc.unwrap_model(self.model).state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": acc.scaler.state_dict() if acc.scaler is not None else {},
+                "position": dataclasses.asdict(pos),
+                "history": history,
+            }
+            checkpoint.write_file_atomic(state, tmp / "state.pt")
+        acc.wait_for_everyone()
+        path = checkpoint.checkpoint_dir(self.checkpoint_root, step)
+        if acc.is_main_process:
+            checkpoint.commit(self.checkpoint_root, step, keep=self.config.keep_checkpoints)
+        acc.wait_for_everyone()
+        return path
+
+    def _resume(self, scheduler) -> tuple[_Position, list]:
+        resume = self.config.resume
+        if not resume:
+            return _Position(), []
+        path = checkpoint.latest_checkpoint(self.checkpoint_root) if resume == "latest" else resume
+        if path is None:  # 'latest' with nothing saved yet: a fresh start
+            return _Position(), []
+        state, rng = checkpoint.load(path, self.accelerator.process_index)
+        acc = self.accelerator
+        acc.unwrap_model(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if acc.scaler is not None and state["scaler"]:
+            acc.scaler.load_state_dict(state["scaler"])
+        if rng is not None:
+            checkpoint.set_rng_state(rng)
+        return _Position(**state["position"]), list(state["history"])
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _check_finite(self, loss: torch.Tensor, pos: _Position) -> None:
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if bad.item() > 0:
+            last = checkpoint.latest_checkpoint(self.checkpoint_root)
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {pos.global_step} (epoch {pos.epoch}); "
+                f"training stopped and {kept}. Lower the learning rate, raise the temperature "
+                "or enable grad_clip."
+            )
+
+    def _evaluate(self, pos: _Position) -> dict[str, float] | None:
+        acc = self.accelerator
+        metrics = None
+        if self.evaluate_fn is not None and acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.eval()
+            with torch.no_grad():
+                metrics = {k: float(v) for k, v in self.evaluate_fn(model).items()}
+            model.train()
+            metrics = {"epoch": pos.epoch, "step": pos.global_step, **metrics}
+            acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=pos.global_step)
+        acc.wait_for_everyone()
+        return metrics
+
+    def fit(self) -> TrainResult:
+        """Train to ``epochs`` / ``max_steps`` (resuming if asked) and return the history."""
+        c, acc = self.config, self.accelerator
+        from accelerate.utils import set_seed
+
+        set_seed(c.seed)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        loader = self._dataloader() if isinstance(self.pairs, MapPairGenerator) else None
+        steps_per_epoch = self._steps_per_epoch(loader)
+        if steps_per_epoch < 1:
+            raise ValueError(
+                f"no full step fits in one epoch: {self.pairs.num_pairs()} pairs for batches of "
+                f"{c.batch_size} x {acc.num_processes} processes"
+            )
+        total = c.max_steps or c.epochs * steps_per_epoch
+        scheduler = lr_schedule(self.optimizer, c.schedule, total, c.warmup_steps)
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        pos, history = self._resume(scheduler)
+        evaluations = [h for h in history if "eval" in h]
+        if c.log_with:
+            acc.init_trackers("multicon", config=_flat_config(c))
+
+        bar = None
+        if c.progress_bar and acc.is_local_main_process:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=pos.global_step, unit="step", dynamic_ncols=True)
+        unwrapped: ContrastiveModel = acc.unwrap_model(self.model)
+        self.model.train()
+        last_loss, tick, samples = math.nan, time.perf_counter(), 0
+        global_batch = c.batch_size * acc.num_processes
+        while pos.global_step < total and pos.epoch < math.ceil(total / steps_per_epoch):
+            for batch in self._epoch_batches(loader, pos.epoch, pos.step_in_epoch):
+                with acc.autocast():
+                    out = self.model(batch)
+                self._check_finite(out.loss, pos)
+                acc.backward(out.loss)
+                if c.grad_clip > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                self.optimizer.step()
+                scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                extra = unwrapped.after_step(out, progress=(pos.global_step + 1) / total)
+                pos.global_step += 1
+                pos.step_in_epoch += 1
+                samples += global_batch
+                if pos.global_step % c.log_every == 0 or pos.global_step == total:
+                    last_loss = acc.reduce(out.loss.detach().float(), reduction="mean").item()
+                    now = time.perf_counter()
+                    record = {
+                        "loss": last_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "samples_per_s": samples / (now - tick),
+                        "temperature": float(getattr(unwrapped.loss, "temperature", math.nan)),
+                        "epoch": pos.epoch,
+                        **extra,
+                    }
+                    tick, samples = now, 0
+                    history.append({"step": pos.global_step, **record})
+                    acc.log({f"train/{k}": v for k, v in record.items()}, step=pos.global_step)
+                    if bar is not None:
+                        bar.set_postfix(
+                            loss=f"{last_loss:.4f}", sps=f"{record['samples_per_s']:.0f}"
+                        )
+                if bar is not None:
+                    bar.update(1)
+                if c.checkpoint_every and pos.global_step % c.checkpoint_every == 0:
+                    self.save_checkpoint(pos, scheduler, history)
+                if pos.global_step >= total:
+                    break
+            if pos.global_step < total or pos.step_in_epoch >= steps_per_epoch:
+                pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+            if c.eval_every and (pos.epoch % c.eval_every == 0 or pos.global_step >= total):
+                metrics = self._evaluate(pos)
+                if metrics is not None:
+                    evaluations.append(metrics)
+                    history.append({"eval": 1.0, **metrics})
+            if not c.checkpoint_every or pos.global_step >= total:
+                self.save_checkpoint(pos, scheduler, history)
+        if bar is not None:
+            bar.close()
+        acc.end_training()
+        if math.isnan(last_loss) and history:
+            last_loss = next((h["loss"] for h in reversed(history) if "loss" in h), math.nan)
+        return TrainResult(pos.global_step, last_loss, history, evaluations, self.output_dir)
+
+
+def _flat_config(config: TrainConfig) -> dict[str, Any]:
+    return {
+        k: v if isinstance(v, int | float | str | bool) else str(v)
+        for k, v in dataclasses.asdict(config).items()
+    }
