@@ -10,8 +10,22 @@ Example:
 """
 
 from multicon.checkpoint import latest_checkpoint
-from multicon.encoders import RESNET_FEATURE_DIMS, ProjectionHead, resnet_backbone
-from multicon.eval import knn_accuracy, knn_predict
+from multicon.data import CaptionDataset, CaptionFolder, load_caption_dataset
+from multicon.encoders import (
+    RESNET_FEATURE_DIMS,
+    DualEncoder,
+    ProjectionHead,
+    load_tokenizer,
+    resnet_backbone,
+    train_sentencepiece_tokenizer,
+)
+from multicon.eval import (
+    evaluate_retrieval,
+    knn_accuracy,
+    knn_predict,
+    retrieval_recall,
+    zero_shot_accuracy,
+)
 from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
@@ -25,11 +39,22 @@ from multicon.pairs import (
     PairGenerator,
 )
 from multicon.pairs.affine import AffineViewPairs
+from multicon.pairs.captions import CaptionPairs
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "zero_shot_accuracy",
+    "train_sentencepiece_tokenizer",
+    "retrieval_recall",
+    "load_tokenizer",
+    "load_caption_dataset",
+    "evaluate_retrieval",
+    "DualEncoder",
+    "CaptionPairs",
+    "CaptionFolder",
+    "CaptionDataset",
     "LARS",
     "RESNET_FEATURE_DIMS",
     "AffineViewPairs",

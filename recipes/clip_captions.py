@@ -25,8 +25,7 @@ from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
 from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
-from multicon.encoders.dual import DualEncoder
-from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.pairs.captions import CaptionPairs
 
@@ -50,40 +49,6 @@ class DataArgs:
     show_images: int = field(default=6, metadata={"help": "Test images in the top-3 PNG."})
 
 
-@dataclass
-class ModelArgs:
-    image_arch: str = field(
-        default="resnet18",
-        metadata={"help": "resnet18/34/50/101 or vit (from the --vit_* config)."},
-    )
-    cifar_stem: bool = field(default=False, metadata={"help": "ResNet 3x3 stride-1 stem."})
-    image_size: int = 64
-    vit_patch_size: int = 8
-    vit_width: int = 192
-    vit_depth: int = 6
-    vit_heads: int = 3
-    image_weights: str = field(default="", metadata={"help": "Pretrained ViT folder or Hub id."})
-    text_model: str = field(
-        default="",
-        metadata={"help": "Pretrained text model folder or Hub id ('' = small BERT from scratch)."},
-    )
-    text_width: int = 256
-    text_depth: int = 4
-    text_heads: int = 4
-    tokenizer: str = field(
-        default="",
-        metadata={"help": "Tokenizer folder or Hub id ('' = text_model's, else train one)."},
-    )
-    tokenizer_type: str = field(default="unigram", metadata={"help": "unigram or bpe."})
-    vocab_size: int = 4000
-    embed_dim: int = 256
-    freeze_image: bool = False
-    freeze_text: bool = False
-    temperature: float = 0.07
-    queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
-    key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
-
-
 def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
     if not data.dataset:
         return CaptionFolder(data.train_jsonl), CaptionFolder(data.test_jsonl)
@@ -97,59 +62,6 @@ def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
             **kwargs,
         )
         for split in (data.train_split, data.test_split)
-    )
-
-
-def build_model(args: ModelArgs, train: CaptionCorpus, max_length: int) -> DualEncoder:
-    if args.tokenizer or args.text_model:
-        tokenizer = load_tokenizer(args.tokenizer or args.text_model, max_length=max_length)
-    else:
-        tokenizer = train_sentencepiece_tokenizer(
-            train.flat_captions()[0],
-            vocab_size=args.vocab_size,
-            model_type=args.tokenizer_type,
-            max_length=max_length,
-        )
-    if args.image_arch == "vit":
-        image = {
-            "kind": "vit",
-            "config": args.image_weights
-            or {
-                "model_type": "vit",
-                "image_size": args.image_size,
-                "patch_size": args.vit_patch_size,
-                "hidden_size": args.vit_width,
-                "num_hidden_layers": args.vit_depth,
-                "num_attention_heads": args.vit_heads,
-                "intermediate_size": 4 * args.vit_width,
-            },
-        }
-    else:
-        image = {"kind": "resnet", "arch": args.image_arch, "cifar_stem": args.cifar_stem}
-    text = {
-        "config": args.text_model
-        or {
-            "model_type": "bert",
-            "vocab_size": len(tokenizer),
-            "hidden_size": args.text_width,
-            "num_hidden_layers": args.text_depth,
-            "num_attention_heads": args.text_heads,
-            "intermediate_size": 4 * args.text_width,
-            "max_position_embeddings": max(64, max_length),
-            "pad_token_id": tokenizer.pad_token_id,
-        }
-    }
-    return DualEncoder.create(
-        image,
-        text,
-        image_weights=args.image_weights or None,
-        text_weights=args.text_model or None,
-        tokenizer=tokenizer,
-        embed_dim=args.embed_dim,
-        image_size=args.image_size,
-        freeze_image=args.freeze_image,
-        freeze_text=args.freeze_text,
-        temperature=args.temperature,
     )
 
 
@@ -192,7 +104,7 @@ def plot_top_captions(path: Path, corpus, images, texts, owners, n: int) -> None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((DataArgs, ModelArgs, TrainConfig))
+    parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig))
     parser.set_defaults(
         output_dir="runs/clip-captions",
         epochs=30,
@@ -206,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     data, margs, config = parser.parse_args_into_dataclasses(args=argv)
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
-    model = build_model(margs, train, data.max_length)
+    model = build_dual_encoder(margs, train.flat_captions()[0], data.max_length)
     pairs = CaptionPairs(
         train,
         model.tokenizer,
@@ -243,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
         "temperature": round(model.loss.temperature, 4),
         "train_seconds": round(seconds, 1),
         "command": " ".join(
-            [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
+            ["python", "recipes/clip_captions.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "args": {**asdict(data), **asdict(margs)},
     }

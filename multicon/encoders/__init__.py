@@ -1,6 +1,25 @@
 """Encoders: inputs → vectors."""
 
+from multicon.encoders.dual import DualEncoder
+from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.encoders.heads import ProjectionHead
+from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.text import TextTower
+from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+from multicon.encoders.tower import Tower
 from multicon.encoders.vision import RESNET_FEATURE_DIMS, resnet_backbone
 
-__all__ = ["RESNET_FEATURE_DIMS", "ProjectionHead", "resnet_backbone"]
+__all__ = [
+    "RESNET_FEATURE_DIMS",
+    "DualEncoder",
+    "DualEncoderArgs",
+    "ProjectionHead",
+    "ResNetImageTower",
+    "TextTower",
+    "Tower",
+    "ViTImageTower",
+    "build_dual_encoder",
+    "load_tokenizer",
+    "resnet_backbone",
+    "train_sentencepiece_tokenizer",
+]
