@@ -131,8 +131,11 @@ def main(argv: list[str] | None = None) -> dict:
         return retrieval_recall(*embed_corpus(model, test))
 
     start = time.perf_counter()
-    result = Trainer(contrastive, pairs, config, evaluate=evaluate).fit()
+    trainer = Trainer(contrastive, pairs, config, evaluate=evaluate)
+    result = trainer.fit()
     seconds = time.perf_counter() - start
+    if not trainer.accelerator.is_main_process:
+        return {}
 
     out = Path(config.output_dir)
     images, texts, owners = embed_corpus(model, test)
