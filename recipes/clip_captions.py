@@ -27,6 +27,7 @@ from multicon import TrainConfig, Trainer
 from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
+from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.pairs.captions import CaptionPairs
 
 FLICKR = "../shared/data/flickr8k-1k"
@@ -47,6 +48,15 @@ class DataArgs:
     caption_columns: list[str] = field(default_factory=lambda: ["caption"])
     max_length: int = field(default=32, metadata={"help": "Caption tokens kept (rest truncated)."})
     show_images: int = field(default=6, metadata={"help": "Test images in the top-3 PNG."})
+    zero_shot_dataset: str = field(
+        default="",
+        metadata={"help": "Labelled image dataset for zero-shot accuracy ('parquet', Hub name)."},
+    )
+    zero_shot_data_dir: str = field(default="", metadata={"help": "e.g. ../shared/data/cifar10"})
+    zero_shot_split: str = "test"
+    zero_shot_image_column: str = "img"
+    zero_shot_label_column: str = "label"
+    zero_shot_limit: int = field(default=0, metadata={"help": "First N images only (0: all)."})
 
 
 def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
@@ -103,6 +113,23 @@ def plot_top_captions(path: Path, corpus, images, texts, owners, n: int) -> None
     plt.close(fig)
 
 
+def zero_shot(model, data: DataArgs) -> dict[str, float]:
+    """Zero-shot top-1 on a labelled image dataset from prompt templates ("a photo of a {}.")."""
+    from datasets import load_dataset
+
+    kwargs = {"data_dir": data.zero_shot_data_dir} if data.zero_shot_data_dir else {}
+    ds = load_dataset(data.zero_shot_dataset, split=data.zero_shot_split, **kwargs)
+    if data.zero_shot_limit:
+        ds = ds.select(range(min(data.zero_shot_limit, len(ds))))
+    result = zero_shot_accuracy(
+        model,
+        ds,
+        image_column=data.zero_shot_image_column,
+        label_column=data.zero_shot_label_column,
+    )
+    return {**result, "zero_shot/images": len(ds)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig))
     parser.set_defaults(
@@ -145,9 +172,11 @@ def main(argv: list[str] | None = None) -> dict:
         out / "top3_captions.png", test, images, texts, owners, min(data.show_images, len(test))
     )
     model.save_pretrained(out / "model")
+    zero_shot_result = zero_shot(model, data) if data.zero_shot_dataset else {}
     summary = {
         "retrieval": {k: round(v, 2) for k, v in recall.items()},
         "chance_R@1": round(100.0 / len(test), 2),
+        **{k: round(v, 2) for k, v in zero_shot_result.items()},
         "train_images": len(train),
         "test_images": len(test),
         "test_captions": len(owners),
