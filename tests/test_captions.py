@@ -314,6 +314,8 @@ def test_create_loads_local_pretrained_text_weights_and_vit_tower(tmp_path, toke
     loaded = model.text.backbone.embeddings.word_embeddings.weight
     assert torch.equal(loaded, bert.embeddings.word_embeddings.weight)
     assert model.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    with pytest.raises(ValueError, match="configured for 32px images but image_size is 64"):
+        DualEncoder({"kind": "vit", "config": vit}, {"config": TINY_BERT}, image_size=64)
     with pytest.raises(ValueError, match="'resnet' or 'vit'"):
         DualEncoder({"kind": "convnext"}, {"config": TINY_BERT})
 

@@ -89,6 +89,11 @@ class DualEncoder(
             raise ValueError(
                 f"text_tower needs a transformers 'config', got keys {sorted(text_tower)}"
             )
+        vit_size = image_tower.get("config", {}).get("image_size", image_size)
+        if image_tower.get("kind") == "vit" and vit_size != image_size:
+            raise ValueError(
+                f"the ViT is configured for {vit_size}px images but image_size is {image_size}"
+            )
         self.image = build_image_tower(image_tower, embed_dim, freeze_image)
         text_kwargs = {k: v for k, v in text_tower.items() if k != "config"}
         self.text = TextTower(
