@@ -26,6 +26,7 @@ from multicon.eval import (
     retrieval_recall,
     zero_shot_accuracy,
 )
+from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.loss import InfoNCE, KeySet, contrastive_logits, info_nce
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
@@ -61,6 +62,8 @@ __all__ = [
     "BatchPairGenerator",
     "ContrastiveModel",
     "ContrastiveOutput",
+    "HubArgs",
+    "HubModel",
     "InBatchNegatives",
     "InfoNCE",
     "KeySet",
@@ -83,5 +86,9 @@ __all__ = [
     "knn_predict",
     "latest_checkpoint",
     "lr_schedule",
+    "maybe_push",
+    "push_folder",
     "resnet_backbone",
+    "save_run",
+    "write_model_card",
 ]

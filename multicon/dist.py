@@ -8,6 +8,8 @@ single process both return their input unchanged.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 
@@ -44,7 +46,11 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     from torch.distributed.nn.functional import all_gather
 
     sizes = _sizes(x)
-    parts = all_gather(_pad(x, max(sizes)))
+    with (
+        warnings.catch_warnings()
+    ):  # deprecated in torch 2.14 but the one autograd-aware public API
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = all_gather(_pad(x, max(sizes)))
     return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
 
 

@@ -65,13 +65,15 @@ def contrastive_logits(
     query_ids: torch.Tensor | None = None,
     normalize: bool = True,
 ) -> torch.Tensor:
-    """Float32 logits ``(B, N)`` or ``(B, K)`` with same-id non-positive keys set to -inf.
+    """Logits ``(B, N)`` or ``(B, K)`` with same-id non-positive keys set to -inf.
 
-    Computed outside autocast so bf16/fp16 training still scores in float32.
+    Computed outside autocast in float32 (float64 for float64 inputs), so bf16/fp16 training
+    still scores in float32.
     """
     _check(query, keys, query_ids)
     with torch.autocast(device_type=query.device.type, enabled=False):
-        q, k = query.float(), keys.keys.float()
+        dtype = torch.promote_types(query.dtype, torch.float32)  # float32, or float64 if given
+        q, k = query.to(dtype), keys.keys.to(dtype)
         if normalize:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         if k.dim() == 2:
@@ -80,7 +82,7 @@ def contrastive_logits(
             logits = torch.einsum("bd,bkd->bk", q, k)
         logits = logits * logit_scale
         if keys.logit_offset is not None:
-            logits = logits + keys.logit_offset.float()
+            logits = logits + keys.logit_offset.to(dtype)
         if query_ids is not None:
             ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
             same = ids == query_ids.unsqueeze(1)
@@ -166,7 +168,7 @@ class InfoNCE(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return float(1.0 / self.logit_scale())
+        return float(1.0 / self.logit_scale().detach())
 
     def logits(
         self, query: torch.Tensor, keys: KeySet, query_ids: torch.Tensor | None = None

@@ -2,7 +2,7 @@
 
 Two random affine views of each 8×8 scan are a positive pair; the other images of the batch are
 the negatives. Prints the kNN accuracy on held-out digits of the random-init encoder and of the
-trained one, and writes a Hub-ready model folder.
+trained one, and writes a Hub-ready model folder (``--push_to_hub namespace/name`` uploads it).
 
     python recipes/demo_digits.py --output_dir runs/digits
     accelerate launch --cpu --num_processes 2 recipes/demo_digits.py --output_dir runs/digits2
@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 from multicon import AffineViewPairs, ContrastiveModel, InfoNCE, TrainConfig, Trainer, knn_accuracy
 from multicon.data import load_digits
 from multicon.encoders.small_cnn import SmallConvEncoder
+from multicon.hub import HubArgs, save_run
 
 
 @dataclass
@@ -40,7 +41,7 @@ def features(encoder: SmallConvEncoder, images: torch.Tensor) -> torch.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((DigitsArgs, TrainConfig))
+    parser = HfArgumentParser((DigitsArgs, TrainConfig, HubArgs))
     parser.set_defaults(
         output_dir="runs/digits",
         epochs=40,
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=10,
         log_every=5,
     )
-    args, config = parser.parse_args_into_dataclasses(args=argv)
+    args, config, hub = parser.parse_args_into_dataclasses(args=argv)
     torch.manual_seed(config.seed)
     train, test = load_digits(args.test_fraction, seed=config.seed)
     encoder = SmallConvEncoder(in_channels=1, width=args.width, proj_dim=args.proj_dim)
@@ -72,14 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     before = evaluate(model)["knn_top1"]
     start = time.perf_counter()
-    result = Trainer(
+    trainer = Trainer(
         model, AffineViewPairs(train.images, seed=config.seed), config, evaluate=evaluate
-    ).fit()
+    )
+    result = trainer.fit()
     seconds = time.perf_counter() - start
     after = evaluate(model)["knn_top1"]
 
     model_dir = Path(config.output_dir) / "model"
-    encoder.save_pretrained(model_dir)
     summary = {
         "knn_top1_random_init": round(before, 4),
         "knn_top1_trained": round(after, 4),
@@ -93,8 +94,22 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "args": asdict(args),
     }
-    (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(json.dumps(summary, indent=2))
+    if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
+        save_run(
+            model_dir,
+            encoder,
+            model_name="simclr-digits",
+            method_tags=["simclr", "image"],
+            datasets=["sklearn-digits"],
+            metrics={"knn_top1": after},
+            task="image-classification",
+            split="held-out",
+            hyperparameters=[args, config],
+            repo_id=hub.push_to_hub or None,
+        )
+        summary["hub_commit"] = hub.push(model_dir)
+        (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2))
     return summary
 
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from multicon.encoders.heads import ProjectionHead
+from multicon.hub import HubModel
 
 
 class SmallConvEncoder(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="multicon",
-    tags=["contrastive-learning", "image-feature-extraction"],
+    HubModel,
+    tags=["image-feature-extraction"],
+    pipeline_tag="image-feature-extraction",
 ):
     """Three conv blocks → global average pool → features; a projection head for the loss.
 
@@ -33,6 +32,8 @@ class SmallConvEncoder(
         >>> enc(x).shape, enc.features(x).shape
         (torch.Size([2, 16]), torch.Size([2, 32]))
     """
+
+    example_input = "torch.rand(2, model.in_channels, 28, 28)"  # for the model card
 
     def __init__(
         self, in_channels: int = 1, width: int = 32, proj_dim: int = 64, proj_hidden_dim: int = 128

@@ -1,0 +1,276 @@
+"""Model cards for multicon runs, built with `huggingface_hub.ModelCard`.
+
+The card's YAML header carries ``library_name: multicon``, the method tags, the datasets, the
+license and a ``model-index`` with every evaluated metric (so the Hub shows them on the model
+page); the body has a usage snippet, the training hyperparameters and the results table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+CARD_NAME = "README.md"
+# Hyperparameter names whose values are never written (tokens passed as recipe flags).
+_SECRET_NAME = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ description }}
+
+Trained with multicon
+{%- if method_tags %} ({{ method_tags | join(", ") }}){% endif %}
+{%- if datasets %} on {{ datasets | join(", ") }}{% endif %}.
+
+## Usage
+
+```python
+{{ usage }}
+```
+
+Loading reads `model.safetensors` and `config.json` only; no pickled file is ever loaded.
+
+{% if results %}## Evaluation results
+
+| task | dataset | split | metric | value |
+|---|---|---|---|---|
+{% for row in results %}| {{ row | join(" | ") }} |
+{% endfor %}
+{% endif %}{% if hyperparameters %}## Training hyperparameters
+
+| name | value |
+|---|---|
+{% for name, value in hyperparameters %}| `{{ name }}` | `{{ value }}` |
+{% endfor %}
+{% endif %}## Framework versions
+
+{% for name, value in versions %}- {{ name }} {{ value }}
+{% endfor %}"""
+
+
+def build_model_card(
+    *,
+    model_name: str,
+    model_class: type | None = None,
+    method_tags: Iterable[str] = (),
+    datasets: Iterable[str] = (),
+    metrics: Mapping[str, float] | Sequence[EvalResult] | None = None,
+    task: str = "feature-extraction",
+    split: str | None = "test",
+    hyperparameters: Mapping[str, Any] | Any = None,
+    usage: str | None = None,
+    repo_id: str | None = None,
+    license: str = "apache-2.0",
+    pipeline_tag: str | None = None,
+    base_model: str | None = None,
+    description: str | None = None,
+) -> ModelCard:
+    """A `ModelCard` for a trained multicon model.
+
+    Args:
+        model_name: the card title and the ``model-index`` name.
+        model_class: the saved class; its Hub tags are added and, without ``usage``, its
+            `usage_example` is the usage snippet.
+        method_tags: e.g. ``["simclr"]``, ``["moco"]``, ``["word2vec"]``, ``["clip"]``.
+        datasets: Hub dataset ids or names the model was trained on.
+        metrics: ``{"knn_top1": 0.71}`` (reported on the first dataset, for ``task`` and
+            ``split``) or `EvalResult`s for full control.
+        hyperparameters: a mapping, a dataclass (e.g. the recipe's `TrainConfig`) or a list of
+            them; names that look like secrets (``hub_token``) are left out.
+        usage: Python source for the usage section (default: the class's `usage_example`).
+        repo_id: where the model lives (default: ``path/to/this/folder`` in the snippet).
+
+    Example:
+        >>> card = build_model_card(model_name="demo", method_tags=["simclr"],
+        ...     datasets=["cifar10"], metrics={"knn_top1": 0.5}, usage="print(1)")
+        >>> card.data.library_name, card.data.eval_results[0].metric_value
+        ('multicon', 0.5)
+    """
+    datasets = list(datasets)
+    method_tags = list(method_tags)
+    hparams = public_hyperparameters(hyperparameters)
+    results = _eval_results(metrics, datasets, task, split)
+    if results and not datasets:
+        datasets = sorted({r.dataset_type for r in results})
+    tags = ["contrastive-learning", *method_tags]
+    mixin_info = getattr(model_class, "_hub_mixin_info", None)
+    if mixin_info is not None:
+        tags += list(mixin_info.model_card_data.tags or [])
+        pipeline_tag = pipeline_tag or mixin_info.model_card_data.pipeline_tag
+    if usage is None:
+        if model_class is None:
+            raise ValueError("pass usage= (Python source) or the model_class")
+        where = repo_id or "path/to/this/folder"
+        if hasattr(model_class, "usage_example"):
+            usage = model_class.usage_example(where)
+        else:
+            usage = usage_snippet(model_class, where)
+    card_data = ModelCardData(
+        library_name="multicon",
+        license=license,
+        tags=sorted(set(tags)),
+        datasets=datasets or None,
+        pipeline_tag=pipeline_tag,
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=results or None,
+        metrics=sorted({r.metric_type for r in results}) or None,
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_str=CARD_TEMPLATE,
+        model_name=model_name,
+        description=description or _default_description(model_class),
+        method_tags=method_tags,
+        datasets=datasets,
+        usage=usage.strip(),
+        results=[_result_row(r) for r in results],
+        hyperparameters=[(_cell(k), _cell(v if v != "" else "''")) for k, v in hparams.items()],
+        versions=_versions(),
+    )
+
+
+def write_model_card(folder: str | Path, **card: Any) -> Path:
+    """Write ``README.md`` into ``folder`` (replacing an old one); returns its path.
+
+    Takes the keyword arguments of `build_model_card`.
+
+    Example:
+        >>> import tempfile
+        >>> path = write_model_card(tempfile.mkdtemp(), model_name="demo", usage="print(1)",
+        ...                         metrics={"knn_top1": 0.5}, datasets=["cifar10"])
+        >>> ModelCard.load(path).data.eval_results[0].metric_type
+        'knn_top1'
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no folder {folder} to write the model card into")
+    path = folder / CARD_NAME
+    build_model_card(**card).save(path)
+    return path
+
+
+def usage_snippet(model_class: type, repo_id: str, example_input: str | None = None) -> str:
+    """Python source that loads ``model_class`` from ``repo_id`` and embeds ``example_input``.
+
+    ``example_input`` is source for one input batch; it may use ``model`` (the loaded model).
+
+    Example:
+        >>> print(usage_snippet(ModelCard, "me/m", "torch.rand(2, 3)").splitlines()[3])
+        model = ModelCard.from_pretrained("me/m")
+    """
+    name = model_class.__name__
+    lines = ["import torch", f"from {_public_module(model_class)} import {name}", ""]
+    lines.append(f'model = {name}.from_pretrained("{repo_id}")')
+    if example_input is None:
+        lines.append("print(model)  # call model(inputs) on a batch like the training inputs")
+    else:
+        lines += [
+            f"inputs = {example_input}",
+            "with torch.no_grad():",
+            "    embeddings = model(inputs)",
+            "print(embeddings.shape)",
+        ]
+    return "\n".join(lines)
+
+
+def _public_module(cls: type) -> str:
+    """The shortest import path that gives ``cls`` (``multicon`` when it is re-exported)."""
+    import multicon
+
+    return "multicon" if getattr(multicon, cls.__name__, None) is cls else cls.__module__
+
+
+def public_hyperparameters(hyperparameters: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """Flatten a mapping, dataclass or list of them into ``{name: value}``, dropping secrets.
+
+    Example:
+        >>> public_hyperparameters({"lr": 0.1, "hub_token": "hf_x"})
+        {'lr': 0.1}
+    """
+    if hyperparameters is None:
+        return {}
+    if isinstance(hyperparameters, list | tuple):
+        merged: dict[str, Any] = {}
+        for part in hyperparameters:
+            merged.update(public_hyperparameters(part))
+        return merged
+    if dataclasses.is_dataclass(hyperparameters) and not isinstance(hyperparameters, type):
+        hyperparameters = dataclasses.asdict(hyperparameters)
+    if not isinstance(hyperparameters, Mapping):
+        raise TypeError(
+            "hyperparameters must be a mapping, a dataclass or a list of them, got "
+            f"{type(hyperparameters).__name__}"
+        )
+    return {str(k): v for k, v in hyperparameters.items() if not _SECRET_NAME.search(str(k))}
+
+
+def _eval_results(
+    metrics: Mapping[str, float] | Sequence[EvalResult] | None,
+    datasets: list[str],
+    task: str,
+    split: str | None,
+) -> list[EvalResult]:
+    if not metrics:
+        return []
+    if isinstance(metrics, Mapping):
+        if not datasets:
+            raise ValueError("metrics given as a mapping need datasets= to say what they measure")
+        results = []
+        for name, value in metrics.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise TypeError(f"metric {name!r} must be a number, got {value!r}")
+            results.append(
+                EvalResult(
+                    task_type=task,
+                    dataset_type=datasets[0],
+                    dataset_name=datasets[0],
+                    dataset_split=split,
+                    metric_type=str(name),
+                    metric_value=float(value),
+                )
+            )
+        return results
+    results = list(metrics)
+    for result in results:
+        if not isinstance(result, EvalResult):
+            raise TypeError(f"metrics must be a mapping or EvalResults, got {result!r}")
+    return results
+
+
+def _default_description(model_class: type | None) -> str:
+    if model_class is None:
+        return "Embeddings trained by contrast (InfoNCE)."
+    return f"A `{model_class.__name__}` trained by contrast (InfoNCE)."
+
+
+def _result_row(result: EvalResult) -> list[str]:
+    value = result.metric_value
+    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+    cells = [result.task_type, result.dataset_name, result.dataset_split or "", result.metric_type]
+    return [_cell(c) for c in cells] + [shown]
+
+
+def _cell(value: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _versions() -> list[tuple[str, str]]:
+    found = []
+    for package in ("multicon", "torch", "huggingface_hub", "safetensors"):
+        try:
+            found.append((package, version(package)))
+        except PackageNotFoundError:
+            continue
+    return found

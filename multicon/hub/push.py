@@ -1,0 +1,144 @@
+"""Upload a finished run folder to the Hugging Face Hub as one commit.
+
+Everything goes through `huggingface_hub.HfApi` (create_repo, then upload_folder: preupload,
+LFS upload for large files, commit). The repo id, the folder and the token are checked before
+the first request, and the token is kept out of every error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from huggingface_hub import CommitInfo, HfApi, get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from multicon import dist
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_FILES = ("model.safetensors", "config.json", "README.md")
+# Never uploaded from a run folder: training state and pickles (the Hub copy is for users).
+PUSH_IGNORE = ["checkpoint*", "checkpoint*/**", "*.pt", "*.pth", "*.bin", "*.pkl", "*.ckpt"]
+PUSH_IGNORE += ["**/__pycache__/**", ".cache/**"]
+
+
+def check_repo_id(repo_id: str, *, or_folder: bool = False) -> None:
+    """Raise `ValueError` unless ``repo_id`` is a valid Hub repository id.
+
+    ``or_folder`` words the error for a name that was not a local folder either.
+
+    Example:
+        >>> check_repo_id("user/simclr-cifar10")
+        >>> check_repo_id("user/simclr cifar10")
+        Traceback (most recent call last):
+        ...
+        ValueError: 'user/simclr cifar10' is not a valid Hugging Face repo id: ...
+    """
+    what = "a local folder nor a valid" if or_folder else "a valid"
+    try:
+        validate_repo_id(repo_id)
+        if not repo_id:
+            raise HFValidationError("the repo id is empty")
+    except HFValidationError as error:
+        raise ValueError(f"{repo_id!r} is not {what} Hugging Face repo id: {error}") from None
+
+
+def resolve_token(token: str | None) -> str:
+    """``token``, else the logged-in token (``HF_TOKEN`` or ``hf auth login``); raises if none."""
+    token = token or get_token()
+    if not token:
+        raise ValueError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` with a write token from "
+            "https://huggingface.co/settings/tokens (in Python: pass token=); nothing was uploaded"
+        )
+    return token
+
+
+@contextmanager
+def redact_token(token: str) -> Iterator[None]:
+    """Re-raise any error whose message contains ``token`` with the token blanked out.
+
+    The original error is not chained (its message holds the token); its type name is kept.
+    """
+    try:
+        yield
+    except Exception as error:
+        if token and token in str(error):
+            message = str(error).replace(token, "<token>")
+            raise RuntimeError(f"{type(error).__name__}: {message}") from None
+        raise
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload multicon model",
+    revision: str | None = None,
+) -> CommitInfo:
+    """Create ``repo_id`` if needed and upload a saved run folder to it in one commit.
+
+    The folder must hold what `save_run` writes (``model.safetensors``, ``config.json``,
+    ``README.md``); checkpoints and pickles in it are skipped.
+
+    Args:
+        folder: the run folder.
+        repo_id: ``namespace/name`` on the Hub.
+        token: a write token; default: ``HF_TOKEN`` or the ``hf auth login`` token.
+        private: make a new repository private (``None``: the account's default).
+        commit_message: the commit's title.
+        revision: the branch to commit to (default ``main``).
+
+    Returns:
+        The `CommitInfo` (``.commit_url``, ``.oid``) of the upload.
+    """
+    check_repo_id(repo_id)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no run folder {folder} to push")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a finished run: it has no {', '.join(missing)} "
+            "(write them with multicon.hub.save_run)"
+        )
+    token = resolve_token(token)
+    api = HfApi(token=token)
+    with redact_token(token):
+        repo = api.create_repo(repo_id, private=private, exist_ok=True)
+        logger.info("uploading %s to %s", folder, repo.repo_id)
+        return api.upload_folder(
+            repo_id=repo.repo_id,
+            folder_path=folder,
+            commit_message=commit_message,
+            revision=revision,
+            ignore_patterns=PUSH_IGNORE,
+        )
+
+
+def maybe_push(
+    folder: str | Path,
+    repo_id: str | None,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload multicon model",
+) -> str | None:
+    """`push_folder` when ``repo_id`` is set (a recipe's ``--push_to_hub``); the commit URL.
+
+    Only rank 0 uploads when several processes run.
+
+    Example:
+        >>> maybe_push("runs/simclr", None) is None  # no --push_to_hub: nothing happens
+        True
+    """
+    if not repo_id or dist.rank() != 0:
+        return None
+    info = push_folder(folder, repo_id, token=token, private=private, commit_message=commit_message)
+    return info.commit_url

@@ -1,0 +1,179 @@
+"""Two gloo processes with B pairs each must equal one process with the 2B pairs."""
+
+import os
+import socket
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from multicon import (
+    AffineViewPairs,
+    ContrastiveModel,
+    InfoNCE,
+    MomentumQueue,
+    PairBatch,
+    TrainConfig,
+    Trainer,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(fn, *args) -> None:
+    port = free_port()
+    mp.spawn(_bootstrap, args=(port, fn, args), nprocs=2, join=True)
+
+
+def _bootstrap(rank: int, port: int, fn, args) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE="2",
+        ACCELERATE_USE_CPU="true",  # what `accelerate launch --cpu` sets: gloo across processes
+    )
+    torch.set_num_threads(1)
+    try:
+        fn(rank, *args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def make_model(kind: str) -> ContrastiveModel:
+    torch.manual_seed(0)
+    if kind == "shared":  # SimCLR-style: one encoder, symmetric
+        return ContrastiveModel(torch.nn.Linear(6, 5), symmetric=True, loss=InfoNCE(0.2))
+    if kind == "two_towers":  # CLIP-style: two encoders, learnable temperature
+        return ContrastiveModel(
+            torch.nn.Linear(6, 5),
+            torch.nn.Linear(4, 5),
+            symmetric=True,
+            loss=InfoNCE(0.1, learnable=True),
+        )
+    raise ValueError(kind)
+
+
+def make_batch(kind: str, n: int = 8) -> PairBatch:
+    g = torch.Generator().manual_seed(1)
+    query = torch.randn(n, 6, generator=g)
+    key = torch.randn(n, 6 if kind == "shared" else 4, generator=g)
+    return PairBatch(query, key, torch.arange(n))
+
+
+def loss_and_grads(model, batch):
+    model.zero_grad()
+    loss = model(batch).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def _in_batch_worker(rank: int, kind: str, out: str) -> None:
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    model = make_model(kind)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    full = make_batch(kind)
+    half = slice(rank * 4, rank * 4 + 4)
+    batch = PairBatch(full.query[half], full.key[half], full.key_id[half])
+    ddp.zero_grad()
+    loss = ddp(batch).loss
+    loss.backward()  # DDP averages gradients over the two ranks
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    torch.save({"loss": mean_loss / 2, "grads": grads}, f"{out}/rank{rank}.pt")
+
+
+@pytest.mark.parametrize("kind", ["shared", "two_towers"])
+def test_two_processes_equal_one_process_in_batch(kind, tmp_path):
+    loss, grads = loss_and_grads(make_model(kind), make_batch(kind))
+    run_two_processes(_in_batch_worker, kind, str(tmp_path))
+    for rank in range(2):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert abs(got["loss"].item() - loss.item()) < 1e-5
+        for name, g in grads.items():
+            assert torch.allclose(got["grads"][name], g, atol=1e-5), name
+
+
+def _queue_worker(rank: int, out: str) -> None:
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    queue = MomentumQueue(size=10, dim=3)
+    keys = torch.full((3, 3), float(rank + 1)) + torch.arange(3.0).unsqueeze(1) / 10
+    ids = torch.arange(3) + 100 * rank
+    queue.update(keys, ids)  # 6 keys: fills slots 0..5
+    queue.update(keys + 10, ids + 1000)  # 6 more: slots 6..9 then wraps to 0..1
+    torch.save(
+        {"keys": queue.keys.clone(), "ids": queue.ids.clone(), "ptr": queue.ptr.clone()},
+        f"{out}/rank{rank}.pt",
+    )
+
+
+def test_queue_receives_gathered_keys_in_rank_order(tmp_path):
+    run_two_processes(_queue_worker, str(tmp_path))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert torch.equal(r0["keys"], r1["keys"]) and torch.equal(r0["ids"], r1["ids"])
+    second = [1000, 1001, 1002, 1100, 1101, 1102]
+    expected_ids = second[4:] + [2, 100, 101, 102] + second[:4]
+    assert r0["ids"].tolist() == expected_ids
+    assert r0["ptr"].item() == 2
+    assert r0["keys"][3, 0].item() == pytest.approx(2.0)  # rank 1's first key of the first step
+
+
+class NoBatchNormEncoder(torch.nn.Sequential):
+    def __init__(self):
+        super().__init__(
+            torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16)
+        )
+
+
+def _train(out_dir: str, batch_size: int, momentum_queue: bool) -> int:
+    torch.manual_seed(0)
+    images = torch.rand(48, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    encoder = NoBatchNormEncoder()
+    if momentum_queue:
+        model = ContrastiveModel(
+            encoder, negatives=MomentumQueue(40, 16), momentum=0.9, loss=InfoNCE(0.2)
+        )
+    else:
+        model = ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(0.2))
+    config = TrainConfig(
+        output_dir=out_dir,
+        epochs=2,
+        batch_size=batch_size,
+        optimizer="sgd",
+        lr=0.05,
+        log_with="",
+        progress_bar=False,
+        eval_every=0,
+    )
+    trainer = Trainer(model, AffineViewPairs(images, seed=5), config)
+    trainer.fit()
+    if trainer.accelerator.is_main_process:
+        torch.save(model.state_dict(), f"{out_dir}/final.pt")
+    return trainer.accelerator.num_processes
+
+
+def _trainer_worker(rank: int, out_dir: str, momentum_queue: bool) -> None:
+    if _train(out_dir, batch_size=6, momentum_queue=momentum_queue) != 2:
+        raise RuntimeError("accelerate did not start two processes")
+
+
+@pytest.mark.parametrize("momentum_queue", [False, True], ids=["in_batch", "momentum_queue"])
+def test_trainer_on_two_processes_gives_one_process_parameters(momentum_queue):
+    with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
+        _train(one, batch_size=12, momentum_queue=momentum_queue)
+        run_two_processes(_trainer_worker, two, momentum_queue)
+        a = torch.load(f"{one}/final.pt")
+        b = torch.load(f"{two}/final.pt")
+        assert a.keys() == b.keys()
+        for name in a:
+            assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name

@@ -1,0 +1,87 @@
+import pytest
+import torch
+
+from multicon import (
+    ContrastiveModel,
+    InfoNCE,
+    MomentumEncoder,
+    MomentumQueue,
+    PairBatch,
+    cosine_momentum,
+)
+
+
+def test_queue_wraps_fifo_with_uneven_batches():
+    queue = MomentumQueue(size=7, dim=2)
+    for step, n in enumerate([3, 3, 2, 3]):  # 7 is not divisible by 3; last batch smaller
+        ids = torch.arange(n) + 10 * step
+        queue.update(torch.randn(n, 2), ids)
+    # 11 keys through a queue of 7: the 4 oldest (step 0 and first of step 1) are gone
+    assert sorted(queue.ids.tolist()) == sorted([11, 12, 20, 21, 30, 31, 32])
+    assert int(queue.filled) == 7 and int(queue.ptr) == 11 % 7
+
+
+def test_logits_use_queue_as_it_was_before_this_steps_enqueue():
+    torch.manual_seed(0)
+    model = ContrastiveModel(
+        torch.nn.Linear(3, 4), negatives=MomentumQueue(16, 4), momentum=0.9, loss=InfoNCE(0.2)
+    )
+    x = torch.randn(4, 3)
+    batch = PairBatch(x, x + 0.01, torch.arange(4))
+    out = model(batch)
+    assert int(model.negatives.filled) == 0  # scoring enqueued nothing
+    model.after_step(out, progress=0.0)
+    assert int(model.negatives.filled) == 4
+    keys = model.negatives(torch.randn(4, 4), torch.arange(4) + 4)
+    assert keys.keys.shape[0] == 8  # this batch + the queue before the next enqueue
+
+
+def test_own_old_key_in_queue_is_masked():
+    queue = MomentumQueue(8, 2, in_batch=False)
+    old = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    queue.update(old, torch.tensor([0, 1]))
+    ks = queue(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 5]))
+    assert ks.keys.shape == (2, 3, 2)  # own positive + 2 queued, per query
+    from multicon import contrastive_logits
+
+    logits = contrastive_logits(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0]]), ks, logit_scale=1.0, query_ids=torch.tensor([0, 5])
+    )
+    assert torch.isinf(logits[0, 1])  # query 0's own old key
+    assert torch.isfinite(logits[1]).all()  # id 5 has no old key
+
+
+def test_queue_state_is_in_state_dict():
+    queue = MomentumQueue(4, 2)
+    queue.update(torch.ones(2, 2), torch.tensor([3, 4]))
+    restored = MomentumQueue(4, 2)
+    restored.load_state_dict(queue.state_dict())
+    assert torch.equal(restored.keys, queue.keys) and int(restored.ptr) == 2
+
+
+def test_cosine_momentum_schedule():
+    assert cosine_momentum(0.99, 1.0, 0.0) == pytest.approx(0.99)
+    assert cosine_momentum(0.99, 1.0, 0.5) == pytest.approx(0.995)
+    assert cosine_momentum(0.99, 1.0, 1.0) == pytest.approx(1.0)
+
+
+def test_momentum_encoder_is_an_ema_without_gradient():
+    online = torch.nn.Linear(2, 2)
+    ema = MomentumEncoder(online, base=0.75)
+    before = ema.encoder.weight.clone()
+    with torch.no_grad():
+        online.weight.add_(4.0)
+    m = ema.update(online, progress=0.0)
+    assert m == pytest.approx(0.75)
+    assert torch.allclose(ema.encoder.weight, 0.75 * before + 0.25 * online.weight)
+    assert not any(p.requires_grad for p in ema.parameters())
+    with pytest.raises(ValueError, match="base <= final"):
+        MomentumEncoder(online, base=1.1)
+
+
+def test_momentum_model_only_trains_online_encoder():
+    model = ContrastiveModel(torch.nn.Linear(3, 4), momentum=0.99, symmetric=True)
+    x = torch.randn(5, 3)
+    model(PairBatch(x, x, torch.arange(5))).loss.backward()
+    assert model.query_encoder.weight.grad is not None
+    assert model.momentum_query.encoder.weight.grad is None
