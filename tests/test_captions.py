@@ -358,3 +358,14 @@ def test_frozen_pretrained_minilm_text_tower_loads_offline():
         feats = torch.nn.functional.normalize(model.text.features(tokens), dim=-1)
     # the pretrained sentence space, before any projection: paraphrases are nearer
     assert feats[0] @ feats[1] > feats[0] @ feats[2] + 0.2
+
+
+def test_docs_captions_page_runs():
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_doc = runpy.run_path(str(root / "tools" / "run_doc.py"))
+    namespace = run_doc["run"](root / "docs" / "captions.md")
+    assert dict(namespace["train"].skipped) == {"empty_caption": 6, "missing_image": 1}
+    assert namespace["again"].tokenizer is not None
