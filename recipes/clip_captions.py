@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
         transform=model.image_transform(train=True),
         max_length=data.max_length,
     )
-    contrastive = model.contrastive_model(queue_size=margs.queue_size, momentum=margs.key_momentum)
+    contrastive = model.contrastive_model(
+        queue_size=margs.queue_size, momentum=(margs.key_momentum, margs.key_momentum_final)
+    )
 
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))

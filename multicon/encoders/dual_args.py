@@ -43,6 +43,9 @@ class DualEncoderArgs:
     temperature: float = 0.07
     queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
     key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
+    key_momentum_final: float = field(
+        default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
+    )
 
 
 def tower_specs(
