@@ -28,6 +28,7 @@ from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_da
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
+from multicon.hub import HubArgs, save_run
 from multicon.pairs.captions import CaptionPairs
 
 FLICKR = "../shared/data/flickr8k-1k"
@@ -131,7 +132,7 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig))
+    parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs))
     parser.set_defaults(
         output_dir="runs/clip-captions",
         epochs=30,
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=5,
         log_every=10,
     )
-    data, margs, config = parser.parse_args_into_dataclasses(args=argv)
+    data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
     model = build_dual_encoder(margs, train.flat_captions()[0], data.max_length)
@@ -173,8 +174,18 @@ def main(argv: list[str] | None = None) -> dict:
     plot_top_captions(
         out / "top3_captions.png", test, images, texts, owners, min(data.show_images, len(test))
     )
-    model.save_pretrained(out / "model")
     zero_shot_result = zero_shot(model, data) if data.zero_shot_dataset else {}
+    save_run(
+        out / "model",
+        model,
+        model_name="clip-captions" if margs.queue_size == 0 else "clip-captions-queue",
+        method_tags=["clip"] if margs.queue_size == 0 else ["clip", "albef", "moco"],
+        datasets=[data.dataset or Path(data.train_jsonl).parent.name],
+        metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
+        task="image-text-retrieval",
+        hyperparameters=[data, margs, config],
+        repo_id=hub.push_to_hub or None,
+    )
     summary = {
         "retrieval": {k: round(v, 2) for k, v in recall.items()},
         "chance_R@1": round(100.0 / len(test), 2),
@@ -193,6 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "args": {**asdict(data), **asdict(margs)},
     }
+    summary["hub_commit"] = hub.push(out / "model")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(retrieval_table(recall))
     print(json.dumps(summary, indent=2))

@@ -14,13 +14,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
-from torch import nn
 
 from multicon.encoders.hf_models import transformer_config
 from multicon.encoders.image import ResNetImageTower, ViTImageTower
 from multicon.encoders.text import TextTower
 from multicon.encoders.tower import Tower
+from multicon.hub.model import HubModel
 from multicon.loss import InfoNCE
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,10 +39,9 @@ def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tow
 
 
 class DualEncoder(
-    nn.Module,
-    PyTorchModelHubMixin,
-    library_name="multicon",
-    tags=["multicon", "contrastive", "clip", "image-text"],
+    HubModel,
+    tags=["clip", "image-text", "zero-shot-image-classification"],
+    pipeline_tag="zero-shot-image-classification",
 ):
     """An image tower and a text tower with projections to ``embed_dim``, plus the temperature.
 
@@ -217,10 +215,24 @@ class DualEncoder(
             self.tokenizer.save_pretrained(str(save_directory))
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, **kwargs: Any) -> DualEncoder:
-        model = super()._from_pretrained(model_id=model_id, **kwargs)
-        model.tokenizer = _saved_tokenizer(model_id, kwargs.get("revision"))
+    def _from_folder(cls, folder: Path, **config: Any) -> DualEncoder:
+        model = cls(**config)
+        if (folder / "tokenizer_config.json").exists():
+            from transformers import AutoTokenizer
+
+            model.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         return model
+
+    @classmethod
+    def usage_example(cls, repo_id: str) -> str:
+        return (
+            "from PIL import Image\n"
+            "from multicon import DualEncoder\n\n"
+            f'model = DualEncoder.from_pretrained("{repo_id}")\n'
+            'images = model.encode_image([Image.open("photo.jpg")])\n'
+            'texts = model.encode_text(["a dog runs on the grass", "a red car"])\n'
+            "print(images @ texts.T)  # cosine similarities\n"
+        )
 
 
 def _load_backbone(tower: Tower, weights: str | Path) -> None:
@@ -233,19 +245,3 @@ def _load_backbone(tower: Tower, weights: str | Path) -> None:
             f"weights in {weights} do not fit the tower: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}"
         )
-
-
-def _saved_tokenizer(model_id: str, revision: str | None):
-    """The tokenizer saved beside the model, or None when none was saved."""
-    from transformers import AutoTokenizer
-
-    folder = Path(model_id)
-    if folder.is_dir():
-        if not (folder / "tokenizer_config.json").exists():
-            return None
-        return AutoTokenizer.from_pretrained(str(folder))
-    from huggingface_hub import file_exists
-
-    if not file_exists(model_id, "tokenizer_config.json", revision=revision):
-        return None
-    return AutoTokenizer.from_pretrained(model_id, revision=revision)
