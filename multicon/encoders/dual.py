@@ -134,6 +134,16 @@ class DualEncoder(
         return model
 
     # -- encoding ---------------------------------------------------------------------------
+    example_input = "torch.rand(2, 3, model.image_size, model.image_size)"  # for the model card
+
+    def forward(self, inputs) -> torch.Tensor:
+        """Unit embeddings of images (a tensor or PIL images) or of texts (strings or tokens)."""
+        if isinstance(inputs, torch.Tensor):
+            return self.encode_image(inputs)
+        if hasattr(inputs, "keys") or (inputs and isinstance(inputs[0], str)):
+            return self.encode_text(inputs)
+        return self.encode_image(inputs)
+
     def image_transform(self, train: bool = False):
         """The torchvision transform from a PIL image to this model's input tensor."""
         from torchvision.transforms import v2
@@ -225,13 +235,12 @@ class DualEncoder(
 
     @classmethod
     def usage_example(cls, repo_id: str) -> str:
-        return (
-            "from PIL import Image\n"
-            "from multicon import DualEncoder\n\n"
-            f'model = DualEncoder.from_pretrained("{repo_id}")\n'
-            'images = model.encode_image([Image.open("photo.jpg")])\n'
+        from multicon.hub.card import usage_snippet
+
+        return usage_snippet(cls, repo_id, cls.example_input) + (
+            "  # image embeddings; PIL images work too\n"
             'texts = model.encode_text(["a dog runs on the grass", "a red car"])\n'
-            "print(images @ texts.T)  # cosine similarities\n"
+            "print(embeddings @ texts.T)  # cosine similarities\n"
         )
 
 
