@@ -11,10 +11,13 @@ Example:
 
 from multicon.checkpoint import latest_checkpoint
 from multicon.data import (
+    CaptionDataset,
+    CaptionFolder,
     EncodedCorpus,
     ImageData,
     TextCorpus,
     encode_corpus,
+    load_caption_dataset,
     load_cifar,
     load_hf_images,
     load_image_folder,
@@ -22,21 +25,27 @@ from multicon.data import (
 )
 from multicon.encoders import (
     RESNET_FEATURE_DIMS,
+    DualEncoder,
     EmbeddingTable,
     ImageEncoder,
     ProjectionHead,
+    load_tokenizer,
     resnet_backbone,
     sync_batchnorm,
+    train_sentencepiece_tokenizer,
 )
 from multicon.eval import (
     KNNMonitor,
     evaluate_analogies,
+    evaluate_retrieval,
     evaluate_similarity,
     extract_features,
     knn_accuracy,
     knn_predict,
     linear_probe,
     most_similar,
+    retrieval_recall,
+    zero_shot_accuracy,
 )
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.loss import InfoNCE, KeySet, NegativeSamplingLoss, contrastive_logits, info_nce
@@ -57,6 +66,7 @@ from multicon.pairs import (
     PairGenerator,
 )
 from multicon.pairs.affine import AffineViewPairs
+from multicon.pairs.captions import CaptionPairs
 from multicon.pairs.context import ContextPairs
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import (
@@ -76,10 +86,14 @@ __all__ = [
     "RESNET_FEATURE_DIMS",
     "AffineViewPairs",
     "BatchPairGenerator",
+    "CaptionDataset",
+    "CaptionFolder",
+    "CaptionPairs",
     "ContextPairs",
     "ContrastiveModel",
     "ContrastiveOutput",
     "DeviceViewPairs",
+    "DualEncoder",
     "EmbeddingTable",
     "EncodedCorpus",
     "HubArgs",
@@ -116,6 +130,7 @@ __all__ = [
     "cosine_momentum",
     "encode_corpus",
     "evaluate_analogies",
+    "evaluate_retrieval",
     "evaluate_similarity",
     "extract_features",
     "info_nce",
@@ -123,10 +138,12 @@ __all__ = [
     "knn_predict",
     "latest_checkpoint",
     "linear_probe",
+    "load_caption_dataset",
     "load_cifar",
     "load_hf_images",
     "load_image_folder",
     "load_images",
+    "load_tokenizer",
     "load_word2vec_format",
     "lr_schedule",
     "make_views",
@@ -135,8 +152,11 @@ __all__ = [
     "most_similar",
     "push_folder",
     "resnet_backbone",
+    "retrieval_recall",
     "save_run",
     "save_word2vec_format",
     "sync_batchnorm",
+    "train_sentencepiece_tokenizer",
     "write_model_card",
+    "zero_shot_accuracy",
 ]

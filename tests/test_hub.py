@@ -442,11 +442,34 @@ def image_encoder() -> tuple[HubModel, torch.Tensor]:
     return model.eval(), torch.rand(2, 3, 16, 16)
 
 
+def dual_encoder() -> tuple[HubModel, torch.Tensor]:
+    from multicon.encoders.dual import DualEncoder
+    from multicon.encoders.tokenization import train_sentencepiece_tokenizer
+
+    tokenizer = train_sentencepiece_tokenizer(["a red square", "a blue circle"] * 10, vocab_size=30)
+    bert = {
+        "model_type": "bert",
+        "vocab_size": len(tokenizer),
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+    }
+    model = DualEncoder(
+        {"kind": "resnet", "arch": "resnet18"}, {"config": bert}, embed_dim=8, image_size=32
+    )
+    model.tokenizer = tokenizer
+    model.train()
+    model(torch.rand(4, 3, 32, 32))  # move BatchNorm running statistics off their defaults
+    return model.eval(), torch.rand(3, 3, 32, 32)
+
+
 # Every HubModel subclass in multicon, with a way to build one and an input it embeds.
 REAL_MODELS = {
     "SmallConvEncoder": small_conv_encoder,
     "ImageEncoder": image_encoder,
     "Word2Vec": word2vec,
+    "DualEncoder": dual_encoder,
 }
 
 

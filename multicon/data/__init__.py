@@ -1,5 +1,11 @@
 """Loaders for real datasets (local files first, the Hub when online) and text corpora."""
 
+from multicon.data.captions import (
+    CaptionCorpus,
+    CaptionDataset,
+    CaptionFolder,
+    load_caption_dataset,
+)
 from multicon.data.corpus import EncodedCorpus, TextCorpus, encode_corpus
 from multicon.data.digits import ImageSplit, load_digits
 from multicon.data.images import (
@@ -23,4 +29,8 @@ __all__ = [
     "load_hf_images",
     "load_image_folder",
     "load_images",
+    "CaptionCorpus",
+    "CaptionDataset",
+    "CaptionFolder",
+    "load_caption_dataset",
 ]

@@ -1,7 +1,13 @@
 """Encoders: inputs → vectors."""
 
+from multicon.encoders.dual import DualEncoder
+from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.encoders.heads import ProjectionHead
+from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.text import TextTower
+from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+from multicon.encoders.tower import Tower
 from multicon.encoders.vision import (
     RESNET_FEATURE_DIMS,
     ImageEncoder,
@@ -11,9 +17,18 @@ from multicon.encoders.vision import (
 
 __all__ = [
     "RESNET_FEATURE_DIMS",
+    "DualEncoder",
+    "DualEncoderArgs",
     "EmbeddingTable",
     "ImageEncoder",
     "ProjectionHead",
+    "ResNetImageTower",
+    "TextTower",
+    "Tower",
+    "ViTImageTower",
+    "build_dual_encoder",
+    "load_tokenizer",
     "resnet_backbone",
     "sync_batchnorm",
+    "train_sentencepiece_tokenizer",
 ]

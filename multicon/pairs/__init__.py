@@ -7,5 +7,13 @@ from multicon.pairs.base import (
     PairBatch,
     PairGenerator,
 )
+from multicon.pairs.captions import CaptionPairs
 
-__all__ = ["BatchPairGenerator", "MapPairGenerator", "Pair", "PairBatch", "PairGenerator"]
+__all__ = [
+    "BatchPairGenerator",
+    "CaptionPairs",
+    "MapPairGenerator",
+    "Pair",
+    "PairBatch",
+    "PairGenerator",
+]

@@ -1,0 +1,250 @@
+"""Image–caption corpora: a JSON-lines file beside an image folder, or a `datasets` dataset.
+
+Both give a `CaptionCorpus`: ``len(corpus)`` images, ``corpus.image(i)`` (an RGB PIL image) and
+``corpus.captions[i]`` (its non-empty captions). Bad entries are skipped and counted in
+``corpus.skipped`` (or raise, with ``on_bad="error"``): a missing image file, an image that
+cannot be decoded, an image with no non-empty caption; empty captions of an otherwise good image
+are dropped and counted too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+
+def _check_on_bad(on_bad: str) -> None:
+    if on_bad not in ("skip", "error"):
+        raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
+
+
+def clean_captions(raw: Any, where: str, skipped: Counter) -> list[str]:
+    """Non-empty, stripped captions from a string or a list of strings; counts empty ones."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list | tuple) or not all(isinstance(c, str) for c in raw):
+        raise ValueError(f"{where}: captions must be a string or a list of strings, got {raw!r}")
+    kept = [c.strip() for c in raw if c.strip()]
+    if len(kept) < len(raw):
+        skipped["empty_caption"] += len(raw) - len(kept)
+    return kept
+
+
+def check_image(source: str | Path | bytes) -> str | None:
+    """Why ``source`` (a path or encoded bytes) is not a readable image, or None if it is."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            im.load()  # decode fully: a truncated file passes verify() but fails here
+    except FileNotFoundError:
+        return "missing_image"
+    except (OSError, SyntaxError, ValueError):
+        return "unreadable_image"
+    return None
+
+
+class CaptionCorpus(ABC):
+    """Images with their captions. Subclasses implement `_load_image`."""
+
+    captions: list[list[str]]
+    skipped: Counter
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    @abstractmethod
+    def _load_image(self, index: int) -> Image.Image: ...
+
+    def image(self, index: int) -> Image.Image:
+        """Image ``index`` as RGB."""
+        return self._load_image(index).convert("RGB")
+
+    def flat_captions(self) -> tuple[list[str], list[int]]:
+        """Every caption, and the index of the image it describes (for retrieval evaluation)."""
+        texts = [c for caps in self.captions for c in caps]
+        owners = [i for i, caps in enumerate(self.captions) for _ in caps]
+        return texts, owners
+
+    def _record(self, reason: str, where: str, on_bad: str) -> None:
+        if on_bad == "error":
+            messages = {
+                "missing_image": "image file not found",
+                "unreadable_image": "image cannot be decoded",
+                "no_caption": "no non-empty caption",
+            }
+            err = FileNotFoundError if reason == "missing_image" else ValueError
+            raise err(f"{where}: {messages[reason]}")
+        self.skipped[reason] += 1
+
+
+class CaptionFolder(CaptionCorpus):
+    """Lines ``{"image": path, "captions": [...]}`` of a JSON-lines file; paths are relative to
+    ``image_root`` (default: the file's folder), as in Flickr8k-1k.
+
+    Example:
+        >>> import json, tempfile
+        >>> from pathlib import Path
+        >>> from PIL import Image
+        >>> d = Path(tempfile.mkdtemp())
+        >>> Image.new("RGB", (8, 8), "red").save(d / "a.png")
+        >>> lines = [{"image": "a.png", "captions": ["red", " "]},
+        ...          {"image": "gone.png", "captions": ["x"]}]
+        >>> _ = (d / "train.jsonl").write_text("\\n".join(json.dumps(x) for x in lines))
+        >>> corpus = CaptionFolder(d / "train.jsonl")
+        >>> len(corpus), corpus.captions, dict(corpus.skipped)
+        (1, [['red']], {'empty_caption': 1, 'missing_image': 1})
+    """
+
+    def __init__(
+        self,
+        jsonl: str | Path,
+        image_root: str | Path | None = None,
+        *,
+        check_images: bool = True,
+        on_bad: str = "skip",
+    ) -> None:
+        _check_on_bad(on_bad)
+        jsonl = Path(jsonl)
+        if not jsonl.is_file():
+            raise FileNotFoundError(f"caption file {jsonl} does not exist")
+        root = Path(image_root) if image_root is not None else jsonl.parent
+        self.paths: list[Path] = []
+        self.captions = []
+        self.skipped = Counter()
+        for lineno, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{jsonl}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from err
+            if not isinstance(row, dict) or "image" not in row or "captions" not in row:
+                raise ValueError(f"{where}: each line needs 'image' and 'captions' keys")
+            path = root / row["image"]
+            captions = clean_captions(row["captions"], where, self.skipped)
+            problem = check_image(path) if check_images else None
+            if problem is None and not path.exists():
+                problem = "missing_image"
+            if problem is None and not captions:
+                problem = "no_caption"
+            if problem is not None:
+                self._record(problem, f"{where} ({path})", on_bad)
+                continue
+            self.paths.append(path)
+            self.captions.append(captions)
+        if not self.captions:
+            raise ValueError(f"{jsonl} holds no usable image–caption entries: {dict(self.skipped)}")
+
+    def _load_image(self, index: int) -> Image.Image:
+        return Image.open(self.paths[index])
+
+
+class CaptionDataset(CaptionCorpus):
+    """An image column and one or more caption columns (a string or a list of strings each) of a
+    `datasets.Dataset`.
+
+    Args:
+        dataset: the dataset (e.g. ``load_dataset("parquet", data_dir=...)["train"]``, or an
+            ``imagefolder`` with a captions column in its metadata).
+        image_column: a column of `datasets.Image` type; a column of file paths must be cast
+            first (``dataset.cast_column(name, datasets.Image())``).
+        caption_columns: one name or several (e.g. ``["caption_0", ..., "caption_4"]``).
+        check_images: decode every image once up front to skip unreadable ones.
+
+    Example:
+        >>> import io, datasets
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
+        >>> ds = datasets.Dataset.from_dict(
+        ...     {"image": [{"bytes": buf.getvalue(), "path": None}] * 2,
+        ...      "caption": [["a blue square"], [""]]},
+        ...     features=datasets.Features({"image": datasets.Image(),
+        ...                                 "caption": datasets.List(datasets.Value("string"))}))
+        >>> corpus = CaptionDataset(ds)
+        >>> len(corpus), corpus.image(0).size, dict(corpus.skipped)
+        (1, (8, 8), {'empty_caption': 1, 'no_caption': 1})
+    """
+
+    def __init__(
+        self,
+        dataset,
+        *,
+        image_column: str = "image",
+        caption_columns: str | Sequence[str] = "caption",
+        check_images: bool = True,
+        on_bad: str = "skip",
+    ) -> None:
+        import datasets
+
+        _check_on_bad(on_bad)
+        cols = [caption_columns] if isinstance(caption_columns, str) else list(caption_columns)
+        names = dataset.column_names
+        for col in [image_column, *cols]:
+            if col not in names:
+                raise ValueError(f"dataset has no column {col!r}; its columns are {names}")
+        feature = dataset.features[image_column]
+        if not isinstance(feature, datasets.Image):
+            raise ValueError(
+                f"column {image_column!r} is not an image column (it holds {feature}); "
+                "cast a column of file paths with dataset.cast_column(name, datasets.Image())"
+            )
+        self.dataset, self.image_column = dataset, image_column
+        self.rows: list[int] = []
+        self.captions = []
+        self.skipped = Counter()
+        raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+        for row, example in enumerate(raw.select_columns([image_column, *cols])):
+            where = f"row {row}"
+            captions = [
+                c for col in cols for c in clean_captions(example[col], where, self.skipped)
+            ]
+            problem = None
+            if check_images:
+                ref = example[image_column]
+                problem = check_image(ref["bytes"] if ref.get("bytes") else ref.get("path") or b"")
+            if problem is None and not captions:
+                problem = "no_caption"
+            if problem is not None:
+                self._record(problem, where, on_bad)
+                continue
+            self.rows.append(row)
+            self.captions.append(captions)
+        if not self.captions:
+            raise ValueError(f"dataset holds no usable image–caption rows: {dict(self.skipped)}")
+
+    def _load_image(self, index: int) -> Image.Image:
+        return self.dataset[self.rows[index]][self.image_column]
+
+
+def load_caption_dataset(
+    path: str,
+    *,
+    split: str = "train",
+    image_column: str = "image",
+    caption_columns: str | Sequence[str] = "caption",
+    check_images: bool = True,
+    on_bad: str = "skip",
+    **load_kwargs: Any,
+) -> CaptionDataset:
+    """`datasets.load_dataset(path, split=split, **load_kwargs)` as a `CaptionDataset`.
+
+    ``path`` is a Hub name when online, or a builder such as ``"parquet"`` / ``"imagefolder"``
+    with ``data_dir=...`` offline.
+    """
+    from datasets import load_dataset
+
+    dataset = load_dataset(path, split=split, **load_kwargs)
+    return CaptionDataset(
+        dataset,
+        image_column=image_column,
+        caption_columns=caption_columns,
+        check_images=check_images,
+        on_bad=on_bad,
+    )

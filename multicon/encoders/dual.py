@@ -1,0 +1,256 @@
+"""A dual encoder (CLIP): an image tower and a text tower embedding into one space.
+
+`DualEncoder` is what users keep: towers, the learned temperature and the tokenizer, saved
+together (``model.safetensors`` + ``config.json`` + tokenizer files). It plugs into the shared
+engine through `contrastive_model`, which builds CLIP (in-batch negatives) or ALBEF-style
+(momentum towers + two queues) training from the same towers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from multicon.encoders.hf_models import transformer_config
+from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.text import TextTower
+from multicon.encoders.tower import Tower
+from multicon.hub.model import HubModel
+from multicon.loss import InfoNCE
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tower:
+    """``{"kind": "resnet", "arch": "resnet18", "cifar_stem": False}`` or
+    ``{"kind": "vit", "config": {...}, "pooling": "cls"}`` → an image tower."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    if kind == "resnet":
+        return ResNetImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
+    if kind == "vit":
+        return ViTImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
+    raise ValueError(f"image tower 'kind' must be 'resnet' or 'vit', got {kind!r} in {spec}")
+
+
+class DualEncoder(
+    HubModel,
+    tags=["clip", "image-text", "zero-shot-image-classification"],
+    pipeline_tag="zero-shot-image-classification",
+):
+    """An image tower and a text tower with projections to ``embed_dim``, plus the temperature.
+
+    Args:
+        image_tower: ``{"kind": "resnet", "arch", "cifar_stem"}`` or
+            ``{"kind": "vit", "config": <transformers config dict>, "pooling"}``.
+        text_tower: ``{"config": <transformers config dict>, "pooling": "mean"|"cls"}``.
+        embed_dim: shared embedding size.
+        image_size: side of the square images the image tower sees.
+        freeze_image, freeze_text: lock that tower's backbone (locked-image/text tuning).
+        temperature: initial InfoNCE temperature (learned, logit scale clamped at 100).
+
+    Build one with pretrained parts through `create`; reload a saved one with
+    ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``).
+
+    Example:
+        >>> bert = {"model_type": "bert", "vocab_size": 64, "hidden_size": 32,
+        ...         "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+        >>> model = DualEncoder({"kind": "resnet", "arch": "resnet18"}, {"config": bert},
+        ...                     embed_dim=16, image_size=32)
+        >>> ids = torch.randint(4, 64, (3, 6))
+        >>> model.encode_text({"input_ids": ids, "attention_mask": torch.ones_like(ids)}).shape
+        torch.Size([3, 16])
+        >>> model.encode_image(torch.randn(2, 3, 32, 32)).norm(dim=-1).round().tolist()
+        [1.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        image_tower: dict[str, Any],
+        text_tower: dict[str, Any],
+        *,
+        embed_dim: int = 256,
+        image_size: int = 224,
+        freeze_image: bool = False,
+        freeze_text: bool = False,
+        temperature: float = 0.07,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        if "config" not in text_tower:
+            raise ValueError(
+                f"text_tower needs a transformers 'config', got keys {sorted(text_tower)}"
+            )
+        vit_size = image_tower.get("config", {}).get("image_size", image_size)
+        if image_tower.get("kind") == "vit" and vit_size != image_size:
+            raise ValueError(
+                f"the ViT is configured for {vit_size}px images but image_size is {image_size}"
+            )
+        self.image = build_image_tower(image_tower, embed_dim, freeze_image)
+        text_kwargs = {k: v for k, v in text_tower.items() if k != "config"}
+        self.text = TextTower(
+            text_tower["config"], embed_dim=embed_dim, frozen=freeze_text, **text_kwargs
+        )
+        self.loss = InfoNCE(temperature, learnable=True, max_logit_scale=100.0)
+        self.embed_dim, self.image_size = embed_dim, image_size
+        self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.tokenizer = None
+
+    @classmethod
+    def create(
+        cls,
+        image_tower: dict[str, Any],
+        text_tower: dict[str, Any],
+        *,
+        image_weights: str | Path | None = None,
+        text_weights: str | Path | None = None,
+        tokenizer=None,
+        **kwargs: Any,
+    ) -> DualEncoder:
+        """Build a dual encoder whose towers may start from pretrained transformers weights.
+
+        A ``config`` given as a folder or Hub id is resolved to its dict; ``*_weights`` loads
+        that folder's weights into the tower (its config must be the tower's).
+        """
+        image_tower, text_tower = dict(image_tower), dict(text_tower)
+        for spec, weights in ((image_tower, image_weights), (text_tower, text_weights)):
+            if "config" in spec:
+                spec["config"] = transformer_config(spec["config"])
+            elif weights is not None:
+                spec["config"] = transformer_config(weights)
+        model = cls(image_tower, text_tower, **kwargs)
+        for tower, weights in ((model.image, image_weights), (model.text, text_weights)):
+            if weights is not None:
+                if not hasattr(tower.backbone, "config"):
+                    raise ValueError("pretrained weights load only into transformers towers")
+                _load_backbone(tower, weights)
+        model.tokenizer = tokenizer
+        return model
+
+    # -- encoding ---------------------------------------------------------------------------
+    example_input = "torch.rand(2, 3, model.image_size, model.image_size)"  # for the model card
+
+    def forward(self, inputs) -> torch.Tensor:
+        """Unit embeddings of images (a tensor or PIL images) or of texts (strings or tokens)."""
+        if isinstance(inputs, torch.Tensor):
+            return self.encode_image(inputs)
+        if hasattr(inputs, "keys") or (inputs and isinstance(inputs[0], str)):
+            return self.encode_text(inputs)
+        return self.encode_image(inputs)
+
+    def image_transform(self, train: bool = False):
+        """The torchvision transform from a PIL image to this model's input tensor."""
+        from torchvision.transforms import v2
+
+        size = self.image_size
+        geometry = (
+            [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True)]
+            if train
+            else [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
+        )
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                *geometry,
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(self.image_mean, self.image_std),
+            ]
+        )
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Padded, truncated ``input_ids`` and ``attention_mask`` for ``texts``."""
+        if self.tokenizer is None:
+            raise ValueError("this DualEncoder has no tokenizer: set .tokenizer or pass tokens")
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, return_tensors="pt", verbose=False
+        )
+        return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_image(self, images, normalize: bool = True) -> torch.Tensor:
+        """Embed a ``(B, 3, H, W)`` tensor (already transformed) or a list of PIL images."""
+        if not isinstance(images, torch.Tensor):
+            transform = self.image_transform()
+            images = torch.stack([transform(im.convert("RGB")) for im in images])
+        z = self.image(images.to(self._device()))
+        return F.normalize(z, dim=-1) if normalize else z
+
+    def encode_text(self, texts, normalize: bool = True) -> torch.Tensor:
+        """Embed a list of strings (tokenized with ``.tokenizer``) or a mapping of token tensors."""
+        if isinstance(texts, str):
+            raise TypeError("encode_text takes a list of strings, got one string")
+        tokens = texts if hasattr(texts, "keys") else self.tokenize(texts)
+        tokens = {k: v.to(self._device()) for k, v in tokens.items()}
+        z = self.text(tokens)
+        return F.normalize(z, dim=-1) if normalize else z
+
+    # -- training ---------------------------------------------------------------------------
+    def contrastive_model(
+        self, *, queue_size: int = 0, momentum: float | tuple[float, float] = 0.995
+    ):
+        """The shared engine's model for this dual encoder.
+
+        ``queue_size=0``: CLIP, symmetric InfoNCE over in-batch negatives (gathered across
+        processes with gradient). ``queue_size>0``: ALBEF-style, keys from momentum copies of
+        both towers, each direction with its own queue of past keys (image ids mask captions of
+        the same image), so a small batch sees ``queue_size`` negatives.
+        """
+        from multicon.model import ContrastiveModel
+        from multicon.negatives import MomentumQueue
+
+        if queue_size <= 0:
+            return ContrastiveModel(self.image, self.text, symmetric=True, loss=self.loss)
+        return ContrastiveModel(
+            self.image,
+            self.text,
+            symmetric=True,
+            loss=self.loss,
+            momentum=momentum,
+            negatives=MomentumQueue(queue_size, self.embed_dim),
+            reverse_negatives=MomentumQueue(queue_size, self.embed_dim),
+        )
+
+    # -- saving -----------------------------------------------------------------------------
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(str(save_directory))
+
+    @classmethod
+    def _from_folder(cls, folder: Path, **config: Any) -> DualEncoder:
+        model = cls(**config)
+        if (folder / "tokenizer_config.json").exists():
+            from transformers import AutoTokenizer
+
+            model.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        return model
+
+    @classmethod
+    def usage_example(cls, repo_id: str) -> str:
+        from multicon.hub.card import usage_snippet
+
+        return usage_snippet(cls, repo_id, cls.example_input) + (
+            "  # image embeddings; PIL images work too\n"
+            'texts = model.encode_text(["a dog runs on the grass", "a red car"])\n'
+            "print(embeddings @ texts.T)  # cosine similarities\n"
+        )
+
+
+def _load_backbone(tower: Tower, weights: str | Path) -> None:
+    from multicon.encoders.hf_models import build_transformer
+
+    pretrained = build_transformer(tower.backbone.config.to_dict(), weights)
+    missing, unexpected = tower.backbone.load_state_dict(pretrained.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {weights} do not fit the tower: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )

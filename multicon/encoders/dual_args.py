@@ -1,0 +1,123 @@
+"""The flags a recipe or benchmark uses to build a `DualEncoder`, and the builder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from multicon.encoders.dual import DualEncoder
+from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+
+
+@dataclass
+class DualEncoderArgs:
+    """Command-line flags that choose the towers, the tokenizer and the negatives."""
+
+    image_arch: str = field(
+        default="resnet18",
+        metadata={"help": "resnet18/34/50/101 or vit (from the --vit_* config)."},
+    )
+    cifar_stem: bool = field(default=False, metadata={"help": "ResNet 3x3 stride-1 stem."})
+    image_size: int = 64
+    vit_patch_size: int = 8
+    vit_width: int = 192
+    vit_depth: int = 6
+    vit_heads: int = 3
+    image_weights: str = field(default="", metadata={"help": "Pretrained ViT folder or Hub id."})
+    text_model: str = field(
+        default="",
+        metadata={"help": "Pretrained text model folder or Hub id ('' = small BERT from scratch)."},
+    )
+    text_width: int = 256
+    text_depth: int = 4
+    text_heads: int = 4
+    tokenizer: str = field(
+        default="",
+        metadata={"help": "Tokenizer folder or Hub id ('' = text_model's, else train one)."},
+    )
+    tokenizer_type: str = field(default="unigram", metadata={"help": "unigram or bpe."})
+    vocab_size: int = 4000
+    embed_dim: int = 256
+    freeze_image: bool = False
+    freeze_text: bool = False
+    temperature: float = 0.07
+    queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
+    key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
+    key_momentum_final: float = field(
+        default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
+    )
+
+
+def tower_specs(
+    args: DualEncoderArgs, *, vocab_size: int, max_length: int, pad_token_id: int = 0
+) -> tuple[dict, dict]:
+    """The ``(image_tower, text_tower)`` specs of a `DualEncoder` that ``args`` describe.
+
+    A pretrained ``text_model`` / ``image_weights`` folder supplies its own config; otherwise a
+    BERT of ``text_width × text_depth`` (vocabulary ``vocab_size``) and a ResNet or a ViT of
+    ``vit_width × vit_depth`` are configured from the flags.
+    """
+    if args.image_arch == "vit":
+        vit = {
+            "model_type": "vit",
+            "image_size": args.image_size,
+            "patch_size": args.vit_patch_size,
+            "hidden_size": args.vit_width,
+            "num_hidden_layers": args.vit_depth,
+            "num_attention_heads": args.vit_heads,
+            "intermediate_size": 4 * args.vit_width,
+        }
+        image = {"kind": "vit", "config": args.image_weights or vit}
+    else:
+        image = {"kind": "resnet", "arch": args.image_arch, "cifar_stem": args.cifar_stem}
+    bert = {
+        "model_type": "bert",
+        "vocab_size": vocab_size,
+        "hidden_size": args.text_width,
+        "num_hidden_layers": args.text_depth,
+        "num_attention_heads": args.text_heads,
+        "intermediate_size": 4 * args.text_width,
+        "max_position_embeddings": max(64, max_length),
+        "pad_token_id": pad_token_id,
+    }
+    return image, {"config": args.text_model or bert}
+
+
+def build_dual_encoder(
+    args: DualEncoderArgs, captions: Sequence[str], max_length: int
+) -> DualEncoder:
+    """The `DualEncoder` (with its tokenizer) that ``args`` describe.
+
+    The tokenizer is ``args.tokenizer``, else the pretrained text model's, else a sentencepiece
+    model trained on ``captions``.
+
+    Example:
+        >>> args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
+        >>> model = build_dual_encoder(args, ["a red square", "a blue circle"] * 9, 16)
+        >>> model.encode_text(["a red circle"]).shape
+        torch.Size([1, 16])
+    """
+    if args.tokenizer or args.text_model:
+        tokenizer = load_tokenizer(args.tokenizer or args.text_model, max_length=max_length)
+    else:
+        tokenizer = train_sentencepiece_tokenizer(
+            captions,
+            vocab_size=args.vocab_size,
+            model_type=args.tokenizer_type,
+            max_length=max_length,
+        )
+    image, text = tower_specs(
+        args, vocab_size=len(tokenizer), max_length=max_length, pad_token_id=tokenizer.pad_token_id
+    )
+    return DualEncoder.create(
+        image,
+        text,
+        image_weights=args.image_weights or None,
+        text_weights=args.text_model or None,
+        tokenizer=tokenizer,
+        embed_dim=args.embed_dim,
+        image_size=args.image_size,
+        freeze_image=args.freeze_image,
+        freeze_text=args.freeze_text,
+        temperature=args.temperature,
+    )

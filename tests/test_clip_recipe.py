@@ -1,0 +1,99 @@
+"""The clip_captions recipe and the caption benchmark run end to end on data the test makes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from caption_fixtures import write_shapes_jsonl
+
+from multicon.encoders.dual import DualEncoder
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "--image_size",
+    "32",
+    "--text_width",
+    "32",
+    "--text_depth",
+    "1",
+    "--text_heads",
+    "2",
+    "--embed_dim",
+    "16",
+    "--vocab_size",
+    "60",
+    "--max_length",
+    "16",
+]
+
+
+def load_script(relative: str):
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("queue_size", ["0", "16"])
+def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, queue_size):
+    train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
+    test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
+    out = tmp_path / "run"
+    summary = load_script("recipes/clip_captions.py").main(
+        [
+            "--train_jsonl",
+            str(train),
+            "--test_jsonl",
+            str(test),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "2",
+            "--batch_size",
+            "8",
+            "--queue_size",
+            queue_size,
+            "--show_images",
+            "2",
+            "--log_with",
+            "",
+            "--progress_bar",
+            "false",
+            *SMALL,
+        ]
+    )
+    assert summary["steps"] == 2 and summary["test_captions"] == 18 * 4
+    assert set(summary["retrieval"]) >= {"image_to_text/R@1", "text_to_image/R@10"}
+    assert (out / "retrieval.md").read_text().startswith("| direction | R@1 | R@5 | R@10 |")
+    assert (out / "top3_captions.png").read_bytes()[:4] == b"\x89PNG"
+    model = DualEncoder.from_pretrained(out / "model")
+    assert model.tokenizer is not None
+    assert model.encode_text(["a red circle"]).shape == (1, 16)
+    assert json.loads((out / "summary.json").read_text())["command"].startswith(
+        "python recipes/clip_captions.py"
+    )
+
+
+def test_benchmark_prints_samples_per_second(capsys):
+    result = load_script("tools/bench_captions.py").main(
+        [
+            "--batch_size",
+            "4",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--queue_size",
+            "8",
+            *SMALL[:-2],
+            "--context_length",
+            "8",
+        ]
+    )
+    assert result["multicon"]["samples_per_s"] > 0
+    assert json.loads(capsys.readouterr().out)["command"].startswith("python tools/bench_captions")
