@@ -8,6 +8,7 @@ import pickle
 import re
 import runpy
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -442,7 +443,7 @@ def image_encoder() -> tuple[HubModel, torch.Tensor]:
     return model.eval(), torch.rand(2, 3, 16, 16)
 
 
-def dual_encoder() -> tuple[HubModel, torch.Tensor]:
+def dual_encoder() -> tuple[HubModel, Callable[[HubModel], torch.Tensor]]:
     from multicon.encoders.dual import DualEncoder
     from multicon.encoders.tokenization import train_sentencepiece_tokenizer
 
@@ -461,7 +462,12 @@ def dual_encoder() -> tuple[HubModel, torch.Tensor]:
     model.tokenizer = tokenizer
     model.train()
     model(torch.rand(4, 3, 32, 32))  # move BatchNorm running statistics off their defaults
-    return model.eval(), torch.rand(3, 3, 32, 32)
+    images, texts = torch.rand(3, 3, 32, 32), ["a red circle", "a blue square"]
+
+    def both_towers(m: DualEncoder) -> torch.Tensor:  # texts use m's own (reloaded) tokenizer
+        return torch.cat([m.encode_image(images), m.encode_text(texts)])
+
+    return model.eval(), both_towers
 
 
 # Every HubModel subclass in multicon: a builder giving the model and what to compare after the
