@@ -1,6 +1,6 @@
 """One model for every method: encoders + a source of negatives + InfoNCE.
 
-    SimCLR  = ContrastiveModel(enc, symmetric=True)
+    SimCLR  = ContrastiveModel(enc, symmetric=True, queries_as_negatives=True)  # NT-Xent
     MoCo v2 = ContrastiveModel(enc, negatives=MomentumQueue(65536, 128, in_batch=False),
                                momentum=0.99)
     MoCo v3 = ContrastiveModel(enc, symmetric=True, momentum=0.99)
@@ -21,7 +21,7 @@ from torch import nn
 
 from multicon.loss import InfoNCE
 from multicon.momentum import MomentumEncoder
-from multicon.negatives import InBatchNegatives
+from multicon.negatives import InBatchNegatives, append_keys
 from multicon.pairs.base import PairBatch
 
 
@@ -46,6 +46,9 @@ class ContrastiveModel(nn.Module):
             its own state (a second queue for two towers); defaults to ``negatives``.
         loss: the `InfoNCE` (or compatible) module.
         symmetric: also score keys as queries against the query side (SimCLR, CLIP, MoCo v3).
+        queries_as_negatives: the other queries of the global batch are negatives too, each
+            query's own entry masked by id: with ``symmetric`` this is SimCLR's NT-Xent
+            (2B - 2 negatives per view, as SimCLR and lightly's ``NTXentLoss`` score it).
         momentum: keys come from EMA copies of the encoders: a float base momentum (rising to 1
             on a cosine), or ``(base, final)``.
 
@@ -66,6 +69,7 @@ class ContrastiveModel(nn.Module):
         reverse_negatives: nn.Module | None = None,
         loss: nn.Module | None = None,
         symmetric: bool = False,
+        queries_as_negatives: bool = False,
         momentum: float | tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
@@ -75,6 +79,7 @@ class ContrastiveModel(nn.Module):
         self.reverse_negatives = reverse_negatives
         self.loss = loss if loss is not None else InfoNCE()
         self.symmetric = symmetric
+        self.queries_as_negatives = queries_as_negatives
         self.momentum_query = self.momentum_key = None
         if momentum is not None:
             base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
@@ -114,11 +119,16 @@ class ContrastiveModel(nn.Module):
         _check_pair(q, k)
 
         forward_keys = self.negatives(k, ids)
+        if self.queries_as_negatives:
+            forward_keys = append_keys(forward_keys, q, ids)
         loss = self.loss(q, forward_keys, ids)
         pending = [(self.negatives, k.detach(), ids)]
         if self.symmetric:
             reverse = self._reverse_negatives()
-            backward_loss = self.loss(k_online, reverse(k_rev, ids), ids)
+            reverse_keys = reverse(k_rev, ids)
+            if self.queries_as_negatives:
+                reverse_keys = append_keys(reverse_keys, k_online, ids)
+            backward_loss = self.loss(k_online, reverse_keys, ids)
             loss = (loss + backward_loss) / 2
             if reverse is not self.negatives:
                 pending.append((reverse, k_rev.detach(), ids))

@@ -14,6 +14,33 @@ from multicon.dist import gather_no_grad, gather_with_grad, rank_offset
 from multicon.loss import KeySet
 
 
+def append_keys(keys: KeySet, extra: torch.Tensor, extra_ids: torch.Tensor) -> KeySet:
+    """``keys`` followed by every process's ``extra`` rows (gathered with gradient) as more
+    negatives; an extra row whose id equals a query's id is masked for that query.
+
+    SimCLR's NT-Xent is symmetric InfoNCE whose keys are extended by the queries of the same view:
+    2B - 2 negatives per query instead of B - 1 (`ContrastiveModel(queries_as_negatives=True)`).
+
+    Example:
+        >>> import torch
+        >>> ks = InBatchNegatives()(torch.randn(3, 4), torch.arange(3))
+        >>> append_keys(ks, torch.randn(3, 4), torch.arange(3)).keys.shape
+        torch.Size([6, 4])
+    """
+    if keys.keys.dim() != 2 or keys.own_keys is not None:
+        raise ValueError("extra keys can only extend keys shared by all queries, (N, D)")
+    more, more_ids = gather_with_grad(extra), gather_no_grad(extra_ids)
+    offset = keys.logit_offset
+    if offset is not None:
+        offset = torch.cat([offset, offset.new_zeros(more.shape[0])])
+    return KeySet(
+        torch.cat([keys.keys, more.to(keys.keys.dtype)]),
+        torch.cat([keys.key_ids, more_ids.to(keys.key_ids.dtype)]),
+        keys.positive,
+        offset,
+    )
+
+
 class InBatchNegatives(nn.Module):
     """The keys of the whole global batch, gathered across processes with gradient (SimCLR, CLIP).
 

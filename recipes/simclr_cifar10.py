@@ -2,8 +2,9 @@
 
 Preset (lightly's CIFAR-10 benchmark settings, which report 84.8% kNN top-1 after 200 epochs at
 batch 512): ResNet-18 with the CIFAR stem, 2-layer projection head 512→2048→128 with BatchNorm,
-InfoNCE (NT-Xent) with temperature 0.5, symmetric; SGD momentum 0.9, weight decay 5e-4,
-lr 0.12 per 256 images scaled linearly with the global batch (0.24 at batch 512), cosine decay;
+NT-Xent (symmetric InfoNCE, the other queries negative too) with temperature 0.5; SGD momentum
+0.9, weight decay 5e-4, lr 0.12 per 256 images scaled linearly with the global batch (0.24 at
+batch 512), cosine decay;
 views: crop scale 0.08–1, flip, colour jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale p 0.2, no blur
 at 32 px. kNN monitor (k 200, τ 0.1) on the test split every 10 epochs.
 
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> dict:
     args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
 
     def build_model(encoder):
-        return ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(args.temperature))
+        return ContrastiveModel(
+            encoder, symmetric=True, queries_as_negatives=True, loss=InfoNCE(args.temperature)
+        )
 
     def views(size: int):
         return SimCLRViews(size=size, scale=(args.crop_min_scale, 1.0)), None

@@ -51,8 +51,10 @@ def _bootstrap(rank: int, port: int, fn, args) -> None:
 
 def make_model(kind: str) -> ContrastiveModel:
     torch.manual_seed(0)
-    if kind == "shared":  # SimCLR-style: one encoder, symmetric
-        return ContrastiveModel(torch.nn.Linear(6, 5), symmetric=True, loss=InfoNCE(0.2))
+    if kind == "shared":  # SimCLR's NT-Xent: one encoder, symmetric, other queries negative too
+        return ContrastiveModel(
+            torch.nn.Linear(6, 5), symmetric=True, queries_as_negatives=True, loss=InfoNCE(0.2)
+        )
     if kind == "two_towers":  # CLIP-style: two encoders, learnable temperature
         return ContrastiveModel(
             torch.nn.Linear(6, 5),
@@ -78,7 +80,8 @@ def loss_and_grads(model, batch):
 
 
 def _in_batch_worker(rank: int, kind: str, out: str) -> None:
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a file rendezvous: no TCP port that a concurrent run could take between pick and bind
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)
     model = make_model(kind)
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     full = make_batch(kind)
@@ -105,7 +108,8 @@ def test_two_processes_equal_one_process_in_batch(kind, tmp_path):
 
 
 def _queue_worker(rank: int, out: str) -> None:
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a file rendezvous: no TCP port that a concurrent run could take between pick and bind
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)
     queue = MomentumQueue(size=10, dim=3)
     keys = torch.full((3, 3), float(rank + 1)) + torch.arange(3.0).unsqueeze(1) / 10
     ids = torch.arange(3) + 100 * rank

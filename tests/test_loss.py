@@ -136,3 +136,29 @@ def test_bad_shapes_get_clear_errors():
         InfoNCE(0.0)
     with pytest.raises(ValueError, match="max_logit_scale"):
         InfoNCE(0.001)
+
+
+def reference_nt_xent(za, zb, temperature):
+    """SimCLR's NT-Xent in float64: 2B anchors, each with one positive and 2B - 2 negatives."""
+    z = torch.nn.functional.normalize(torch.cat([za, zb]).double(), dim=1)
+    n = len(za)
+    losses = []
+    for i in range(2 * n):
+        pos = (i + n) % (2 * n)
+        denom = sum(torch.exp(z[i] @ z[j] / temperature) for j in range(2 * n) if j != i)
+        losses.append(-torch.log(torch.exp(z[i] @ z[pos] / temperature) / denom))
+    return torch.stack(losses).mean()
+
+
+def test_queries_as_negatives_is_nt_xent():
+    from multicon import ContrastiveModel, PairBatch
+
+    model = ContrastiveModel(
+        torch.nn.Linear(4, 6).double(), symmetric=True, queries_as_negatives=True, loss=InfoNCE(0.5)
+    )
+    a, b = torch.randn(5, 4).double(), torch.randn(5, 4).double()
+    loss = model(PairBatch(a, b, torch.arange(5))).loss
+    ref = reference_nt_xent(model.query_encoder(a), model.query_encoder(b), 0.5)
+    assert abs(loss.item() - ref.item()) < 1e-9
+    plain = ContrastiveModel(model.query_encoder, symmetric=True, loss=InfoNCE(0.5))
+    assert abs(plain(PairBatch(a, b, torch.arange(5))).loss.item() - ref.item()) > 1e-3
