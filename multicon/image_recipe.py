@@ -59,6 +59,20 @@ class ImageDataArgs:
     max_test_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
 
 
+# lightly's CIFAR-10 benchmark schedule, shared by the SimCLR and MoCo recipes.
+CIFAR10_SGD_PRESET = dict(
+    epochs=200,
+    batch_size=512,
+    optimizer="sgd",
+    lr=0.12,
+    weight_decay=5e-4,
+    momentum=0.9,
+    schedule="cosine",
+    eval_every=10,
+    log_every=20,
+)
+
+
 @dataclass
 class ImageEncoderArgs:
     """The `ImageEncoder` and how it runs."""

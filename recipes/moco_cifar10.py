@@ -29,6 +29,7 @@ from transformers import HfArgumentParser
 
 from multicon.hub import HubArgs
 from multicon.image_recipe import (
+    CIFAR10_SGD_PRESET,
     ImageDataArgs,
     ImageEncoderArgs,
     num_processes,
@@ -54,15 +55,8 @@ class MoCoArgs:
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((MoCoArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs))
     parser.set_defaults(
+        **CIFAR10_SGD_PRESET,
         output_dir="runs/moco_cifar10",
-        epochs=200,
-        batch_size=512,
-        optimizer="sgd",
-        lr=0.12,
-        weight_decay=5e-4,
-        momentum=0.9,
-        eval_every=10,
-        log_every=20,
         head_batch_norm=False,
     )
     args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)

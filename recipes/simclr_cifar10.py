@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser
 
 from multicon.hub import HubArgs
-from multicon.image_recipe import ImageDataArgs, ImageEncoderArgs, run_image_recipe
+from multicon.image_recipe import (
+    CIFAR10_SGD_PRESET,
+    ImageDataArgs,
+    ImageEncoderArgs,
+    run_image_recipe,
+)
 from multicon.loss import InfoNCE
 from multicon.model import ContrastiveModel
 from multicon.pairs.views import SimCLRViews
@@ -38,16 +43,8 @@ class SimCLRArgs:
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs))
     parser.set_defaults(
+        **CIFAR10_SGD_PRESET,
         output_dir="runs/simclr_cifar10",
-        epochs=200,
-        batch_size=512,
-        optimizer="sgd",
-        lr=0.12,
-        weight_decay=5e-4,
-        momentum=0.9,
-        schedule="cosine",
-        eval_every=10,
-        log_every=20,
     )
     args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
 

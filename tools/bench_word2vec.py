@@ -58,6 +58,24 @@ def scores(vectors: torch.Tensor, vocab: Vocabulary, ev) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
+def word2vec_config(output_dir: str, bench, **length) -> TrainConfig:
+    """word2vec's optimisation: plain SGD at ``bench.lr`` decayed linearly, nothing logged."""
+    return TrainConfig(
+        output_dir=output_dir,
+        batch_size=bench.batch_size,
+        optimizer="sgd",
+        lr=bench.lr,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="linear",
+        eval_every=0,
+        log_every=100,
+        log_with="",
+        progress_bar=False,
+        **length,
+    )
+
+
 def run_gensim(data, w2v, ev, bench: BenchArgs) -> dict:
     from gensim.models import Word2Vec as GensimWord2Vec
 
@@ -132,20 +150,7 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
 
     def trainer(steps: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
-            config = TrainConfig(
-                output_dir=tmp,
-                max_steps=steps,
-                batch_size=bench.batch_size,
-                optimizer="sgd",
-                lr=bench.lr,
-                momentum=0.0,
-                weight_decay=0.0,
-                schedule="linear",
-                eval_every=0,
-                log_every=100,
-                log_with="",
-                progress_bar=False,
-            )
+            config = word2vec_config(tmp, bench, max_steps=steps)
             t = Trainer(model(), pairs, config)
             start = time.perf_counter()
             t.fit()
@@ -171,21 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not bench.skip_gensim:
         report["gensim"] = run_gensim(data, w2v_args, ev, bench)
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(
-            output_dir=tmp,
-            epochs=bench.epochs,
-            batch_size=bench.batch_size,
-            optimizer="sgd",
-            lr=bench.lr,
-            momentum=0.0,
-            weight_decay=0.0,
-            schedule="linear",
-            eval_every=0,
-            log_every=100,
-            log_with="",
-            progress_bar=False,
-            seed=bench.seed,
-        )
+        config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
         figures = recipe.train(data, w2v_args, ev, config)
         figures.pop("main_process")
     report["multicon"] = {

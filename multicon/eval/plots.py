@@ -41,12 +41,7 @@ def plot_knn_curve(
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def retrieval_grid(
@@ -118,6 +113,13 @@ def save_retrieval_grid(
                     spine.set_linewidth(2)
     axes[0][0].set_ylabel("query", fontsize=7)
     fig.suptitle("nearest training images of test queries (green: same class)", fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure; returns its path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
