@@ -16,17 +16,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multicon.sgns_kernel import sgns_own_keys_loss
+
 
 @dataclass
 class KeySet:
     """The keys one batch of queries is scored against.
 
     Args:
-        keys: ``(N, D)`` keys shared by all queries, or ``(B, K, D)`` keys per query.
-        key_ids: ``(N,)`` or ``(B, K)`` ids; a key whose id equals its query's id is masked out
+        keys: ``(N, D)`` keys shared by all queries, or ``(G, K, D)`` keys per group of
+            consecutive queries: ``G`` divides ``B`` and query ``i`` is scored against group
+            ``i // (B / G)`` (``G = B``: keys per query; word2vec's noise shared by ``B / G``
+            pairs is one batched matrix product).
+        key_ids: ``(N,)`` or ``(G, K)`` ids; a key whose id equals its query's id is masked out
             unless it is the positive.
         positive: ``(B,)`` index of each query's positive key in ``keys`` (along N or K).
-        logit_offset: optional additive correction per key (``(N,)`` or ``(B, K)``), e.g.
+        logit_offset: optional additive correction per key (``(N,)`` or ``(G, K)``), e.g.
             ``-log Q(key)`` for the logQ correction of frequency-biased negatives.
         own_keys: optional ``(B, D)``: one more key per query, scored by that query only and
             placed in column 0 before ``keys`` (MoCo v2: each query's positive, then the queue;
@@ -50,11 +55,13 @@ def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> N
     b, d = query.shape
     if ks.keys.dim() not in (2, 3) or ks.keys.shape[-1] != d:
         raise ValueError(
-            f"keys must be (N, {d}) or ({b}, K, {d}) to match queries of shape {(b, d)}, "
+            f"keys must be (N, {d}) or (G, K, {d}) to match queries of shape {(b, d)}, "
             f"got {tuple(ks.keys.shape)}"
         )
-    if ks.keys.dim() == 3 and ks.keys.shape[0] != b:
-        raise ValueError(f"per-query keys have {ks.keys.shape[0]} rows for {b} queries")
+    if ks.keys.dim() == 3 and (ks.keys.shape[0] < 1 or b % ks.keys.shape[0]):
+        raise ValueError(
+            f"grouped keys have {ks.keys.shape[0]} groups, which does not divide {b} queries"
+        )
     if ks.positive.shape != (b,):
         raise ValueError(f"positive must be ({b},), got {tuple(ks.positive.shape)}")
     if ks.key_ids.shape != ks.keys.shape[:-1]:
@@ -71,6 +78,16 @@ def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> N
             )
         if ks.own_ids is None or ks.own_ids.shape != (b,):
             raise ValueError(f"own_keys need own_ids of shape ({b},)")
+
+
+def _per_query(per_key: torch.Tensor | None, b: int) -> torch.Tensor | None:
+    """``(N,)`` shared or ``(G, K)`` grouped key values as ``(B, N)`` / ``(B, K)`` rows."""
+    if per_key is None:
+        return None
+    if per_key.dim() == 1:
+        return per_key.unsqueeze(0).expand(b, -1)
+    g = per_key.shape[0]
+    return per_key if g == b else per_key.repeat_interleave(b // g, dim=0)
 
 
 def contrastive_logits(
@@ -92,19 +109,20 @@ def contrastive_logits(
         q, k = query.to(dtype), keys.keys.to(dtype)
         if normalize:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        b = len(q)
         if k.dim() == 2:
             logits = q @ k.T
-        else:
-            logits = torch.einsum("bd,bkd->bk", q, k)
-        offset = keys.logit_offset
-        ids = keys.key_ids if keys.key_ids.dim() == 2 else keys.key_ids.unsqueeze(0)
+        else:  # G groups of B / G queries, each against its group's K keys: one bmm
+            g = k.shape[0]
+            logits = torch.bmm(q.view(g, b // g, -1), k.transpose(1, 2)).reshape(b, -1)
+        offset = _per_query(keys.logit_offset, b)
+        ids = _per_query(keys.key_ids, b)
         if keys.own_keys is not None:
             own = keys.own_keys.to(dtype)
             own = F.normalize(own, dim=-1) if normalize else own
             logits = torch.cat([(q * own).sum(-1, keepdim=True), logits], dim=1)
             offset = None if offset is None else F.pad(offset.to(dtype), (1, 0))
-            shared_ids = ids.expand(len(q), -1)
-            ids = torch.cat([keys.own_ids.unsqueeze(1), shared_ids], dim=1)
+            ids = torch.cat([keys.own_ids.unsqueeze(1), ids], dim=1)
         logits = logits * logit_scale
         if offset is not None:
             logits = logits + offset.to(dtype)
@@ -274,6 +292,19 @@ class NegativeSamplingLoss(nn.Module):
     def forward(
         self, query: torch.Tensor, keys: KeySet, query_ids: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if keys.own_keys is not None and keys.logit_offset is None and not keys.positive.any():
+            # word2vec's layout (own positive, then noise keys): the hand-written backward
+            _check(query, keys, query_ids)
+            loss = sgns_own_keys_loss(
+                query,
+                keys.own_keys,
+                keys.keys,
+                keys.key_ids,
+                query_ids,
+                scale=self.scale,
+                negative_weight=self.negative_weight,
+            )
+            return loss if self.reduction == "sum" else loss / len(query)
         logits = contrastive_logits(
             query, keys, logit_scale=self.scale, query_ids=query_ids, normalize=False
         )

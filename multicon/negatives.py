@@ -153,9 +153,11 @@ class SampledNegatives(nn.Module):
     """Negative keys drawn from a noise distribution and embedded by the key encoder (word2vec).
 
     The noise distribution is ``counts ** ns_exponent`` (word2vec: unigram^0.75). Each query is
-    scored against its own positive key followed by ``k`` noise keys, drawn per positive or
-    shared by the whole batch. A noise key equal to the positive is masked out by the loss (its
-    id equals the query's id), as word2vec skips it.
+    scored against its own positive key followed by ``k`` noise keys. A draw of ``k`` noise keys
+    serves ``group_size`` consecutive queries: 1 is word2vec (a draw per positive); larger groups
+    embed fewer rows and score them with one batched matrix product; ``None`` shares one draw
+    across the whole batch. A noise key equal to the positive is masked out by the loss (its id
+    equals the query's id), as word2vec skips it.
 
     The key encoder is borrowed, not owned: it is not registered as a submodule, so the model's
     state dict holds its weights once (under the model's key encoder).
@@ -163,10 +165,10 @@ class SampledNegatives(nn.Module):
     Args:
         encoder: maps ``(M,)`` noise ids to ``(M, D)`` keys, normally the model's key encoder.
         counts: ``(V,)`` word counts (the noise ids are indices into it).
-        k: noise keys per query.
+        k: noise keys per draw.
         ns_exponent: exponent of the counts (0.75 in word2vec; 0 is uniform, 1 unigram).
-        shared: draw one set of ``k`` noise keys for the whole batch (fewer rows to embed and
-            update) instead of ``k`` per positive.
+        group_size: queries sharing one draw (``None``: the whole batch). A batch that is not a
+            multiple of it is split into as many near-equal groups.
 
     Example:
         >>> import torch
@@ -175,6 +177,9 @@ class SampledNegatives(nn.Module):
         >>> ks = neg(torch.randn(2, 4), torch.tensor([1, 7]))
         >>> ks.keys.shape, ks.key_ids.shape, ks.own_keys.shape, ks.positive.tolist()
         (torch.Size([2, 3, 4]), torch.Size([2, 3]), torch.Size([2, 4]), [0, 0])
+        >>> SampledNegatives(table, torch.ones(10), k=3, group_size=4)(
+        ...     torch.randn(8, 4), torch.arange(8)).keys.shape   # 2 groups of 4 queries
+        torch.Size([2, 3, 4])
     """
 
     def __init__(
@@ -184,11 +189,13 @@ class SampledNegatives(nn.Module):
         *,
         k: int = 5,
         ns_exponent: float = 0.75,
-        shared: bool = False,
+        group_size: int | None = 1,
     ) -> None:
         super().__init__()
         if k < 1:
             raise ValueError(f"k (negatives per query) must be >= 1, got {k}")
+        if group_size is not None and group_size < 1:
+            raise ValueError(f"group_size must be >= 1 or None, got {group_size}")
         counts = torch.as_tensor(counts, dtype=torch.float64)
         if counts.dim() != 1 or len(counts) == 0 or bool((counts < 0).any()):
             raise ValueError("counts must be a non-empty 1-d tensor of non-negative counts")
@@ -196,7 +203,7 @@ class SampledNegatives(nn.Module):
         if float(weights.sum()) <= 0:
             raise ValueError("the noise distribution is empty: every count is zero")
         object.__setattr__(self, "encoder", encoder)  # borrowed, see the class docstring
-        self.k, self.ns_exponent, self.shared = k, ns_exponent, shared
+        self.k, self.ns_exponent, self.group_size = k, ns_exponent, group_size
         # draws invert the CDF by binary search (word2vec keeps a 1e8-entry table instead)
         self.register_buffer("cdf", (weights / weights.sum()).cumsum(0).float(), persistent=False)
 
@@ -208,13 +215,19 @@ class SampledNegatives(nn.Module):
 
     def forward(self, keys: torch.Tensor, key_ids: torch.Tensor) -> KeySet:
         b = keys.shape[0]
-        if self.shared:
+        positive = torch.zeros(b, dtype=torch.long, device=keys.device)
+        if self.group_size is None:
             noise_ids = self.sample((self.k,), keys.device)
             noise = self.encoder(noise_ids).to(keys.dtype)
-        else:
-            noise_ids = self.sample((b, self.k), keys.device)
-            noise = self.encoder(noise_ids.flatten()).to(keys.dtype).view(b, self.k, -1)
-        positive = torch.zeros(b, dtype=torch.long, device=keys.device)
+            return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids)
+        groups = -(-b // self.group_size)
+        noise_ids = self.sample((groups, self.k), keys.device)
+        noise = self.encoder(noise_ids.flatten()).to(keys.dtype).view(groups, self.k, -1)
+        if b % groups:  # uneven groups (a last, short batch): spell the keys out per query
+            sizes = torch.full((groups,), b // groups, device=keys.device)
+            sizes[: b % groups] += 1
+            noise = noise.repeat_interleave(sizes, dim=0, output_size=b)
+            noise_ids = noise_ids.repeat_interleave(sizes, dim=0, output_size=b)
         return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids)
 
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:

@@ -73,6 +73,47 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
+class SGD(torch.optim.SGD):
+    """`torch.optim.SGD`, with plain sparse-gradient steps applied by one ``index_add_``.
+
+    A sparse gradient (an embedding table's touched rows) under plain SGD (no momentum, weight
+    decay or maximize) is ``p[rows] -= lr * values``. PyTorch's ``dense.add_(sparse, alpha=-lr)``
+    makes this step ~4x slower on CPU than scaling the values and calling ``index_add_``
+    (measured: 455 vs ~130 µs for 8192 rows of 100), and word2vec takes one such step per
+    table per batch. Every other parameter goes through `torch.optim.SGD` unchanged.
+
+    Example:
+        >>> table = torch.nn.Embedding(4, 2, sparse=True)
+        >>> _ = torch.nn.init.zeros_(table.weight)
+        >>> table(torch.tensor([1, 1, 3])).sum().backward()
+        >>> SGD(table.parameters(), lr=0.5).step()
+        >>> table.weight[:, 0].tolist()   # row 1 twice, row 3 once
+        [0.0, -1.0, 0.0, -0.5]
+    """
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        done = []
+        for group in self.param_groups:
+            if group["momentum"] or group["weight_decay"] or group.get("maximize"):
+                continue
+            for p in group["params"]:
+                grad = p.grad
+                if grad is not None and grad.is_sparse and grad.sparse_dim() == 1:
+                    rows = grad._indices()[0]
+                    p.index_add_(0, rows, grad._values().mul(-float(group["lr"])))
+                    done.append((p, grad))
+                    p.grad = None  # stepped: hidden from torch's step below
+        super().step()
+        for p, grad in done:
+            p.grad = grad
+        return loss
+
+
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Trainable parameters split so that biases and norm weights get no weight decay."""
     decay, no_decay = [], []
@@ -100,7 +141,7 @@ def build_optimizer(
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return SGD(groups, lr=lr, momentum=momentum)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")

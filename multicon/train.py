@@ -288,6 +288,20 @@ class Trainer:
         acc.wait_for_everyone()
         return metrics
 
+    def _stepping_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer to call ``step`` / ``zero_grad`` on each step.
+
+        Accelerate's wrapper earns its keep with a gradient scaler (fp16) or on XLA; otherwise
+        it only forwards the call, after an uncached package lookup and an
+        ``inspect.signature`` per step (0.4 ms measured: 10% of a word2vec step on CPU).
+        """
+        from accelerate.utils import DistributedType
+
+        acc, wrapped = self.accelerator, self.optimizer
+        plain = acc.scaler is None and acc.distributed_type != DistributedType.XLA
+        inner = getattr(wrapped, "optimizer", None)
+        return inner if plain and acc.gradient_accumulation_steps == 1 and inner else wrapped
+
     def fit(self) -> TrainResult:
         """Train to ``epochs`` / ``max_steps`` (resuming if asked) and return the history."""
         c, acc = self.config, self.accelerator
@@ -316,6 +330,7 @@ class Trainer:
 
             bar = tqdm(total=total, initial=pos.global_step, unit="step", dynamic_ncols=True)
         unwrapped: ContrastiveModel = acc.unwrap_model(self.model)
+        optimizer = self._stepping_optimizer()
         self.model.train()
         last_loss, tick, samples = math.nan, time.perf_counter(), 0
         global_batch = c.batch_size * acc.num_processes
@@ -327,9 +342,9 @@ class Trainer:
                 acc.backward(out.loss)
                 if c.grad_clip > 0:
                     acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                self.optimizer.step()
+                optimizer.step()
                 scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 extra = unwrapped.after_step(out, progress=(pos.global_step + 1) / total)
                 pos.global_step += 1
                 pos.step_in_epoch += 1

@@ -64,8 +64,12 @@ class Word2VecArgs:
         default=5, metadata={"help": "Noise words per pair (word2vec -negative)."}
     )
     shared_negatives: int = field(
-        default=64,
-        metadata={"help": "K noise words shared per batch, weighted negative/K (0: per pair)."},
+        default=8,
+        metadata={"help": "K noise words per draw, weighted negative/K (0: `negative` per pair)."},
+    )
+    noise_group: int = field(
+        default=128,
+        metadata={"help": "Pairs sharing one draw of shared_negatives noise words (0: batch)."},
     )
     ns_exponent: float = 0.75
     sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
@@ -135,13 +139,14 @@ def train(
     if w2v_args.threads:
         torch.set_num_threads(w2v_args.threads)
     if w2v_args.shared_negatives:
-        load = config.batch_size * w2v_args.negative / w2v_args.shared_negatives
+        group = w2v_args.noise_group or config.batch_size
+        load = group * w2v_args.negative / w2v_args.shared_negatives
         if load > 1000:  # measured: 640 learned, 1280 diverged (docs/word2vec.md)
             warnings.warn(
                 f"each shared noise word takes the gradient of {load:.0f} pairs per step "
-                f"(batch_size {config.batch_size} x negative {w2v_args.negative} / "
+                f"(noise_group {group} x negative {w2v_args.negative} / "
                 f"shared_negatives {w2v_args.shared_negatives}); above ~1000 training has "
-                "diverged: raise shared_negatives or lower batch_size",
+                "diverged: raise shared_negatives or lower noise_group",
                 stacklevel=2,
             )
     t0 = time.perf_counter()
@@ -157,6 +162,7 @@ def train(
         negative=w2v_args.negative,
         ns_exponent=w2v_args.ns_exponent,
         shared_negatives=w2v_args.shared_negatives,
+        noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
     )
     pairs = ContextPairs(
         encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed

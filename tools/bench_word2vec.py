@@ -28,6 +28,7 @@ from transformers import HfArgumentParser
 
 from multicon import TrainConfig
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
+from multicon.optim import SGD
 from multicon.text import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,11 +134,12 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
             negative=w2v_args.negative,
             ns_exponent=w2v_args.ns_exponent,
             shared_negatives=w2v_args.shared_negatives,
+            noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
         )
 
     def bare(steps: int) -> float:
         m = model()
-        opt = torch.optim.SGD(m.parameters(), lr=bench.lr)
+        opt = SGD(m.parameters(), lr=bench.lr, momentum=0.0)
         batches = pairs.batches(bench.batch_size, epoch=0, device="cpu")
         start = time.perf_counter()
         for _, batch in zip(range(steps), batches, strict=False):

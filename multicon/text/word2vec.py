@@ -84,6 +84,7 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
         negative: int = 5,
         ns_exponent: float = 0.75,
         shared_negatives: int = 0,
+        noise_group: int | None = None,
         negatives: nn.Module | None = None,
         loss: nn.Module | None = None,
     ) -> ContrastiveModel:
@@ -91,13 +92,16 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
 
         Defaults are word2vec's skip-gram with negative sampling: ``negative`` noise keys per
         pair drawn from ``counts ** ns_exponent``, the logistic loss summed over pairs (so plain
-        SGD makes word2vec's update). ``shared_negatives=K`` instead draws ``K`` noise keys per
-        batch, shared by every pair and weighted ``negative / K`` (the same expected gradient),
-        scored with one matrix product: much faster on CPU, see docs/word2vec.md. Pass
-        ``negatives`` / ``loss`` to swap either (e.g. in-batch negatives and InfoNCE).
+        SGD makes word2vec's update). ``shared_negatives=K`` instead draws ``K`` noise keys for
+        every ``noise_group`` consecutive pairs (``None``: the whole batch), weighted
+        ``negative / K`` (the same expected gradient) and scored with one batched matrix
+        product: much faster on CPU, see docs/word2vec.md. Pass ``negatives`` / ``loss`` to swap
+        either (e.g. in-batch negatives and InfoNCE).
         """
         if shared_negatives < 0:
             raise ValueError(f"shared_negatives must be >= 0, got {shared_negatives}")
+        if noise_group is not None and not shared_negatives:
+            raise ValueError("noise_group needs shared_negatives > 0 (noise keys per draw)")
         if negative < 1:
             raise ValueError(f"negative must be >= 1, got {negative}")
         if negatives is None:
@@ -106,7 +110,7 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
                 self._require_vocab().counts,
                 k=shared_negatives or negative,
                 ns_exponent=ns_exponent,
-                shared=shared_negatives > 0,
+                group_size=noise_group if shared_negatives else 1,
             )
         if loss is None:
             weight = negative / shared_negatives if shared_negatives else 1.0

@@ -1,0 +1,142 @@
+"""The hand-written SGNS backward, grouped noise keys and the sparse SGD step, each against the
+plain autograd / torch form of the same computation."""
+
+import pytest
+import torch
+
+from multicon import KeySet
+from multicon.loss import NegativeSamplingLoss, contrastive_logits, softplus
+from multicon.negatives import SampledNegatives
+from multicon.optim import SGD
+from multicon.sgns_kernel import sgns_own_keys_loss
+
+
+def autograd_sgns(q, own, keys, key_ids, query_ids, scale, weight):
+    """The SGNS loss built from the generic logits (the path every other KeySet takes)."""
+    ks = KeySet(
+        keys,
+        key_ids,
+        torch.zeros(len(q), dtype=torch.long),
+        own_keys=own,
+        own_ids=torch.full((len(q),), -1),
+    )
+    logits = contrastive_logits(q, ks, logit_scale=scale, query_ids=query_ids, normalize=False)
+    return softplus(-logits[:, 0]).sum() + weight * softplus(logits[:, 1:]).sum()
+
+
+@pytest.mark.parametrize("layout", ["shared", "grouped", "per-query"])
+@pytest.mark.parametrize("masked", [True, False])
+def test_fused_loss_and_gradients_match_autograd(layout, masked):
+    g = torch.Generator().manual_seed(0)
+    b, d, k = 12, 5, 4
+    groups = {"shared": None, "grouped": 3, "per-query": b}[layout]
+    q = torch.randn(b, d, dtype=torch.float64, generator=g, requires_grad=True)
+    own = torch.randn(b, d, dtype=torch.float64, generator=g, requires_grad=True)
+    shape = (k, d) if groups is None else (groups, k, d)
+    keys = torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+    key_ids = torch.randint(0, 4, shape[:-1], generator=g)
+    query_ids = torch.randint(0, 4, (b,), generator=g) if masked else None
+    if masked:  # the mask must matter in this draw
+        assert (
+            contrastive_logits(
+                q,
+                KeySet(
+                    keys,
+                    key_ids,
+                    torch.zeros(b, dtype=torch.long),
+                    own_keys=own,
+                    own_ids=torch.full((b,), -1),
+                ),
+                logit_scale=1.0,
+                query_ids=query_ids,
+                normalize=False,
+            ).isinf()
+        ).any()
+    fused = sgns_own_keys_loss(q, own, keys, key_ids, query_ids, scale=1.7, negative_weight=0.6)
+    ref = autograd_sgns(q, own, keys, key_ids, query_ids, 1.7, 0.6)
+    assert abs(fused.item() - ref.item()) < 1e-10
+    for a, r in zip(
+        torch.autograd.grad(fused, (q, own, keys)),
+        torch.autograd.grad(ref, (q, own, keys)),
+        strict=True,
+    ):
+        assert torch.allclose(a, r, atol=1e-10)
+
+
+def test_negative_sampling_loss_takes_the_fused_path_only_for_its_layout():
+    q, own, noise = torch.randn(4, 3), torch.randn(4, 3), torch.randn(2, 2, 3)
+    ids = torch.tensor([0, 1, 2, 3])
+    ks = KeySet(
+        noise,
+        torch.tensor([[5, 1], [6, 7]]),
+        torch.zeros(4, dtype=torch.long),
+        own_keys=own,
+        own_ids=ids,
+    )
+    loss = NegativeSamplingLoss("mean", negative_weight=2.0)
+    expected = autograd_sgns(q, own, noise, ks.key_ids, ids, 1.0, 2.0) / 4
+    assert torch.allclose(loss(q, ks, ids), expected, atol=1e-6)
+    # with a logit offset the generic path runs, and gives the same numbers at offset 0
+    ks.logit_offset = torch.zeros(2, 2)
+    assert torch.allclose(loss(q, ks, ids), expected, atol=1e-6)
+
+
+def test_grouped_keys_score_like_keys_spelled_out_per_query():
+    q, keys = torch.randn(6, 4), torch.randn(2, 3, 4)
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    grouped = KeySet(keys, ids, torch.zeros(6, dtype=torch.long))
+    spelled = KeySet(
+        keys.repeat_interleave(3, 0), ids.repeat_interleave(3, 0), torch.zeros(6, dtype=torch.long)
+    )
+    qid = torch.tensor([9, 2, 9, 9, 9, 6])
+    a = contrastive_logits(q, grouped, logit_scale=2.0, query_ids=qid, normalize=True)
+    b = contrastive_logits(q, spelled, logit_scale=2.0, query_ids=qid, normalize=True)
+    assert torch.allclose(a, b)
+    assert torch.isinf(a[1, 1]) and torch.isinf(a[5, 2]) and torch.isinf(a).sum() == 2
+
+
+def test_groups_that_do_not_divide_the_batch_are_rejected():
+    with pytest.raises(ValueError, match="does not divide 5 queries"):
+        contrastive_logits(
+            torch.randn(5, 4),
+            KeySet(
+                torch.randn(2, 3, 4),
+                torch.zeros(2, 3, dtype=torch.long),
+                torch.zeros(5, dtype=torch.long),
+            ),
+            logit_scale=1.0,
+        )
+
+
+@pytest.mark.parametrize("batch", [8, 7])
+def test_sampled_negatives_share_a_draw_per_group(batch):
+    table = torch.nn.Embedding(50, 3)
+    neg = SampledNegatives(table, torch.ones(50), k=5, group_size=4)
+    ks = neg(torch.randn(batch, 3), torch.arange(batch))
+    if batch % 4 == 0:  # two groups of four: one draw each
+        assert ks.keys.shape == (2, 5, 3)
+        assert torch.equal(ks.keys, table(ks.key_ids))
+    else:  # 7 queries in groups of 4 and 3, spelled out per query
+        assert ks.keys.shape == (7, 5, 3)
+        assert torch.equal(ks.key_ids[0], ks.key_ids[3])
+        assert torch.equal(ks.key_ids[4], ks.key_ids[6])
+        assert not torch.equal(ks.key_ids[3], ks.key_ids[4])
+    with pytest.raises(ValueError, match="group_size"):
+        SampledNegatives(table, torch.ones(50), group_size=0)
+
+
+def test_sgd_sparse_fast_path_matches_torch_sgd():
+    def run(opt_cls):
+        torch.manual_seed(0)
+        table = torch.nn.Embedding(20, 4, sparse=True)
+        dense = torch.nn.Linear(4, 1)
+        opt = opt_cls([{"params": table.parameters()}, {"params": dense.parameters()}], lr=0.1)
+        for _ in range(3):
+            ids = torch.randint(0, 20, (16,))
+            dense(table(ids)).square().sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return table.weight.detach(), dense.weight.detach()
+
+    for ours, theirs in zip(run(SGD), run(torch.optim.SGD), strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6)
