@@ -64,7 +64,7 @@ class Word2VecArgs:
         default=5, metadata={"help": "Noise words per pair (word2vec -negative)."}
     )
     shared_negatives: int = field(
-        default=8,
+        default=4,
         metadata={"help": "K noise words per draw, weighted negative/K (0: `negative` per pair)."},
     )
     noise_group: int = field(

@@ -70,14 +70,20 @@ def _train(model, pairs, tmp_path, **config):
     return Trainer(model, pairs, cfg).fit()
 
 
-@pytest.mark.parametrize("shared_negatives", [0, 32], ids=["per-pair", "shared"])
-def test_sgns_learns_topic_neighbours(corpus, tmp_path, shared_negatives):
+@pytest.mark.parametrize(
+    ("shared_negatives", "noise_group"),
+    [(0, None), (32, None), (4, 64)],
+    ids=["per-pair", "shared", "grouped"],
+)
+def test_sgns_learns_topic_neighbours(corpus, tmp_path, shared_negatives, noise_group):
     vocab, encoded = corpus
     assert len(vocab) == TOPICS * PER_TOPIC + 4
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
-    model = w2v.contrastive_model(negative=5, shared_negatives=shared_negatives)
+    model = w2v.contrastive_model(
+        negative=5, shared_negatives=shared_negatives, noise_group=noise_group
+    )
     result = _train(
         model,
         pairs,

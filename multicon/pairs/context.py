@@ -77,7 +77,7 @@ class ContextPairs(BatchPairGenerator):
         window: int = 5,
         sample: float = 1e-3,
         block_tokens: int = 1 << 16,
-        shuffle_blocks: int = 16,
+        shuffle_blocks: int = 4,
         seed: int = 0,
     ) -> None:
         if not isinstance(window, int) or window < 1:
