@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from multicon import checkpoint
+from multicon.hogwild import check_hogwild, share_parameters
 from multicon.model import ContrastiveModel
 from multicon.optim import build_optimizer, lr_schedule
 from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
@@ -60,6 +61,13 @@ class TrainConfig:
         default="tensorboard,jsonl", metadata={"help": "Comma list of trackers ('' for none)."}
     )
     progress_bar: bool = True
+    hogwild: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU processes on one machine update shared parameters without gradient "
+            "sync (word2vec's parallelism; for sparse models)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -263,7 +271,7 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def _check_finite(self, loss: torch.Tensor, pos: _Position) -> None:
         bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if self.accelerator.num_processes > 1:
+        if self.accelerator.num_processes > 1 and not self.config.hogwild:  # hogwild: no sync
             bad = self.accelerator.reduce(bad, reduction="sum")
         if bad.item() > 0:
             last = checkpoint.latest_checkpoint(self.checkpoint_root)
@@ -318,7 +326,12 @@ class Trainer:
             )
         total = c.max_steps or c.epochs * steps_per_epoch
         scheduler = lr_schedule(self.optimizer, c.schedule, total, c.warmup_steps)
-        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
+        if c.hogwild:  # one shared copy of the parameters; no DDP, no gradient sync
+            check_hogwild(acc.device, acc.num_processes)
+            share_parameters(self.model)
+            self.optimizer = acc.prepare(self.optimizer)
+        else:
+            self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         pos, history = self._resume(scheduler)
         evaluations = [h for h in history if "eval" in h]
         if c.log_with:

@@ -76,7 +76,7 @@ class Word2VecArgs:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
     sparse: bool = field(
         default=True,
-        metadata={"help": "Sparse table gradients (one process only: DDP all-reduces dense ones)."},
+        metadata={"help": "Sparse table gradients (with several processes only under --hogwild)."},
     )
 
 
@@ -156,7 +156,9 @@ def train(
     prepare_s = time.perf_counter() - t0
     torch.manual_seed(config.seed)
     # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense
-    sparse = w2v_args.sparse and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    # ones, unless they share one copy of the tables (hogwild: no gradient sync at all)
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    sparse = w2v_args.sparse and (single or config.hogwild)
     w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
     model = w2v.contrastive_model(
         negative=w2v_args.negative,

@@ -11,12 +11,16 @@ after_step on the same batches) so the trainer's per-step overhead is measured, 
 
     python tools/bench_word2vec.py --corpus ../shared/data/enwiki17m/enwiki17m.txt.gz \\
         --max_words 2000000 --epochs 3 --out runs/bench_word2vec.json
+    # two hogwild processes of one thread each, as gensim's two workers
+    python tools/bench_word2vec.py ... --processes 2 --threads 1 --overhead_steps 0
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +50,10 @@ class BenchArgs:
     epochs: int = 3
     seed: int = 0
     skip_gensim: bool = False
+    processes: int = field(
+        default=1,
+        metadata={"help": "multicon processes; above 1 they train one shared copy (hogwild)."},
+    )
     overhead_steps: int = field(
         default=100, metadata={"help": "Steps timed with and without Trainer (0: skip)."}
     )
@@ -75,6 +83,24 @@ def word2vec_config(output_dir: str, bench, **length) -> TrainConfig:
         progress_bar=False,
         **length,
     )
+
+
+def run_hogwild(tmp: str, data, w2v, ev, bench: BenchArgs) -> dict:
+    """The recipe under ``torchrun``: ``bench.processes`` processes, one shared copy of the
+    tables (``--hogwild``), each given ``threads`` torch threads; rank 0's report."""
+    config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
+    flags = {**asdict(data), **asdict(w2v), **asdict(ev), **asdict(config), "hogwild": True}
+    argv = [f"--{k}={v}" for k, v in flags.items() if not isinstance(v, list | dict)]
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(bench.processes)),
+        str(ROOT / "recipes" / "word2vec_text8.py"),
+        *argv,
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    figures = json.loads((Path(tmp) / "report.json").read_text())
+    keep = ("command", "corpus", "word2vec", "hub_commit")
+    return {"processes": bench.processes, **{k: v for k, v in figures.items() if k not in keep}}
 
 
 def run_gensim(data, w2v, ev, bench: BenchArgs) -> dict:
@@ -178,9 +204,12 @@ def main(argv: list[str] | None = None) -> dict:
     if not bench.skip_gensim:
         report["gensim"] = run_gensim(data, w2v_args, ev, bench)
     with tempfile.TemporaryDirectory() as tmp:
-        config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
-        figures = recipe.train(data, w2v_args, ev, config)
-        figures.pop("main_process")
+        if bench.processes > 1:
+            figures = run_hogwild(tmp, data, w2v_args, ev, bench)
+        else:
+            config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
+            figures = recipe.train(data, w2v_args, ev, config)
+            figures.pop("main_process")
     report["multicon"] = {
         **figures,
         "seconds_per_step_in_run": round(figures["train_seconds"] / figures["steps"], 5),
