@@ -8,8 +8,9 @@ of one update. DistributedDataParallel instead all-reduces a dense gradient of e
 step, which for word2vec costs more than the step itself.
 
 The processes are the usual ones (``accelerate launch`` / ``torchrun``); each parameter is moved
-into a file under ``/dev/shm`` that rank 0 fills and every rank maps, and the file is unlinked as
-soon as all ranks hold the mapping, so nothing is left behind however the run ends.
+into a file under ``/dev/shm`` that rank 0 fills and every rank maps; the file is unlinked as
+soon as all ranks hold the mapping (the memory lives until the last process exits), so a run that
+stops, however it stops, leaves nothing behind once set-up is done.
 """
 
 from __future__ import annotations
