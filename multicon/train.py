@@ -315,7 +315,7 @@ class Trainer:
         c, acc = self.config, self.accelerator
         from accelerate.utils import set_seed
 
-        set_seed(c.seed)
+        set_seed(c.seed, device_specific=c.hogwild)  # hogwild ranks: independent draws
         self.output_dir.mkdir(parents=True, exist_ok=True)
         loader = self._dataloader() if isinstance(self.pairs, MapPairGenerator) else None
         steps_per_epoch = self._steps_per_epoch(loader)
