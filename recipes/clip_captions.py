@@ -173,9 +173,8 @@ def main(argv: list[str] | None = None) -> dict:
         transform=model.image_transform(train=True),
         max_length=data.max_length,
     )
-    contrastive = model.contrastive_model(
-        queue_size=margs.queue_size, momentum=(margs.key_momentum, margs.key_momentum_final)
-    )
+    momentum = (margs.key_momentum, margs.key_momentum_final) if margs.momentum_towers else None
+    contrastive = model.contrastive_model(queue_size=margs.queue_size, momentum=momentum)
 
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))

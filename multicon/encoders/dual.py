@@ -194,14 +194,16 @@ class DualEncoder(
 
     # -- training ---------------------------------------------------------------------------
     def contrastive_model(
-        self, *, queue_size: int = 0, momentum: float | tuple[float, float] = 0.995
+        self, *, queue_size: int = 0, momentum: float | tuple[float, float] | None = 0.995
     ):
         """The shared engine's model for this dual encoder.
 
         ``queue_size=0``: CLIP, symmetric InfoNCE over in-batch negatives (gathered across
-        processes with gradient). ``queue_size>0``: ALBEF-style, keys from momentum copies of
-        both towers, each direction with its own queue of past keys (image ids mask captions of
-        the same image), so a small batch sees ``queue_size`` negatives.
+        processes with gradient). ``queue_size>0``: each direction also scores a queue of past
+        keys (image ids mask captions of the same image), so a small batch sees ``queue_size``
+        more negatives. The keys come from momentum copies of both towers (ALBEF), or with
+        ``momentum=None`` from the online towers themselves (cross-batch memory, XBM: this
+        step's keys keep their gradient, as in CLIP, and are enqueued detached).
         """
         from multicon.model import ContrastiveModel
         from multicon.negatives import MomentumQueue

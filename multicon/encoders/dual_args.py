@@ -42,6 +42,10 @@ class DualEncoderArgs:
     freeze_text: bool = False
     temperature: float = 0.07
     queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
+    momentum_towers: bool = field(
+        default=True,
+        metadata={"help": "Queued keys from momentum towers (ALBEF); false: online (XBM)."},
+    )
     key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
     key_momentum_final: float = field(
         default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
