@@ -340,10 +340,11 @@ def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
         assert stored_keys.shape == (8, 16)
 
 
-def test_queue_of_online_keys_is_clip_plus_past_keys(tokenizer):
-    """``momentum=None`` (XBM): no momentum towers; an empty queue gives exactly CLIP's loss and
-    gradients (this step's keys keep theirs); the queues then hold the online towers' keys of
-    that step, not a lagging copy's."""
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum):
+    """Online batch keys: ``momentum=None`` (XBM) or ``online_batch_keys`` with momentum towers.
+    An empty queue gives exactly CLIP's loss and gradients (this step's keys keep theirs); the
+    queues then hold that step's keys from the online towers (XBM) or the momentum towers."""
     from multicon.pairs.base import PairBatch
 
     torch.manual_seed(0)
@@ -359,24 +360,26 @@ def test_queue_of_online_keys_is_clip_plus_past_keys(tokenizer):
         return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     clip_out, clip_grads = grads(model.contrastive_model())
-    xbm = model.contrastive_model(queue_size=8, momentum=None)
-    assert xbm.momentum_query is None and xbm.momentum_key is None
-    out, xbm_grads = grads(xbm)
+    cm = model.contrastive_model(queue_size=8, momentum=momentum, online_batch_keys=True).eval()
+    assert (cm.momentum_query is None) == (momentum is None)
+    out, queue_grads = grads(cm)
     torch.testing.assert_close(out.loss, clip_out.loss)
-    assert len(xbm_grads) == len(clip_grads)
-    for g, ref in zip(xbm_grads, clip_grads, strict=True):
+    assert len(queue_grads) == len(clip_grads)
+    for g, ref in zip(queue_grads, clip_grads, strict=True):
         torch.testing.assert_close(g, ref)
 
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    opt.step()
-    xbm.after_step(out, progress=0.0)
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    cm.after_step(out, progress=0.0)
     batch2 = PairBatch(images.flip(0), tokens, torch.arange(4, 8))
-    with torch.no_grad():
-        want_image, want_text = model.image(batch2.query), model.text(tokens)  # unnormalised
-    out2 = xbm(batch2)
-    assert out2.loss.requires_grad
-    xbm.after_step(out2, progress=0.5)
-    for queue, want in ((xbm.negatives, want_text), (xbm.reverse_negatives, want_image)):
+    image_tower = model.image if momentum is None else cm.momentum_query
+    text_tower = model.text if momentum is None else cm.momentum_key
+    with torch.no_grad():  # unnormalised tower outputs, as queued
+        want_image, want_text = image_tower(batch2.query), text_tower(tokens)
+        online_text = model.text(tokens)
+    assert (momentum is None) == torch.allclose(want_text, online_text)
+    out2 = cm(batch2)
+    cm.after_step(out2, progress=0.5)
+    for queue, want in ((cm.negatives, want_text), (cm.reverse_negatives, want_image)):
         stored_keys, stored_ids = queue.stored()
         assert stored_ids.tolist() == list(range(8))
         torch.testing.assert_close(stored_keys[4:], want, atol=1e-5, rtol=1e-5)

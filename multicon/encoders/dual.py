@@ -194,7 +194,11 @@ class DualEncoder(
 
     # -- training ---------------------------------------------------------------------------
     def contrastive_model(
-        self, *, queue_size: int = 0, momentum: float | tuple[float, float] | None = 0.995
+        self,
+        *,
+        queue_size: int = 0,
+        momentum: float | tuple[float, float] | None = 0.995,
+        online_batch_keys: bool = False,
     ):
         """The shared engine's model for this dual encoder.
 
@@ -204,6 +208,8 @@ class DualEncoder(
         more negatives. The keys come from momentum copies of both towers (ALBEF), or with
         ``momentum=None`` from the online towers themselves (cross-batch memory, XBM: this
         step's keys keep their gradient, as in CLIP, and are enqueued detached).
+        ``online_batch_keys=True`` (with momentum): this step's keys come from the online towers
+        with gradient, as in CLIP, and only the queues hold momentum keys.
         """
         from multicon.model import ContrastiveModel
         from multicon.negatives import MomentumQueue
@@ -216,6 +222,7 @@ class DualEncoder(
             symmetric=True,
             loss=self.loss,
             momentum=momentum,
+            online_batch_keys=online_batch_keys,
             negatives=MomentumQueue(queue_size, self.embed_dim),
             reverse_negatives=MomentumQueue(queue_size, self.embed_dim),
         )

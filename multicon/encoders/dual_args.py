@@ -46,6 +46,10 @@ class DualEncoderArgs:
         default=True,
         metadata={"help": "Queued keys from momentum towers (ALBEF); false: online (XBM)."},
     )
+    online_batch_keys: bool = field(
+        default=False,
+        metadata={"help": "With momentum towers: this step's keys online, with gradient (CLIP)."},
+    )
     key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
     key_momentum_final: float = field(
         default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
