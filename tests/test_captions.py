@@ -283,6 +283,16 @@ def test_dual_encoder_round_trips_with_its_tokenizer(tmp_path, tokenizer):
     assert again.loss.log_logit_scale.item() == 3.0
 
 
+def test_fixed_temperature_is_not_trained_and_round_trips(tmp_path, tokenizer):
+    model = tiny_dual(tokenizer, temperature=0.1, learn_temperature=False)
+    assert not model.loss.learnable
+    assert all(p is not model.loss.log_logit_scale for p in model.parameters())
+    model.save_pretrained(tmp_path)
+    again = DualEncoder.from_pretrained(tmp_path)
+    assert not again.loss.learnable and abs(again.loss.temperature - 0.1) < 1e-6
+    assert tiny_dual(tokenizer).loss.learnable  # CLIP's default: learned
+
+
 def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):
     model = tiny_dual(tokenizer, freeze_text=True).train()
     assert not model.text.backbone.training and model.image.backbone.training

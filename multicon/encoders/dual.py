@@ -53,6 +53,7 @@ class DualEncoder(
         image_size: side of the square images the image tower sees.
         freeze_image, freeze_text: lock that tower's backbone (locked-image/text tuning).
         temperature: initial InfoNCE temperature (learned, logit scale clamped at 100).
+        learn_temperature: learn the temperature (CLIP); ``False`` keeps it fixed.
 
     Build one with pretrained parts through `create`; reload a saved one with
     ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``).
@@ -79,6 +80,7 @@ class DualEncoder(
         freeze_image: bool = False,
         freeze_text: bool = False,
         temperature: float = 0.07,
+        learn_temperature: bool = True,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -97,7 +99,7 @@ class DualEncoder(
         self.text = TextTower(
             text_tower["config"], embed_dim=embed_dim, frozen=freeze_text, **text_kwargs
         )
-        self.loss = InfoNCE(temperature, learnable=True, max_logit_scale=100.0)
+        self.loss = InfoNCE(temperature, learnable=learn_temperature, max_logit_scale=100.0)
         self.embed_dim, self.image_size = embed_dim, image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.tokenizer = None

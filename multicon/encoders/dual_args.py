@@ -41,6 +41,7 @@ class DualEncoderArgs:
     freeze_image: bool = False
     freeze_text: bool = False
     temperature: float = 0.07
+    learn_temperature: bool = field(default=True, metadata={"help": "false: fixed temperature."})
     queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
     momentum_towers: bool = field(
         default=True,
@@ -128,4 +129,5 @@ def build_dual_encoder(
         freeze_image=args.freeze_image,
         freeze_text=args.freeze_text,
         temperature=args.temperature,
+        learn_temperature=args.learn_temperature,
     )
