@@ -51,6 +51,9 @@ class ContrastiveModel(nn.Module):
             (2B - 2 negatives per view, as SimCLR and lightly's ``NTXentLoss`` score it).
         momentum: keys come from EMA copies of the encoders: a float base momentum (rising to 1
             on a cosine), or ``(base, final)``.
+        online_batch_keys: with ``momentum``, this step's keys (positives and in-batch negatives)
+            come from the online encoders with gradient, as without momentum; only the keys a
+            queue stores (the past steps' negatives) come from the EMA copies.
 
     Example:
         >>> import torch
@@ -71,6 +74,7 @@ class ContrastiveModel(nn.Module):
         symmetric: bool = False,
         queries_as_negatives: bool = False,
         momentum: float | tuple[float, float] | None = None,
+        online_batch_keys: bool = False,
     ) -> None:
         super().__init__()
         self.query_encoder = query_encoder
@@ -80,6 +84,7 @@ class ContrastiveModel(nn.Module):
         self.loss = loss if loss is not None else InfoNCE()
         self.symmetric = symmetric
         self.queries_as_negatives = queries_as_negatives
+        self.online_batch_keys = online_batch_keys
         self.momentum_query = self.momentum_key = None
         if momentum is not None:
             base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
@@ -109,7 +114,7 @@ class ContrastiveModel(nn.Module):
     def forward(self, batch: PairBatch) -> ContrastiveOutput:
         ids = batch.key_id
         q = self.encode_query(batch.query)
-        need_online_key = self.symmetric or self.momentum_query is None
+        need_online_key = self.symmetric or self.momentum_query is None or self.online_batch_keys
         k_online = self.encode_key(batch.key) if need_online_key else None
         if self.momentum_query is not None:
             k = self._momentum_key()(batch.key)
@@ -117,12 +122,15 @@ class ContrastiveModel(nn.Module):
         else:
             k, k_rev = k_online, q
         _check_pair(q, k)
+        k_store, k_rev_store = k, k_rev  # what the queues receive
+        if self.online_batch_keys:
+            k, k_rev = k_online, q
 
         forward_keys = self.negatives(k, ids)
         if self.queries_as_negatives:
             forward_keys = append_keys(forward_keys, q, ids)
         loss = self.loss(q, forward_keys, ids)
-        pending = [(self.negatives, k.detach(), ids)]
+        pending = [(self.negatives, k_store.detach(), ids)]
         if self.symmetric:
             reverse = self._reverse_negatives()
             reverse_keys = reverse(k_rev, ids)
@@ -131,7 +139,7 @@ class ContrastiveModel(nn.Module):
             backward_loss = self.loss(k_online, reverse_keys, ids)
             loss = (loss + backward_loss) / 2
             if reverse is not self.negatives:
-                pending.append((reverse, k_rev.detach(), ids))
+                pending.append((reverse, k_rev_store.detach(), ids))
         return ContrastiveOutput(loss, pending=pending)
 
     @torch.no_grad()

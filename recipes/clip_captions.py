@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
         transform=model.image_transform(train=True),
         max_length=data.max_length,
     )
+    momentum = (margs.key_momentum, margs.key_momentum_final) if margs.momentum_towers else None
     contrastive = model.contrastive_model(
-        queue_size=margs.queue_size, momentum=(margs.key_momentum, margs.key_momentum_final)
+        queue_size=margs.queue_size, momentum=momentum, online_batch_keys=margs.online_batch_keys
     )
 
     def evaluate(_) -> dict[str, float]:

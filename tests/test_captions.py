@@ -283,6 +283,16 @@ def test_dual_encoder_round_trips_with_its_tokenizer(tmp_path, tokenizer):
     assert again.loss.log_logit_scale.item() == 3.0
 
 
+def test_fixed_temperature_is_not_trained_and_round_trips(tmp_path, tokenizer):
+    model = tiny_dual(tokenizer, temperature=0.1, learn_temperature=False)
+    assert not model.loss.learnable
+    assert all(p is not model.loss.log_logit_scale for p in model.parameters())
+    model.save_pretrained(tmp_path)
+    again = DualEncoder.from_pretrained(tmp_path)
+    assert not again.loss.learnable and abs(again.loss.temperature - 0.1) < 1e-6
+    assert tiny_dual(tokenizer).loss.learnable  # CLIP's default: learned
+
+
 def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):
     model = tiny_dual(tokenizer, freeze_text=True).train()
     assert not model.text.backbone.training and model.image.backbone.training
@@ -338,6 +348,51 @@ def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
         stored_keys, stored_ids = queue.stored()
         assert sorted(stored_ids.tolist()) == list(range(8))
         assert stored_keys.shape == (8, 16)
+
+
+@pytest.mark.parametrize("momentum", [None, 0.9])
+def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum):
+    """Online batch keys: ``momentum=None`` (XBM) or ``online_batch_keys`` with momentum towers.
+    An empty queue gives exactly CLIP's loss and gradients (this step's keys keep theirs); the
+    queues then hold that step's keys from the online towers (XBM) or the momentum towers."""
+    from multicon.pairs.base import PairBatch
+
+    torch.manual_seed(0)
+    model = tiny_dual(tokenizer).eval()  # eval: no dropout, so two passes agree exactly
+    images = torch.randn(4, 3, 32, 32)
+    tokens = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red square"])
+    batch = PairBatch(images, tokens, torch.arange(4))
+
+    def grads(cm):
+        model.zero_grad()
+        out = cm(batch)
+        out.loss.backward()
+        return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    clip_out, clip_grads = grads(model.contrastive_model())
+    cm = model.contrastive_model(queue_size=8, momentum=momentum, online_batch_keys=True).eval()
+    assert (cm.momentum_query is None) == (momentum is None)
+    out, queue_grads = grads(cm)
+    torch.testing.assert_close(out.loss, clip_out.loss)
+    assert len(queue_grads) == len(clip_grads)
+    for g, ref in zip(queue_grads, clip_grads, strict=True):
+        torch.testing.assert_close(g, ref)
+
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    cm.after_step(out, progress=0.0)
+    batch2 = PairBatch(images.flip(0), tokens, torch.arange(4, 8))
+    image_tower = model.image if momentum is None else cm.momentum_query
+    text_tower = model.text if momentum is None else cm.momentum_key
+    with torch.no_grad():  # unnormalised tower outputs, as queued
+        want_image, want_text = image_tower(batch2.query), text_tower(tokens)
+        online_text = model.text(tokens)
+    assert (momentum is None) == torch.allclose(want_text, online_text)
+    out2 = cm(batch2)
+    cm.after_step(out2, progress=0.5)
+    for queue, want in ((cm.negatives, want_text), (cm.reverse_negatives, want_image)):
+        stored_keys, stored_ids = queue.stored()
+        assert stored_ids.tolist() == list(range(8))
+        torch.testing.assert_close(stored_keys[4:], want, atol=1e-5, rtol=1e-5)
 
 
 def test_frozen_pretrained_minilm_text_tower_loads_offline():

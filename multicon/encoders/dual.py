@@ -53,6 +53,7 @@ class DualEncoder(
         image_size: side of the square images the image tower sees.
         freeze_image, freeze_text: lock that tower's backbone (locked-image/text tuning).
         temperature: initial InfoNCE temperature (learned, logit scale clamped at 100).
+        learn_temperature: learn the temperature (CLIP); ``False`` keeps it fixed.
 
     Build one with pretrained parts through `create`; reload a saved one with
     ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``).
@@ -79,6 +80,7 @@ class DualEncoder(
         freeze_image: bool = False,
         freeze_text: bool = False,
         temperature: float = 0.07,
+        learn_temperature: bool = True,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -97,7 +99,7 @@ class DualEncoder(
         self.text = TextTower(
             text_tower["config"], embed_dim=embed_dim, frozen=freeze_text, **text_kwargs
         )
-        self.loss = InfoNCE(temperature, learnable=True, max_logit_scale=100.0)
+        self.loss = InfoNCE(temperature, learnable=learn_temperature, max_logit_scale=100.0)
         self.embed_dim, self.image_size = embed_dim, image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.tokenizer = None
@@ -194,14 +196,22 @@ class DualEncoder(
 
     # -- training ---------------------------------------------------------------------------
     def contrastive_model(
-        self, *, queue_size: int = 0, momentum: float | tuple[float, float] = 0.995
+        self,
+        *,
+        queue_size: int = 0,
+        momentum: float | tuple[float, float] | None = 0.995,
+        online_batch_keys: bool = False,
     ):
         """The shared engine's model for this dual encoder.
 
         ``queue_size=0``: CLIP, symmetric InfoNCE over in-batch negatives (gathered across
-        processes with gradient). ``queue_size>0``: ALBEF-style, keys from momentum copies of
-        both towers, each direction with its own queue of past keys (image ids mask captions of
-        the same image), so a small batch sees ``queue_size`` negatives.
+        processes with gradient). ``queue_size>0``: each direction also scores a queue of past
+        keys (image ids mask captions of the same image), so a small batch sees ``queue_size``
+        more negatives. The keys come from momentum copies of both towers (ALBEF), or with
+        ``momentum=None`` from the online towers themselves (cross-batch memory, XBM: this
+        step's keys keep their gradient, as in CLIP, and are enqueued detached).
+        ``online_batch_keys=True`` (with momentum): this step's keys come from the online towers
+        with gradient, as in CLIP, and only the queues hold momentum keys.
         """
         from multicon.model import ContrastiveModel
         from multicon.negatives import MomentumQueue
@@ -214,6 +224,7 @@ class DualEncoder(
             symmetric=True,
             loss=self.loss,
             momentum=momentum,
+            online_batch_keys=online_batch_keys,
             negatives=MomentumQueue(queue_size, self.embed_dim),
             reverse_negatives=MomentumQueue(queue_size, self.embed_dim),
         )

@@ -41,7 +41,16 @@ class DualEncoderArgs:
     freeze_image: bool = False
     freeze_text: bool = False
     temperature: float = 0.07
+    learn_temperature: bool = field(default=True, metadata={"help": "false: fixed temperature."})
     queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
+    momentum_towers: bool = field(
+        default=True,
+        metadata={"help": "Queued keys from momentum towers (ALBEF); false: online (XBM)."},
+    )
+    online_batch_keys: bool = field(
+        default=False,
+        metadata={"help": "With momentum towers: this step's keys online, with gradient (CLIP)."},
+    )
     key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
     key_momentum_final: float = field(
         default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
@@ -120,4 +129,5 @@ def build_dual_encoder(
         freeze_image=args.freeze_image,
         freeze_text=args.freeze_text,
         temperature=args.temperature,
+        learn_temperature=args.learn_temperature,
     )
