@@ -42,11 +42,12 @@ def _bootstrap(rank: int, port: int, fn, args) -> None:
         ACCELERATE_USE_CPU="true",  # CPU processes: Accelerate picks gloo
     )
     torch.set_num_threads(1)
-    try:
-        fn(rank, *args)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    fn(rank, *args)
+    if dist.is_initialized():
+        # both ranks done before either tears gloo down: a rank whose peer left first
+        # aborted ("terminate called without an active exception") about half the time
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def make_model(kind: str) -> ContrastiveModel:
