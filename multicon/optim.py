@@ -78,8 +78,8 @@ class SGD(torch.optim.SGD):
 
     A sparse gradient (an embedding table's touched rows) under plain SGD (no momentum, weight
     decay or maximize) is ``p[rows] -= lr * values``. PyTorch's ``dense.add_(sparse, alpha=-lr)``
-    makes this step ~4x slower on CPU than scaling the values and calling ``index_add_``
-    (measured: 455 vs ~130 µs for 8192 rows of 100), and word2vec takes one such step per
+    makes this step ~3x slower on CPU than scaling the values and calling ``index_add_``
+    (measured in a word2vec run: 455 vs ~150 µs for 8192 rows of 100); word2vec takes one per
     table per batch. Every other parameter goes through `torch.optim.SGD` unchanged.
 
     Example:
