@@ -50,6 +50,10 @@ class BenchArgs:
     epochs: int = 3
     seed: int = 0
     skip_gensim: bool = False
+    repeats: int = field(
+        default=1,
+        metadata={"help": "Rounds of gensim-then-multicon; the JSON adds each round's words/s."},
+    )
     processes: int = field(
         default=1,
         metadata={"help": "multicon processes; above 1 they train one shared copy (hogwild)."},
@@ -191,6 +195,32 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     return {f"seconds_per_step_{k}": round(min(v), 5) for k, v in runs.items()}
 
 
+def run_multicon(data, w2v_args, ev, bench: BenchArgs) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        if bench.processes > 1:
+            return run_hogwild(tmp, data, w2v_args, ev, bench)
+        config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
+        figures = recipe.train(data, w2v_args, ev, config)
+        figures.pop("main_process")
+        return figures
+
+
+def repeat_summary(rounds: list[tuple[dict | None, dict]]) -> dict:
+    """words/s of every round, the median ratio, and each side's best (its least-disturbed run)."""
+    multicon = [m["words_per_second"] for _, m in rounds]
+    summary: dict = {"multicon_words_per_second": multicon}
+    if rounds[0][0] is not None:
+        gensim = [g["words_per_second"] for g, _ in rounds]
+        ratios = sorted(m / g for m, g in zip(multicon, gensim, strict=True))
+        summary.update(
+            gensim_words_per_second=gensim,
+            ratios=[round(r, 3) for r in ratios],
+            median_ratio=round(ratios[len(ratios) // 2], 3),
+            best_ratio=round(max(multicon) / max(gensim), 3),
+        )
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((recipe.CorpusArgs, recipe.Word2VecArgs, recipe.EvalArgs, BenchArgs))
     parser.set_defaults(tokenizer="whitespace", threads=1)
@@ -201,15 +231,15 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {**asdict(w2v_args), **asdict(bench)},
         "torch_threads": w2v_args.threads or torch.get_num_threads(),
     }
-    if not bench.skip_gensim:
-        report["gensim"] = run_gensim(data, w2v_args, ev, bench)
-    with tempfile.TemporaryDirectory() as tmp:
-        if bench.processes > 1:
-            figures = run_hogwild(tmp, data, w2v_args, ev, bench)
-        else:
-            config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
-            figures = recipe.train(data, w2v_args, ev, config)
-            figures.pop("main_process")
+    rounds = []  # gensim then multicon, `repeats` times: machine drift hits both alike
+    for _ in range(bench.repeats):
+        gensim = None if bench.skip_gensim else run_gensim(data, w2v_args, ev, bench)
+        rounds.append((gensim, run_multicon(data, w2v_args, ev, bench)))
+    gensim, figures = rounds[0]
+    if gensim is not None:
+        report["gensim"] = gensim
+    if bench.repeats > 1:
+        report["repeats"] = repeat_summary(rounds)
     report["multicon"] = {
         **figures,
         "seconds_per_step_in_run": round(figures["train_seconds"] / figures["steps"], 5),
