@@ -1,0 +1,35 @@
+"""tools/bench_word2vec.py runs gensim and multicon on one corpus and reports every round."""
+
+import json
+
+from test_custom_generator import load_tool
+from test_word2vec_learning import _write_corpus
+
+
+def test_bench_reports_rounds_and_ratios(tmp_path):
+    corpus = tmp_path / "topics.txt"
+    _write_corpus(corpus, sentences=300)
+    (tmp_path / "q.txt").write_text(": topics\ntopic0word0 topic0word1 topic1word0 topic1word1\n")
+    (tmp_path / "ws.tsv").write_text("topic0word0\ttopic0word1\t9\ntopic0word0\ttopic5word1\t1\n")
+    (tmp_path / "sl.txt").write_text("topic2word0\ttopic2word3\t8\ntopic2word0\ttopic9word1\t2\n")
+    out = tmp_path / "bench.json"
+    bench = load_tool("bench_word2vec")
+    report = bench.main(
+        [
+            *("--corpus", str(corpus), "--tokenizer", "lowercase", "--min_count", "1"),
+            *("--dim", "16", "--sample", "0"),
+            *("--analogies", str(tmp_path / "q.txt"), "--wordsim", str(tmp_path / "ws.tsv")),
+            *("--simlex", str(tmp_path / "sl.txt"), "--restrict_vocab", "200"),
+            *("--batch_size", "256", "--epochs", "1", "--overhead_steps", "0", "--repeats", "2"),
+            *("--out", str(out)),
+        ]
+    )
+    assert json.loads(out.read_text()) == report
+    rounds = report["repeats"]
+    assert len(rounds["gensim_words_per_second"]) == len(rounds["multicon_words_per_second"]) == 2
+    assert all(w > 0 for w in rounds["multicon_words_per_second"])
+    assert len(rounds["ratios"]) == 2 and rounds["ratios"] == sorted(rounds["ratios"])
+    assert rounds["median_ratio"] in rounds["ratios"]
+    for side in ("gensim", "multicon"):
+        assert report[side]["vocab_size"] == 104  # 20 topics x 5 words + 4 function words
+        assert report[side]["analogy_answered"] == 1
