@@ -140,3 +140,12 @@ def test_sgd_sparse_fast_path_matches_torch_sgd():
 
     for ours, theirs in zip(run(SGD), run(torch.optim.SGD), strict=True):
         assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_noise_group_without_shared_negatives_is_refused():
+    from multicon.text import Vocabulary, Word2Vec
+
+    w2v = Word2Vec.from_vocab(Vocabulary(["a", "b", "c"], [3, 2, 1]), dim=4)
+    with pytest.raises(ValueError, match="noise_group needs shared_negatives"):
+        w2v.contrastive_model(negative=5, noise_group=64)
+    assert w2v.contrastive_model(shared_negatives=2, noise_group=64).negatives.group_size == 64
