@@ -13,8 +13,15 @@ binary format.
 
 from __future__ import annotations
 
-import json
 import os
+
+# Read by PyTorch at its first allocation, so set before torch is imported: buffers of 2 MB and
+# more are then backed by transparent huge pages. A word2vec step gathers and scatters random rows
+# of two tables and streams batch-sized buffers; with 4 KB pages much of that time went to TLB
+# misses (measured on 2 CPU cores: see "Huge pages" in docs/word2vec.md).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import json
 import sys
 import time
 import warnings

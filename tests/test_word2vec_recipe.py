@@ -2,7 +2,9 @@
 
 import importlib.util
 import json
+import os
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,3 +59,31 @@ def test_recipe_trains_scores_and_saves(tmp_path):
     )
     assert list(kv.index_to_key) == model.vocab.words
     assert torch.allclose(torch.from_numpy(kv.vectors), model.vectors)
+
+
+def test_recipe_asks_for_huge_pages_before_torch_allocates():
+    """The recipe sets THP_MEM_ALLOC_ENABLE ahead of torch's first allocation (it is read once
+    then): a large tensor made after importing the recipe is madvised into huge pages (the
+    ``hg`` flag of its mapping), whatever the system's default."""
+    code = f"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("r", {str(ROOT / "recipes/word2vec_text8.py")!r})
+spec.loader.exec_module(sys.modules.setdefault("r", importlib.util.module_from_spec(spec)))
+import torch
+x = torch.empty(8 << 20)
+ptr, flags = x.data_ptr(), None
+for line in open("/proc/self/smaps"):
+    head = line.split()[0]
+    if "-" in head and ":" not in head:
+        lo, hi = (int(v, 16) for v in head.split("-"))
+        inside = lo <= ptr < hi
+    elif line.startswith("VmFlags") and inside:
+        flags = line.split()[1:]
+print("hg" in flags)
+"""
+    if not Path("/proc/self/smaps").exists():
+        pytest.skip("needs Linux /proc/self/smaps")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]

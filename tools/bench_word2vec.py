@@ -17,9 +17,14 @@ after_step on the same batches) so the trainer's per-step overhead is measured, 
 
 from __future__ import annotations
 
+import os
+
+# as the recipe does (multicon trains in this process): huge pages for torch's large buffers,
+# set before torch's first allocation
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import tempfile
