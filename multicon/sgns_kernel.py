@@ -61,12 +61,12 @@ class _SGNSOwnKeys(torch.autograd.Function):
             g_neg.mul_(keep)
         b = len(q)
         if keys.dim() == 2:
-            g_q = torch.addmm(own * g_pos, g_neg, keys)
+            g_q = (g_neg @ keys).addcmul_(own, g_pos)
             g_keys = g_neg.T @ q
         else:
             g = keys.shape[0]
             g_neg3 = g_neg.view(g, b // g, -1)
-            g_q = torch.bmm(g_neg3, keys).view(b, -1).add_(own * g_pos)
+            g_q = torch.bmm(g_neg3, keys).view(b, -1).addcmul_(own, g_pos)
             g_keys = torch.bmm(g_neg3.transpose(1, 2), q.view(g, b // g, -1))
         return g_q, q * g_pos, g_keys, None, None, None
 
