@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 
 # as the recipe does (multicon trains in this process): huge pages for torch's large buffers,
-# set before torch's first allocation
+# set before torch's first allocation; a value given by the caller is kept and reported
+THP_GIVEN = os.environ.get("THP_MEM_ALLOC_ENABLE")
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import importlib.util
@@ -231,7 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.set_defaults(tokenizer="whitespace", threads=1)
     data, w2v_args, ev, bench = parser.parse_args_into_dataclasses(args=argv)
     report: dict = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": " ".join(
+            [*([f"THP_MEM_ALLOC_ENABLE={THP_GIVEN}"] if THP_GIVEN is not None else []), "python"]
+            + sys.argv
+        ),
         "corpus": asdict(data),
         "settings": {**asdict(w2v_args), **asdict(bench)},
         "torch_threads": w2v_args.threads or torch.get_num_threads(),
