@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint format clean
+.PHONY: demo test lint format clean gpu-carry
 
 # One pip call resolves torch and everything that depends on it together: one copy of torch.
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,15 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# What tools/gpu_checks.sh needs on a lent GPU machine (carry .whl and .data; both git-ignored):
+# open_clip 3.3 and its two packages that machine lacks, enwiki17m and the word-eval files.
+gpu-carry: $(VENV)/.installed
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl open_clip_torch==3.3.0 ftfy wcwidth
+	mkdir -p .data
+	cp ../shared/data/enwiki17m/enwiki17m.txt.gz ../shared/data/word-eval/* .data/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
