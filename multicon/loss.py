@@ -39,6 +39,9 @@ class KeySet:
             keys per query; ``positive`` and ``logit_offset`` then index/cover the ``1 + N``
             (or ``1 + K``) columns and ``keys`` only.
         own_ids: ``(B,)`` ids of ``own_keys`` (required with them).
+        joint: optional: the one tensor (one embedding lookup) whose first ``B`` rows are
+            ``own_keys`` and the rest ``keys``, both views of it; word2vec's loss then takes its
+            gradient as one tensor (see `multicon.sgns_kernel`).
     """
 
     keys: torch.Tensor
@@ -47,6 +50,7 @@ class KeySet:
     logit_offset: torch.Tensor | None = None
     own_keys: torch.Tensor | None = None
     own_ids: torch.Tensor | None = None
+    joint: torch.Tensor | None = None
 
 
 def _check(query: torch.Tensor, ks: KeySet, query_ids: torch.Tensor | None) -> None:
@@ -303,6 +307,7 @@ class NegativeSamplingLoss(nn.Module):
                 query_ids,
                 scale=self.scale,
                 negative_weight=self.negative_weight,
+                joint=keys.joint,
             )
             return loss if self.reduction == "sum" else loss / len(query)
         logits = contrastive_logits(

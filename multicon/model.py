@@ -41,7 +41,9 @@ class ContrastiveModel(nn.Module):
         query_encoder: maps query inputs to ``(B, D)`` embeddings.
         key_encoder: maps key inputs to ``(B, D)``; ``None`` shares the query encoder.
         negatives: builds the keys a query is scored against from this step's keys (default:
-            `InBatchNegatives`); a `MomentumQueue` adds past keys.
+            `InBatchNegatives`); a `MomentumQueue` adds past keys. One whose ``embed_positives``
+            is true (`SampledNegatives`) embeds the positives itself, from their ids, with its
+            noise keys: the key encoder is then not called on the batch.
         reverse_negatives: the same for the reverse direction of a symmetric loss when it needs
             its own state (a second queue for two towers); defaults to ``negatives``.
         loss: the `InfoNCE` (or compatible) module.
@@ -86,6 +88,12 @@ class ContrastiveModel(nn.Module):
         self.queries_as_negatives = queries_as_negatives
         self.online_batch_keys = online_batch_keys
         self.momentum_query = self.momentum_key = None
+        self.negatives_embed_keys = getattr(self.negatives, "embed_positives", False)
+        if self.negatives_embed_keys and (symmetric or momentum is not None):
+            raise ValueError(
+                "negatives that embed the positives themselves (embed_positives=True) score one "
+                "direction with the online key encoder: use neither symmetric nor momentum"
+            )
         if momentum is not None:
             base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
             self.momentum_query = MomentumEncoder(query_encoder, base, final)
@@ -114,6 +122,8 @@ class ContrastiveModel(nn.Module):
     def forward(self, batch: PairBatch) -> ContrastiveOutput:
         ids = batch.key_id
         q = self.encode_query(batch.query)
+        if self.negatives_embed_keys:  # word2vec: positives looked up with the noise, in one go
+            return ContrastiveOutput(self.loss(q, self.negatives(None, ids), ids))
         need_online_key = self.symmetric or self.momentum_query is None or self.online_batch_keys
         k_online = self.encode_key(batch.key) if need_online_key else None
         if self.momentum_query is not None:

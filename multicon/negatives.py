@@ -169,6 +169,11 @@ class SampledNegatives(nn.Module):
         ns_exponent: exponent of the counts (0.75 in word2vec; 0 is uniform, 1 unigram).
         group_size: queries sharing one draw (``None``: the whole batch). A batch that is not a
             multiple of it is split into as many near-equal groups.
+        embed_positives: embed each query's positive key again from its id, in the same
+            encoder call as the noise: one lookup, so one sparse gradient for the table where two
+            would be summed by concatenation (faster word2vec steps on CPU, see
+            docs/word2vec.md). The keys passed in are then not used: only for an encoder of ids
+            whose key ids are its inputs, as word2vec's output table and context words.
 
     Example:
         >>> import torch
@@ -180,6 +185,10 @@ class SampledNegatives(nn.Module):
         >>> SampledNegatives(table, torch.ones(10), k=3, group_size=4)(
         ...     torch.randn(8, 4), torch.arange(8)).keys.shape   # 2 groups of 4 queries
         torch.Size([2, 3, 4])
+        >>> ks = SampledNegatives(table, torch.ones(10), k=3, embed_positives=True)(
+        ...     None, torch.tensor([1, 7]))   # positives looked up with the noise, from their ids
+        >>> ks.joint.shape, bool(torch.equal(ks.own_keys, table(torch.tensor([1, 7]))))
+        (torch.Size([8, 4]), True)
     """
 
     def __init__(
@@ -190,6 +199,7 @@ class SampledNegatives(nn.Module):
         k: int = 5,
         ns_exponent: float = 0.75,
         group_size: int | None = 1,
+        embed_positives: bool = False,
     ) -> None:
         super().__init__()
         if k < 1:
@@ -204,6 +214,7 @@ class SampledNegatives(nn.Module):
             raise ValueError("the noise distribution is empty: every count is zero")
         object.__setattr__(self, "encoder", encoder)  # borrowed, see the class docstring
         self.k, self.ns_exponent, self.group_size = k, ns_exponent, group_size
+        self.embed_positives = embed_positives
         # draws invert the CDF by binary search (word2vec keeps a 1e8-entry table instead)
         self.register_buffer("cdf", (weights / weights.sum()).cumsum(0).float(), persistent=False)
 
@@ -213,22 +224,26 @@ class SampledNegatives(nn.Module):
         u = torch.rand(shape, device=device) * cdf[-1]
         return torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
 
-    def forward(self, keys: torch.Tensor, key_ids: torch.Tensor) -> KeySet:
-        b = keys.shape[0]
-        positive = torch.zeros(b, dtype=torch.long, device=keys.device)
-        if self.group_size is None:
-            noise_ids = self.sample((self.k,), keys.device)
-            noise = self.encoder(noise_ids).to(keys.dtype)
-            return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids)
-        groups = -(-b // self.group_size)
-        noise_ids = self.sample((groups, self.k), keys.device)
-        noise = self.encoder(noise_ids.flatten()).to(keys.dtype).view(groups, self.k, -1)
-        if b % groups:  # uneven groups (a last, short batch): spell the keys out per query
-            sizes = torch.full((groups,), b // groups, device=keys.device)
+    def forward(self, keys: torch.Tensor | None, key_ids: torch.Tensor) -> KeySet:
+        b, device = len(key_ids), key_ids.device
+        positive = torch.zeros(b, dtype=torch.long, device=device)
+        shared = self.group_size is None
+        groups = 1 if shared else -(-b // self.group_size)
+        noise_ids = self.sample((self.k,) if shared else (groups, self.k), device)
+        joint = None
+        if self.embed_positives:
+            joint = self.encoder(torch.cat([key_ids, noise_ids.flatten()]))
+            keys, noise = joint[:b], joint[b:]
+        else:
+            noise = self.encoder(noise_ids.flatten()).to(keys.dtype)
+        noise = noise.view(*noise_ids.shape, -1)
+        if not shared and b % groups:  # uneven groups (a last, short batch): keys per query
+            sizes = torch.full((groups,), b // groups, device=device)
             sizes[: b % groups] += 1
             noise = noise.repeat_interleave(sizes, dim=0, output_size=b)
             noise_ids = noise_ids.repeat_interleave(sizes, dim=0, output_size=b)
-        return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids)
+            joint = None  # the noise keys are no longer rows of it
+        return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids, joint=joint)
 
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:
         """Stateless: nothing to remember."""

@@ -39,15 +39,46 @@ def _softplus(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(min=0) + torch.log(1 + torch.exp(-x.abs()))
 
 
+def _loss(q, own, keys, keep, scale: float, weight: float):
+    """The summed loss, and the positive and noise scores the backward needs."""
+    pos = (q * own).sum(1).mul_(scale)
+    neg = _scores(q, keys).mul_(scale)
+    neg_terms = _softplus(neg)
+    if keep is not None:
+        neg_terms.mul_(keep)
+    return _softplus(-pos).sum() + weight * neg_terms.sum(), pos, neg
+
+
+def _grads(
+    grad, q, own, keys, pos, neg, keep, scale: float, weight: float, g_own=None, g_keys=None
+):
+    """Gradients of the loss for ``q``, ``own`` and ``keys``; the last two are written into
+    ``g_own`` / ``g_keys`` when given (views of one buffer, see `_SGNSJointRows`)."""
+    g_pos = (torch.sigmoid(pos) - 1).mul_(grad * scale).unsqueeze(1)  # (B, 1)
+    g_neg = torch.sigmoid(neg).mul_(grad * scale * weight)  # (B, K)
+    if keep is not None:
+        g_neg.mul_(keep)
+    b = len(q)
+    if keys.dim() == 2:
+        g_q = (g_neg @ keys).addcmul_(own, g_pos)
+        g_keys = torch.mm(g_neg.T, q, out=g_keys)
+    else:
+        g = keys.shape[0]
+        g_neg3 = g_neg.view(g, b // g, -1)
+        g_q = torch.bmm(g_neg3, keys).view(b, -1).addcmul_(own, g_pos)
+        g_keys = torch.bmm(g_neg3.transpose(1, 2), q.view(g, b // g, -1), out=g_keys)
+    return g_q, torch.mul(q, g_pos, out=g_own), g_keys
+
+
+def _split(rows: torch.Tensor, b: int, key_shape: tuple[int, ...]):
+    """``rows`` = ``b`` own keys, then the noise keys (of ``key_shape``), as views."""
+    return rows[:b], rows[b:].view(key_shape)
+
+
 class _SGNSOwnKeys(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, own, keys, keep, scale: float, weight: float):
-        pos = (q * own).sum(1).mul_(scale)
-        neg = _scores(q, keys).mul_(scale)
-        neg_terms = _softplus(neg)
-        if keep is not None:
-            neg_terms.mul_(keep)
-        loss = _softplus(-pos).sum() + weight * neg_terms.sum()
+        loss, pos, neg = _loss(q, own, keys, keep, scale, weight)
         ctx.save_for_backward(q, own, keys, pos, neg, keep)
         ctx.scale, ctx.weight = scale, weight
         return loss
@@ -55,20 +86,33 @@ class _SGNSOwnKeys(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         q, own, keys, pos, neg, keep = ctx.saved_tensors
-        g_pos = (torch.sigmoid(pos) - 1).mul_(grad * ctx.scale).unsqueeze(1)  # (B, 1)
-        g_neg = torch.sigmoid(neg).mul_(grad * ctx.scale * ctx.weight)  # (B, K)
-        if keep is not None:
-            g_neg.mul_(keep)
+        return *_grads(grad, q, own, keys, pos, neg, keep, ctx.scale, ctx.weight), None, None, None
+
+
+class _SGNSJointRows(torch.autograd.Function):
+    """The same loss when the own and noise keys are consecutive rows of one tensor (one
+    embedding lookup): their gradients are written into one buffer, which the lookup's backward
+    turns into one sparse gradient. Two lookups give two, which autograd sums by concatenating
+    them into a third, freshly zeroed buffer. With the lookup it saves, a word2vec step of
+    8,192 pairs on two CPU threads went from 2.44-3.55 to 2.18-2.79 ms (six runs each)."""
+
+    @staticmethod
+    def forward(ctx, q, rows, key_shape: tuple[int, ...], keep, scale: float, weight: float):
+        own, keys = _split(rows, len(q), key_shape)
+        loss, pos, neg = _loss(q, own, keys, keep, scale, weight)
+        ctx.save_for_backward(q, rows, pos, neg, keep)
+        ctx.key_shape, ctx.scale, ctx.weight = key_shape, scale, weight
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, rows, pos, neg, keep = ctx.saved_tensors
         b = len(q)
-        if keys.dim() == 2:
-            g_q = (g_neg @ keys).addcmul_(own, g_pos)
-            g_keys = g_neg.T @ q
-        else:
-            g = keys.shape[0]
-            g_neg3 = g_neg.view(g, b // g, -1)
-            g_q = torch.bmm(g_neg3, keys).view(b, -1).addcmul_(own, g_pos)
-            g_keys = torch.bmm(g_neg3.transpose(1, 2), q.view(g, b // g, -1))
-        return g_q, q * g_pos, g_keys, None, None, None
+        own, keys = _split(rows, b, ctx.key_shape)
+        g_rows = torch.empty_like(rows)
+        g_own, g_keys = _split(g_rows, b, ctx.key_shape)
+        g_q, _, _ = _grads(grad, q, own, keys, pos, neg, keep, ctx.scale, ctx.weight, g_own, g_keys)
+        return g_q, g_rows, None, None, None, None
 
 
 def sgns_own_keys_loss(
@@ -80,6 +124,7 @@ def sgns_own_keys_loss(
     *,
     scale: float = 1.0,
     negative_weight: float = 1.0,
+    joint: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Summed SGNS loss of each query's own key (positive) and its noise keys.
 
@@ -92,6 +137,8 @@ def sgns_own_keys_loss(
         query_ids: ``(B,)``: a noise key with its query's id is skipped; ``None`` keeps all.
         scale: multiplies every score.
         negative_weight: weight of each noise term.
+        joint: the tensor whose first ``B`` rows are ``own_keys`` and the rest ``keys`` (both
+            views of it: one lookup); gradients then flow through it as one tensor.
 
     Example:
         >>> import torch
@@ -104,6 +151,16 @@ def sgns_own_keys_loss(
     keep = None if query_ids is None else _keep(key_ids, query_ids)
     with torch.autocast(device_type=query.device.type, enabled=False):
         dtype = torch.promote_types(query.dtype, torch.float32)
+        if joint is not None and joint.dtype == dtype == query.dtype:
+            _check_joint(joint, own_keys, keys)
+            return _SGNSJointRows.apply(
+                query,
+                joint,
+                tuple(keys.shape),
+                None if keep is None else keep.to(dtype),
+                float(scale),
+                float(negative_weight),
+            )
         return _SGNSOwnKeys.apply(
             query.to(dtype),
             own_keys.to(dtype),
@@ -111,4 +168,15 @@ def sgns_own_keys_loss(
             None if keep is None else keep.to(dtype),
             float(scale),
             float(negative_weight),
+        )
+
+
+def _check_joint(joint: torch.Tensor, own_keys: torch.Tensor, keys: torch.Tensor) -> None:
+    b = len(own_keys)
+    fits = joint.dim() == 2 and joint.numel() == own_keys.numel() + keys.numel()
+    own, rest = _split(joint, b, tuple(keys.shape)) if fits else (joint, joint)
+    if not fits or own.data_ptr() != own_keys.data_ptr() or rest.data_ptr() != keys.data_ptr():
+        raise ValueError(
+            "joint must hold own_keys in its first rows and keys in the rest (views of it); got "
+            f"shapes {tuple(joint.shape)}, {tuple(own_keys.shape)} and {tuple(keys.shape)}"
         )

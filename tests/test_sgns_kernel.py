@@ -26,14 +26,19 @@ def autograd_sgns(q, own, keys, key_ids, query_ids, scale, weight):
 
 @pytest.mark.parametrize("layout", ["shared", "grouped", "per-query"])
 @pytest.mark.parametrize("masked", [True, False])
-def test_fused_loss_and_gradients_match_autograd(layout, masked):
+@pytest.mark.parametrize("joint", [False, True])
+def test_fused_loss_and_gradients_match_autograd(layout, masked, joint):
     g = torch.Generator().manual_seed(0)
     b, d, k = 12, 5, 4
     groups = {"shared": None, "grouped": 3, "per-query": b}[layout]
     q = torch.randn(b, d, dtype=torch.float64, generator=g, requires_grad=True)
-    own = torch.randn(b, d, dtype=torch.float64, generator=g, requires_grad=True)
     shape = (k, d) if groups is None else (groups, k, d)
-    keys = torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=True)
+    n_keys = torch.Size(shape).numel() // d
+    # joint: the own and noise keys are views of one tensor (one lookup), its gradient one
+    rows = torch.randn(b + n_keys, d, dtype=torch.float64, generator=g, requires_grad=True)
+    own, keys = rows[:b], rows[b:].view(shape)
+    if not joint:
+        own, keys = own.detach().requires_grad_(), keys.detach().requires_grad_()
     key_ids = torch.randint(0, 4, shape[:-1], generator=g)
     query_ids = torch.randint(0, 4, (b,), generator=g) if masked else None
     if masked:  # the mask must matter in this draw
@@ -52,15 +57,78 @@ def test_fused_loss_and_gradients_match_autograd(layout, masked):
                 normalize=False,
             ).isinf()
         ).any()
-    fused = sgns_own_keys_loss(q, own, keys, key_ids, query_ids, scale=1.7, negative_weight=0.6)
+    fused = sgns_own_keys_loss(
+        q,
+        own,
+        keys,
+        key_ids,
+        query_ids,
+        scale=1.7,
+        negative_weight=0.6,
+        joint=rows if joint else None,
+    )
     ref = autograd_sgns(q, own, keys, key_ids, query_ids, 1.7, 0.6)
     assert abs(fused.item() - ref.item()) < 1e-10
-    for a, r in zip(
-        torch.autograd.grad(fused, (q, own, keys)),
-        torch.autograd.grad(ref, (q, own, keys)),
-        strict=True,
-    ):
+    wrt = (q, rows) if joint else (q, own, keys)
+    for a, r in zip(torch.autograd.grad(fused, wrt), torch.autograd.grad(ref, wrt), strict=True):
         assert torch.allclose(a, r, atol=1e-10)
+
+
+def test_joint_rows_must_hold_the_own_and_noise_keys():
+    rows = torch.randn(10, 3)
+    with pytest.raises(ValueError, match="joint must hold own_keys in its first rows"):
+        sgns_own_keys_loss(
+            torch.randn(4, 3),
+            rows[:4],
+            torch.randn(2, 3, 3),
+            torch.zeros(2, 3, dtype=torch.long),
+            None,
+            joint=rows,
+        )
+
+
+def test_word2vec_one_lookup_gives_the_two_lookup_loss_and_gradients():
+    """The default model embeds each context word with its noise in one lookup of the output
+    table; with the same noise draws it gives the loss and table gradients of two lookups."""
+    from multicon import PairBatch
+    from multicon.model import ContrastiveModel
+    from multicon.text import Vocabulary, Word2Vec
+
+    vocab = Vocabulary([f"w{i}" for i in range(30)], list(range(60, 0, -2)))
+    batch = PairBatch(torch.randint(0, 30, (10,)), (k := torch.randint(0, 30, (10,))), k)
+    results = []
+    for embed in (True, False):
+        torch.manual_seed(0)
+        w2v = Word2Vec.from_vocab(vocab, dim=6)
+        torch.nn.init.normal_(w2v.output_embeddings.weight)  # word2vec starts it at zero
+        model = w2v.contrastive_model(shared_negatives=4, noise_group=5)
+        assert model.negatives.embed_positives
+        if not embed:
+            model.negatives.embed_positives = False
+            model = ContrastiveModel(
+                w2v.input_embeddings,
+                w2v.output_embeddings,
+                negatives=model.negatives,
+                loss=model.loss,
+            )
+        torch.manual_seed(1)
+        loss = model(batch).loss
+        loss.backward()
+        grads = [t.weight.grad.to_dense() for t in (w2v.input_embeddings, w2v.output_embeddings)]
+        results.append((loss.detach(), *grads))
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert results[0][2].abs().sum() > 0
+
+
+def test_negatives_that_embed_positives_refuse_a_symmetric_or_momentum_model():
+    from multicon.model import ContrastiveModel
+
+    table = torch.nn.Embedding(10, 4)
+    neg = SampledNegatives(table, torch.ones(10), k=3, embed_positives=True)
+    for kwargs in ({"symmetric": True}, {"momentum": 0.99}):
+        with pytest.raises(ValueError, match="embed the positives themselves"):
+            ContrastiveModel(table, table, negatives=neg, **kwargs)
 
 
 def test_negative_sampling_loss_takes_the_fused_path_only_for_its_layout():

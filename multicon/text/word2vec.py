@@ -111,6 +111,7 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
                 k=shared_negatives or negative,
                 ns_exponent=ns_exponent,
                 group_size=noise_group if shared_negatives else 1,
+                embed_positives=True,  # context words are the output table's ids
             )
         if loss is None:
             weight = negative / shared_negatives if shared_negatives else 1.0
