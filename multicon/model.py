@@ -88,8 +88,7 @@ class ContrastiveModel(nn.Module):
         self.queries_as_negatives = queries_as_negatives
         self.online_batch_keys = online_batch_keys
         self.momentum_query = self.momentum_key = None
-        self.negatives_embed_keys = getattr(self.negatives, "embed_positives", False)
-        if self.negatives_embed_keys and (symmetric or momentum is not None):
+        if _embeds_positives(self.negatives) and (symmetric or momentum is not None):
             raise ValueError(
                 "negatives that embed the positives themselves (embed_positives=True) score one "
                 "direction with the online key encoder: use neither symmetric nor momentum"
@@ -122,7 +121,7 @@ class ContrastiveModel(nn.Module):
     def forward(self, batch: PairBatch) -> ContrastiveOutput:
         ids = batch.key_id
         q = self.encode_query(batch.query)
-        if self.negatives_embed_keys:  # word2vec: positives looked up with the noise, in one go
+        if _embeds_positives(self.negatives):  # word2vec: positives looked up with the noise
             return ContrastiveOutput(self.loss(q, self.negatives(None, ids), ids))
         need_online_key = self.symmetric or self.momentum_query is None or self.online_batch_keys
         k_online = self.encode_key(batch.key) if need_online_key else None
@@ -168,6 +167,10 @@ class ContrastiveModel(nn.Module):
         for negatives, keys, ids in output.pending:
             negatives.update(keys, ids)
         return metrics
+
+
+def _embeds_positives(negatives: nn.Module) -> bool:
+    return bool(getattr(negatives, "embed_positives", False))
 
 
 def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
