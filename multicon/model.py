@@ -88,10 +88,13 @@ class ContrastiveModel(nn.Module):
         self.queries_as_negatives = queries_as_negatives
         self.online_batch_keys = online_batch_keys
         self.momentum_query = self.momentum_key = None
-        if _embeds_positives(self.negatives) and (symmetric or momentum is not None):
+        if _embeds_positives(self.negatives) and (
+            symmetric or momentum is not None or queries_as_negatives
+        ):
             raise ValueError(
                 "negatives that embed the positives themselves (embed_positives=True) score one "
-                "direction with the online key encoder: use neither symmetric nor momentum"
+                "direction with the online key encoder: use none of symmetric, momentum and "
+                "queries_as_negatives"
             )
         if momentum is not None:
             base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum

@@ -126,7 +126,7 @@ def test_negatives_that_embed_positives_refuse_a_symmetric_or_momentum_model():
 
     table = torch.nn.Embedding(10, 4)
     neg = SampledNegatives(table, torch.ones(10), k=3, embed_positives=True)
-    for kwargs in ({"symmetric": True}, {"momentum": 0.99}):
+    for kwargs in ({"symmetric": True}, {"momentum": 0.99}, {"queries_as_negatives": True}):
         with pytest.raises(ValueError, match="embed the positives themselves"):
             ContrastiveModel(table, table, negatives=neg, **kwargs)
 
