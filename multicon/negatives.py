@@ -230,6 +230,8 @@ class SampledNegatives(nn.Module):
         shared = self.group_size is None
         groups = 1 if shared else -(-b // self.group_size)
         noise_ids = self.sample((self.k,) if shared else (groups, self.k), device)
+        if keys is None and not self.embed_positives:
+            raise ValueError("keys are required unless the negatives embed the positives")
         joint = None
         if self.embed_positives:
             joint = self.encoder(torch.cat([key_ids, noise_ids.flatten()]))

@@ -27,7 +27,11 @@ from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
 from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
-from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+from multicon.encoders.dual_args import (
+    DualEncoderArgs,
+    build_contrastive_model,
+    build_dual_encoder,
+)
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.hub import HubArgs, save_run
@@ -173,10 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         transform=model.image_transform(train=True),
         max_length=data.max_length,
     )
-    momentum = (margs.key_momentum, margs.key_momentum_final) if margs.momentum_towers else None
-    contrastive = model.contrastive_model(
-        queue_size=margs.queue_size, momentum=momentum, online_batch_keys=margs.online_batch_keys
-    )
+    contrastive = build_contrastive_model(model, margs)
 
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))

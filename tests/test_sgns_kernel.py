@@ -121,6 +121,12 @@ def test_word2vec_one_lookup_gives_the_two_lookup_loss_and_gradients():
     assert results[0][2].abs().sum() > 0
 
 
+def test_sampled_negatives_need_keys_unless_they_embed_the_positives():
+    neg = SampledNegatives(torch.nn.Embedding(10, 4), torch.ones(10), k=3)
+    with pytest.raises(ValueError, match="keys are required"):
+        neg(None, torch.tensor([1, 7]))
+
+
 def test_negatives_that_embed_positives_refuse_a_symmetric_or_momentum_model():
     from multicon.model import ContrastiveModel
 

@@ -23,7 +23,7 @@ import torch
 from transformers import HfArgumentParser
 
 from multicon.encoders.dual import DualEncoder
-from multicon.encoders.dual_args import DualEncoderArgs, tower_specs
+from multicon.encoders.dual_args import DualEncoderArgs, build_contrastive_model, tower_specs
 from multicon.pairs.base import PairBatch
 
 
@@ -86,17 +86,7 @@ def bench_multicon(model_args: DualEncoderArgs, args: BenchArgs, device) -> dict
         freeze_text=model_args.freeze_text,
     )
     vocab = model.text.backbone.config.vocab_size
-    momentum = (
-        (model_args.key_momentum, model_args.key_momentum_final)
-        if model_args.momentum_towers
-        else None
-    )
-    cm = model.contrastive_model(
-        queue_size=model_args.queue_size,
-        momentum=momentum,
-        online_batch_keys=model_args.online_batch_keys,
-    )
-    cm = cm.to(device).train()
+    cm = build_contrastive_model(model, model_args).to(device).train()
     opt = torch.optim.AdamW([p for p in cm.parameters() if p.requires_grad], lr=args.lr)
     batch = synthetic_batch(args, model_args.image_size, vocab, device)
     autocast = args.mixed_precision == "bf16"
