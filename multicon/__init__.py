@@ -48,7 +48,15 @@ from multicon.eval import (
     zero_shot_accuracy,
 )
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
-from multicon.loss import InfoNCE, KeySet, NegativeSamplingLoss, contrastive_logits, info_nce
+from multicon.loss import (
+    InfoNCE,
+    KeySet,
+    NegativeSamplingLoss,
+    contrastive_logits,
+    distillation_targets,
+    info_nce,
+    soft_cross_entropy,
+)
 from multicon.model import ContrastiveModel, ContrastiveOutput
 from multicon.momentum import MomentumEncoder, cosine_momentum
 from multicon.negatives import (
@@ -128,6 +136,7 @@ __all__ = [
     "build_optimizer",
     "contrastive_logits",
     "cosine_momentum",
+    "distillation_targets",
     "encode_corpus",
     "evaluate_analogies",
     "evaluate_retrieval",
@@ -155,6 +164,7 @@ __all__ = [
     "retrieval_recall",
     "save_run",
     "save_word2vec_format",
+    "soft_cross_entropy",
     "sync_batchnorm",
     "train_sentencepiece_tokenizer",
     "write_model_card",

@@ -228,9 +228,60 @@ class InfoNCE(nn.Module):
         )
 
     def forward(
-        self, query: torch.Tensor, keys: KeySet, query_ids: torch.Tensor | None = None
+        self,
+        query: torch.Tensor,
+        keys: KeySet,
+        query_ids: torch.Tensor | None = None,
+        target: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return F.cross_entropy(self.logits(query, keys, query_ids), keys.positive)
+        """The mean loss; ``target``: optional ``(B, N)`` probabilities over the keys (soft
+        labels, e.g. `distillation_targets`) in place of the one-hot ``keys.positive``."""
+        logits = self.logits(query, keys, query_ids)
+        if target is None:
+            return F.cross_entropy(logits, keys.positive)
+        return soft_cross_entropy(logits, target)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-Σ target · log_softmax(logits)``; masked (-inf) logits must have
+    zero target and add nothing (where ``F.cross_entropy`` would give ``0 · -inf = nan``).
+
+    Example:
+        >>> logits = torch.tensor([[2.0, 0.0, -float("inf")]])
+        >>> one_hot = torch.tensor([[1.0, 0.0, 0.0]])
+        >>> bool(torch.isclose(soft_cross_entropy(logits, one_hot),
+        ...                    F.cross_entropy(logits, torch.tensor([0]))))
+        True
+    """
+    if target.shape != logits.shape:
+        raise ValueError(
+            f"target must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}"
+        )
+    log_p = logits.log_softmax(-1).masked_fill(torch.isneginf(logits), 0.0)
+    return -(target.to(log_p.dtype) * log_p).sum(-1).mean()
+
+
+def distillation_targets(
+    teacher_logits: torch.Tensor, positive: torch.Tensor, weight: float
+) -> torch.Tensor:
+    """ALBEF's momentum-distillation labels: ``(1 - weight)`` on each row's positive plus
+    ``weight`` times the teacher's softmax over the same keys.
+
+    A teacher (the momentum encoders) spreads some of the label over keys it finds as close as
+    the positive: captions of other images that describe the same scene are then not pushed
+    away as hard as true negatives (Li et al. 2021, ALBEF, section 3.3).
+
+    Example:
+        >>> t = distillation_targets(torch.tensor([[0.0, 0.0]]), torch.tensor([1]), 0.4)
+        >>> [round(v, 2) for v in t[0].tolist()]
+        [0.2, 0.8]
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the distillation weight must be in [0, 1], got {weight}")
+    target = teacher_logits.detach().float().softmax(-1) * weight
+    return target.scatter_add_(
+        1, positive.unsqueeze(1), target.new_full((len(target), 1), 1.0 - weight)
+    )
 
 
 class _Softplus(torch.autograd.Function):

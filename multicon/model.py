@@ -7,7 +7,7 @@
     CLIP    = ContrastiveModel(image_enc, text_enc, symmetric=True,
                                loss=InfoNCE(0.07, learnable=True))
     ALBEF   = CLIP + momentum=0.995 + negatives=MomentumQueue(...)
-                   + reverse_negatives=MomentumQueue(...)
+                   + reverse_negatives=MomentumQueue(...) + distill=0.4
 
 A method is a combination of arguments, not a code path.
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from multicon.loss import InfoNCE
+from multicon.loss import InfoNCE, distillation_targets
 from multicon.momentum import MomentumEncoder
 from multicon.negatives import InBatchNegatives, append_keys
 from multicon.pairs.base import PairBatch
@@ -56,6 +56,10 @@ class ContrastiveModel(nn.Module):
         online_batch_keys: with ``momentum``, this step's keys (positives and in-batch negatives)
             come from the online encoders with gradient, as without momentum; only the keys a
             queue stores (the past steps' negatives) come from the EMA copies.
+        distill: with ``momentum``, ALBEF's momentum distillation: each direction's label puts
+            ``1 - distill`` on the positive and ``distill`` on the EMA model's softmax over the
+            same keys, so keys the EMA model finds as close as the positive (another image's
+            caption of the same scene) are not pushed away as true negatives. 0 (default): off.
 
     Example:
         >>> import torch
@@ -77,6 +81,7 @@ class ContrastiveModel(nn.Module):
         queries_as_negatives: bool = False,
         momentum: float | tuple[float, float] | None = None,
         online_batch_keys: bool = False,
+        distill: float = 0.0,
     ) -> None:
         super().__init__()
         self.query_encoder = query_encoder
@@ -96,6 +101,16 @@ class ContrastiveModel(nn.Module):
                 "direction with the online key encoder: use none of symmetric, momentum and "
                 "queries_as_negatives"
             )
+        if not 0.0 <= distill < 1.0:
+            raise ValueError(f"distill must be in [0, 1), got {distill}")
+        if distill and (momentum is None or online_batch_keys or queries_as_negatives):
+            raise ValueError(
+                "distill needs momentum encoders (the teacher) scoring the same keys as the "
+                "loss: give momentum, and use neither online_batch_keys nor queries_as_negatives"
+            )
+        self.distill = distill
+        if distill and not hasattr(self.loss, "logits"):
+            raise ValueError("distill needs a loss with logits and soft targets, as InfoNCE")
         if momentum is not None:
             base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
             self.momentum_query = MomentumEncoder(query_encoder, base, final)
@@ -130,7 +145,8 @@ class ContrastiveModel(nn.Module):
         k_online = self.encode_key(batch.key) if need_online_key else None
         if self.momentum_query is not None:
             k = self._momentum_key()(batch.key)
-            k_rev = self.momentum_query(batch.query) if self.symmetric else None
+            need_rev = self.symmetric or self.distill  # distill: the forward direction's teacher
+            k_rev = self.momentum_query(batch.query) if need_rev else None
         else:
             k, k_rev = k_online, q
         _check_pair(q, k)
@@ -141,18 +157,28 @@ class ContrastiveModel(nn.Module):
         forward_keys = self.negatives(k, ids)
         if self.queries_as_negatives:
             forward_keys = append_keys(forward_keys, q, ids)
-        loss = self.loss(q, forward_keys, ids)
+        loss = self._direction_loss(q, forward_keys, ids, teacher=k_rev)
         pending = [(self.negatives, k_store.detach(), ids)]
         if self.symmetric:
             reverse = self._reverse_negatives()
             reverse_keys = reverse(k_rev, ids)
             if self.queries_as_negatives:
                 reverse_keys = append_keys(reverse_keys, k_online, ids)
-            backward_loss = self.loss(k_online, reverse_keys, ids)
+            backward_loss = self._direction_loss(k_online, reverse_keys, ids, teacher=k_store)
             loss = (loss + backward_loss) / 2
             if reverse is not self.negatives:
                 pending.append((reverse, k_rev_store.detach(), ids))
         return ContrastiveOutput(loss, pending=pending)
+
+    def _direction_loss(self, query, keys, ids, *, teacher) -> torch.Tensor:
+        """One direction's loss; with ``distill``, against labels from ``teacher``, the EMA
+        model's embedding of the same inputs as ``query`` (scored on the same, EMA, keys)."""
+        if not self.distill:
+            return self.loss(query, keys, ids)
+        with torch.no_grad():
+            teacher_logits = self.loss.logits(teacher, keys, ids)
+        target = distillation_targets(teacher_logits, keys.positive, self.distill)
+        return self.loss(query, keys, ids, target=target)
 
     @torch.no_grad()
     def after_step(self, output: ContrastiveOutput, progress: float) -> dict[str, float]:

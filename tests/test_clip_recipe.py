@@ -39,8 +39,10 @@ def load_script(relative: str):
     return module
 
 
-@pytest.mark.parametrize("queue_size", ["0", "16"])
-def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, queue_size):
+@pytest.mark.parametrize(
+    "negatives", [[], ["--queue_size", "16"], ["--queue_size", "16", "--distill", "0.4"]]
+)
+def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, negatives):
     train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
     test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
     out = tmp_path / "run"
@@ -56,8 +58,7 @@ def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, queue_size):
             "2",
             "--batch_size",
             "8",
-            "--queue_size",
-            queue_size,
+            *negatives,
             "--show_images",
             "2",
             "--log_with",

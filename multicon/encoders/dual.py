@@ -201,6 +201,7 @@ class DualEncoder(
         queue_size: int = 0,
         momentum: float | tuple[float, float] | None = 0.995,
         online_batch_keys: bool = False,
+        distill: float = 0.0,
     ):
         """The shared engine's model for this dual encoder.
 
@@ -211,12 +212,16 @@ class DualEncoder(
         ``momentum=None`` from the online towers themselves (cross-batch memory, XBM: this
         step's keys keep their gradient, as in CLIP, and are enqueued detached).
         ``online_batch_keys=True`` (with momentum): this step's keys come from the online towers
-        with gradient, as in CLIP, and only the queues hold momentum keys.
+        with gradient, as in CLIP, and only the queues hold momentum keys. ``distill`` (with
+        momentum towers; ALBEF uses 0.4): momentum distillation, soft labels from the momentum
+        towers (`ContrastiveModel`).
         """
         from multicon.model import ContrastiveModel
         from multicon.negatives import MomentumQueue
 
         if queue_size <= 0:
+            if distill:
+                raise ValueError("distill needs a queue and momentum towers: give queue_size > 0")
             return ContrastiveModel(self.image, self.text, symmetric=True, loss=self.loss)
         return ContrastiveModel(
             self.image,
@@ -225,6 +230,7 @@ class DualEncoder(
             loss=self.loss,
             momentum=momentum,
             online_batch_keys=online_batch_keys,
+            distill=distill,
             negatives=MomentumQueue(queue_size, self.embed_dim),
             reverse_negatives=MomentumQueue(queue_size, self.embed_dim),
         )

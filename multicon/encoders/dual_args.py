@@ -51,6 +51,10 @@ class DualEncoderArgs:
         default=False,
         metadata={"help": "With momentum towers: this step's keys online, with gradient (CLIP)."},
     )
+    distill: float = field(
+        default=0.0,
+        metadata={"help": "With a queue and momentum towers: ALBEF's distillation weight (0.4)."},
+    )
     key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
     key_momentum_final: float = field(
         default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
@@ -147,5 +151,8 @@ def build_contrastive_model(model: DualEncoder, args: DualEncoderArgs):
     """
     momentum = (args.key_momentum, args.key_momentum_final) if args.momentum_towers else None
     return model.contrastive_model(
-        queue_size=args.queue_size, momentum=momentum, online_batch_keys=args.online_batch_keys
+        queue_size=args.queue_size,
+        momentum=momentum,
+        online_batch_keys=args.online_batch_keys,
+        distill=args.distill,
     )
