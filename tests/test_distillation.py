@@ -109,3 +109,27 @@ def test_distill_needs_momentum_keys(kwargs):
 def test_distill_weight_must_be_below_one():
     with pytest.raises(ValueError, match=r"distill must be in \[0, 1\)"):
         ContrastiveModel(torch.nn.Linear(4, 4), momentum=0.9, distill=1.0)
+
+
+def test_distill_needs_a_loss_that_takes_soft_targets():
+    from multicon import NegativeSamplingLoss
+
+    with pytest.raises(ValueError, match="distill needs a loss with logits"):
+        ContrastiveModel(
+            torch.nn.Linear(4, 4), momentum=0.9, distill=0.4, loss=NegativeSamplingLoss()
+        )
+
+
+def test_soft_cross_entropy_refuses_a_target_of_another_shape():
+    with pytest.raises(ValueError, match="target must have the logits' shape"):
+        soft_cross_entropy(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_dual_encoder_distill_needs_a_queue():
+    from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+
+    args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
+    model = build_dual_encoder(args, ["a red square", "a blue circle"] * 9, 16)
+    with pytest.raises(ValueError, match="distill needs a queue"):
+        model.contrastive_model(queue_size=0, distill=0.4)
+    assert model.contrastive_model(queue_size=8, distill=0.4).distill == 0.4
