@@ -139,8 +139,8 @@ def build_dual_encoder(
 
 def build_contrastive_model(model: DualEncoder, args: DualEncoderArgs):
     """``model.contrastive_model`` with the negatives ``args`` describe: in-batch (CLIP), or a
-    queue of ``queue_size`` keys from momentum towers (ALBEF) or, with ``momentum_towers``
-    false, from the online towers (XBM).
+    queue of ``queue_size`` keys from momentum towers (ALBEF, with ``distill`` its momentum
+    distillation) or, with ``momentum_towers`` false, from the online towers (XBM).
 
     Example:
         >>> args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16,
