@@ -15,11 +15,35 @@ def cosine_momentum(base: float, final: float, progress: float) -> float:
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def shared_with_copy(encoder: nn.Module) -> list[object]:
+    """What an EMA copy of ``encoder`` shares instead of copying.
+
+    * Frozen submodules: ones with parameters, none of them trainable, in eval mode (a locked
+      tower's backbone). Their average is themselves, so a copy only costs memory and time.
+    * Whatever a module lists in its ``momentum_shared`` attribute (a frozen `Tower`'s feature
+      memo, so the copy reuses the features the online tower computed for the same inputs).
+
+    Example:
+        >>> backbone = nn.Linear(4, 4).requires_grad_(False).eval()
+        >>> tower = nn.Sequential(backbone, nn.Linear(4, 2))
+        >>> shared_with_copy(tower) == [backbone]
+        True
+    """
+    shared: list[object] = []
+    for module in encoder.modules():
+        params = list(module.parameters())
+        if params and not module.training and not any(p.requires_grad for p in params):
+            shared.append(module)
+        shared.extend(getattr(module, "momentum_shared", ()))
+    return shared
+
+
 class MomentumEncoder(nn.Module):
     """A frozen copy of ``encoder`` updated as ``θ_k ← m θ_k + (1 - m) θ_q``.
 
     The momentum follows `cosine_momentum` from ``base`` to ``final`` over training. Buffers
-    (BatchNorm statistics) are copied, not averaged. The copy runs without gradient.
+    (BatchNorm statistics) are copied, not averaged. The copy runs without gradient. Frozen
+    parts of ``encoder`` are shared with it, not copied (`shared_with_copy`).
 
     Example:
         >>> import torch
@@ -36,7 +60,7 @@ class MomentumEncoder(nn.Module):
         if not 0.0 <= base <= final <= 1.0:
             raise ValueError(f"need 0 <= base <= final <= 1, got base={base}, final={final}")
         self.base, self.final = base, final
-        self.encoder = copy.deepcopy(encoder)
+        self.encoder = copy.deepcopy(encoder, memo={id(x): x for x in shared_with_copy(encoder)})
         for p in self.encoder.parameters():
             p.requires_grad_(False)
 
@@ -48,11 +72,15 @@ class MomentumEncoder(nn.Module):
     def update(self, online: nn.Module, progress: float) -> float:
         """EMA step towards ``online``; returns the momentum used."""
         m = cosine_momentum(self.base, self.final, progress)
-        ema_params = list(self.encoder.parameters())
-        online_params = [p.detach() for p in online.parameters()]
+        ema_params, online_params = list(self.encoder.parameters()), list(online.parameters())
         if len(ema_params) != len(online_params):
             raise ValueError("momentum encoder and online encoder have different parameters")
-        torch._foreach_lerp_(ema_params, online_params, 1.0 - m)
+        pairs = [
+            (e, p.detach()) for e, p in zip(ema_params, online_params, strict=True) if e is not p
+        ]
+        if pairs:  # shared (frozen) parameters are skipped: they are their own average
+            torch._foreach_lerp_([e for e, _ in pairs], [p for _, p in pairs], 1.0 - m)
         for b_ema, b in zip(self.encoder.buffers(), online.buffers(), strict=True):
-            b_ema.copy_(b)
+            if b_ema is not b:
+                b_ema.copy_(b)
         return m

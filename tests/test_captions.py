@@ -302,6 +302,63 @@ def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):
     assert model.text.projection.weight.grad is not None
 
 
+def _albef_batch(model, tokenizer, n=4):
+    from multicon.pairs.base import PairBatch
+
+    g = torch.Generator().manual_seed(0)
+    tokens = dict(tokenizer(CAPTIONS[:n], padding=True, return_tensors="pt"))
+    return PairBatch(torch.rand(n, 3, 32, 32, generator=g), tokens, torch.arange(n))
+
+
+def test_frozen_text_tower_runs_once_per_step_with_momentum_towers(tokenizer, monkeypatch):
+    """ALBEF-style training embeds the captions with the online text tower and its momentum
+    copy: with the text tower locked, the copy shares its backbone (one copy in memory) and
+    its features (one forward per step), and the loss is what two forwards give."""
+    from multicon.encoders.tower import FeatureMemo
+
+    torch.manual_seed(0)
+    model = tiny_dual(tokenizer, freeze_text=True)
+    albef = model.contrastive_model(queue_size=8, momentum=0.9)
+    text_copy = albef.momentum_key.encoder
+    assert text_copy.backbone is model.text.backbone  # shared, not copied
+    assert text_copy.projection is not model.text.projection  # the projection trains: an EMA
+    assert albef.momentum_query.encoder.backbone is not model.image.backbone
+    calls = []
+    model.text.backbone.register_forward_hook(lambda *_: calls.append(1))
+    batch = _albef_batch(model, tokenizer)
+    shared_loss = albef(batch).loss
+    assert len(calls) == 1
+
+    monkeypatch.setattr(FeatureMemo, "get", lambda self, inputs: None)  # no reuse
+    calls.clear()
+    assert torch.equal(albef(batch).loss, shared_loss)
+    assert len(calls) == 2
+
+
+def test_momentum_copy_of_a_frozen_tower_keeps_averaging_its_projection(tokenizer):
+    model = tiny_dual(tokenizer, freeze_text=True)
+    albef = model.contrastive_model(queue_size=8, momentum=0.5)
+    backbone_before = {k: v.clone() for k, v in model.text.backbone.state_dict().items()}
+    proj_before = albef.momentum_key.encoder.projection.weight.clone()
+    with torch.no_grad():
+        model.text.projection.weight.add_(1.0)
+    albef.after_step(albef(_albef_batch(model, tokenizer)), progress=0.0)
+    expected = 0.5 * proj_before + 0.5 * model.text.projection.weight
+    assert torch.allclose(albef.momentum_key.encoder.projection.weight, expected)
+    for k, v in model.text.backbone.state_dict().items():
+        assert torch.equal(v, backbone_before[k])
+
+
+def test_frozen_tower_recomputes_features_for_inputs_changed_in_place(tokenizer):
+    model = tiny_dual(tokenizer, freeze_text=True).eval()
+    tokens = dict(tokenizer(CAPTIONS[:3], padding=True, return_tensors="pt"))
+    first = model.text(tokens)
+    tokens["input_ids"][1:] = tokens["input_ids"][0]  # a refilled buffer, same object
+    again = model.text(tokens)
+    fresh = model.text({k: v.clone() for k, v in tokens.items()})
+    assert torch.equal(again, fresh) and not torch.equal(again, first)
+
+
 def test_create_loads_local_pretrained_text_weights_and_vit_tower(tmp_path, tokenizer):
     bert = BertModel(BertConfig(**{k: v for k, v in TINY_BERT.items() if k != "model_type"}))
     bert.save_pretrained(tmp_path / "bert")

@@ -80,6 +80,21 @@ def test_momentum_encoder_is_an_ema_without_gradient():
         MomentumEncoder(online, base=1.1)
 
 
+def test_momentum_encoder_shares_frozen_eval_parts_and_copies_the_rest():
+    frozen = torch.nn.Linear(3, 3).requires_grad_(False).eval()
+    moving_stats = torch.nn.BatchNorm1d(3).requires_grad_(False)  # train mode: stats move
+    online = torch.nn.Sequential(frozen, moving_stats, torch.nn.Linear(3, 2))
+    ema = MomentumEncoder(online, base=0.5)
+    assert ema.encoder[0] is frozen
+    assert ema.encoder[1] is not moving_stats and ema.encoder[2] is not online[2]
+    assert online[2].weight.requires_grad  # the copy's freezing does not reach the online one
+    before = ema.encoder[2].weight.clone()
+    with torch.no_grad():
+        online[2].weight.add_(2.0)
+    ema.update(online, progress=0.0)
+    assert torch.allclose(ema.encoder[2].weight, 0.5 * before + 0.5 * online[2].weight)
+
+
 def test_momentum_model_only_trains_online_encoder():
     model = ContrastiveModel(torch.nn.Linear(3, 4), momentum=0.99, symmetric=True)
     x = torch.randn(5, 3)

@@ -2,12 +2,15 @@
 
 A frozen tower ("locked" tuning, LiT) keeps its backbone fixed and in eval mode (no dropout, no
 BatchNorm statistics updates) and runs it without autograd; its projection still trains, since
-a pretrained backbone's feature space is not the shared one.
+a pretrained backbone's feature space is not the shared one. Its momentum copy (ALBEF-style
+queues) shares the backbone and reuses its features for the same inputs: with a locked text
+tower, each step runs the text backbone once, not twice.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -39,6 +42,8 @@ class Tower(nn.Module, ABC):
         self.backbone = backbone
         self.projection = nn.Linear(feature_dim, embed_dim, bias=False)
         self.frozen = False
+        self.feature_memo = FeatureMemo()
+        self.momentum_shared = (self.feature_memo,)  # see multicon.momentum.shared_with_copy
         if frozen:
             self.freeze()
 
@@ -60,6 +65,64 @@ class Tower(nn.Module, ABC):
         """Backbone features ``(B, feature_dim)``."""
 
     def forward(self, inputs: Any) -> torch.Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            feats = self.features(inputs)
+        if not self.frozen:
+            return self.projection(self.features(inputs))
+        feats = self.feature_memo.get(inputs)
+        if feats is None:
+            with torch.no_grad():
+                feats = self.features(inputs)
+            self.feature_memo.put(inputs, feats)
         return self.projection(feats)
+
+
+class FeatureMemo:
+    """A locked backbone's features for the last inputs it saw.
+
+    A hit needs the very same inputs object holding the very same tensors, none modified in
+    place since (each tensor's version counter), so a reused or refilled buffer is recomputed.
+    Shared between a frozen tower and its momentum copy, which embed the same batch each step.
+
+    Example:
+        >>> memo, x = FeatureMemo(), torch.ones(2, 3)
+        >>> memo.put(x, x * 2)
+        >>> memo.get(x).tolist(), memo.get(x.clone())
+        ([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]], None)
+        >>> _ = x.add_(1)   # changed in place: a miss
+        >>> memo.get(x) is None
+        True
+    """
+
+    def __init__(self) -> None:
+        self._inputs: Any = None
+        self._tensors: list[tuple[torch.Tensor, int]] = []
+        self._features: torch.Tensor | None = None
+
+    @staticmethod
+    def _tensors_of(inputs: Any) -> list[tuple[torch.Tensor, int]] | None:
+        if isinstance(inputs, torch.Tensor):
+            values = [inputs]
+        elif isinstance(inputs, Mapping):
+            values = list(inputs.values())
+        else:
+            return None  # inputs it cannot check: never reused
+        if not all(isinstance(v, torch.Tensor) for v in values):
+            return None
+        return [(v, v._version) for v in values]
+
+    def get(self, inputs: Any) -> torch.Tensor | None:
+        """The stored features if ``inputs`` are the stored inputs, unchanged; else ``None``."""
+        if self._features is None or inputs is not self._inputs:
+            return None
+        now = self._tensors_of(inputs)
+        if now is None or len(now) != len(self._tensors):
+            return None
+        same = all(t is s and v == sv for (t, v), (s, sv) in zip(now, self._tensors, strict=True))
+        return self._features if same else None
+
+    def put(self, inputs: Any, features: torch.Tensor) -> None:
+        """Remember ``features`` for ``inputs`` (only inputs of tensors can be checked later)."""
+        tensors = self._tensors_of(inputs)
+        if tensors is None:
+            self._inputs, self._tensors, self._features = None, [], None
+        else:
+            self._inputs, self._tensors, self._features = inputs, tensors, features
