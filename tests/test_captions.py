@@ -359,6 +359,17 @@ def test_frozen_tower_recomputes_features_for_inputs_changed_in_place(tokenizer)
     assert torch.equal(again, fresh) and not torch.equal(again, first)
 
 
+def test_frozen_tower_features_from_inference_mode_are_not_reused_for_training(tokenizer):
+    model = tiny_dual(tokenizer, freeze_text=True)
+    tokens = dict(tokenizer(CAPTIONS[:3], padding=True, return_tensors="pt"))
+    with torch.inference_mode():  # an evaluation pass over the very same batch
+        evaluated = model.text(tokens)
+    trained = model.text(tokens)  # would fail on inference tensors if they were reused
+    trained.sum().backward()
+    assert model.text.projection.weight.grad is not None
+    assert torch.allclose(trained, evaluated)
+
+
 def test_create_loads_local_pretrained_text_weights_and_vit_tower(tmp_path, tokenizer):
     bert = BertModel(BertConfig(**{k: v for k, v in TINY_BERT.items() if k != "model_type"}))
     bert.save_pretrained(tmp_path / "bert")

@@ -79,8 +79,10 @@ class FeatureMemo:
     """A locked backbone's features for the last inputs it saw.
 
     A hit needs the very same inputs object holding the very same tensors, none modified in
-    place since (each tensor's version counter), so a reused or refilled buffer is recomputed.
-    Shared between a frozen tower and its momentum copy, which embed the same batch each step.
+    place since (each tensor's version counter), so a reused or refilled buffer is recomputed;
+    and the same inference-mode and autocast state, so features made for evaluation (inference
+    tensors, or another dtype) never reach a training step. Shared between a frozen tower and
+    its momentum copy, which embed the same batch each step.
 
     Example:
         >>> memo, x = FeatureMemo(), torch.ones(2, 3)
@@ -95,7 +97,15 @@ class FeatureMemo:
     def __init__(self) -> None:
         self._inputs: Any = None
         self._tensors: list[tuple[torch.Tensor, int]] = []
+        self._context: tuple = ()
         self._features: torch.Tensor | None = None
+
+    @staticmethod
+    def _context_of(tensors: list[tuple[torch.Tensor, int]]) -> tuple:
+        device = tensors[0][0].device.type if tensors else "cpu"
+        autocast = torch.is_autocast_enabled(device)
+        dtype = torch.get_autocast_dtype(device) if autocast else None
+        return torch.is_inference_mode_enabled(), autocast, dtype
 
     @staticmethod
     def _tensors_of(inputs: Any) -> list[tuple[torch.Tensor, int]] | None:
@@ -117,7 +127,7 @@ class FeatureMemo:
         if now is None or len(now) != len(self._tensors):
             return None
         same = all(t is s and v == sv for (t, v), (s, sv) in zip(now, self._tensors, strict=True))
-        return self._features if same else None
+        return self._features if same and self._context_of(now) == self._context else None
 
     def put(self, inputs: Any, features: torch.Tensor) -> None:
         """Remember ``features`` for ``inputs`` (only inputs of tensors can be checked later)."""
@@ -126,3 +136,4 @@ class FeatureMemo:
             self._inputs, self._tensors, self._features = None, [], None
         else:
             self._inputs, self._tensors, self._features = inputs, tensors, features
+            self._context = self._context_of(tensors)
