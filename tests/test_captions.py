@@ -293,6 +293,27 @@ def test_fixed_temperature_is_not_trained_and_round_trips(tmp_path, tokenizer):
     assert tiny_dual(tokenizer).loss.learnable  # CLIP's default: learned
 
 
+def test_group_norm_image_tower_is_batch_independent_and_round_trips(tmp_path, tokenizer):
+    text = {"config": {**TINY_BERT, "vocab_size": len(tokenizer)}}
+    spec = {"kind": "resnet", "arch": "resnet18", "norm": "group"}
+    model = DualEncoder(spec, text, embed_dim=16, image_size=32).train()
+    model.tokenizer = tokenizer
+    kinds = {type(m) for m in model.image.backbone.modules()}
+    assert torch.nn.GroupNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    images = torch.randn(4, 3, 32, 32)
+    # in training mode an image's embedding does not depend on the rest of its batch
+    assert torch.allclose(model.encode_image(images)[:1], model.encode_image(images[:1]), atol=1e-5)
+    bn = tiny_dual(tokenizer).train()
+    assert not torch.allclose(bn.encode_image(images)[:2], bn.encode_image(images[:2]), atol=1e-3)
+    model.save_pretrained(tmp_path)
+    again = DualEncoder.from_pretrained(tmp_path).eval()
+    assert any(isinstance(m, torch.nn.GroupNorm) for m in again.image.backbone.modules())
+    with torch.no_grad():
+        assert torch.allclose(again.encode_image(images), model.eval().encode_image(images))
+    with pytest.raises(ValueError, match="unknown ResNet norm 'layer'"):
+        DualEncoder({**spec, "norm": "layer"}, text, embed_dim=16, image_size=32)
+
+
 def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):
     model = tiny_dual(tokenizer, freeze_text=True).train()
     assert not model.text.backbone.training and model.image.backbone.training

@@ -27,7 +27,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tower:
-    """``{"kind": "resnet", "arch": "resnet18", "cifar_stem": False}`` or
+    """``{"kind": "resnet", "arch": "resnet18", "cifar_stem": False, "norm": "batch"}`` or
     ``{"kind": "vit", "config": {...}, "pooling": "cls"}`` → an image tower."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
@@ -46,7 +46,7 @@ class DualEncoder(
     """An image tower and a text tower with projections to ``embed_dim``, plus the temperature.
 
     Args:
-        image_tower: ``{"kind": "resnet", "arch", "cifar_stem"}`` or
+        image_tower: ``{"kind": "resnet", "arch", "cifar_stem", "norm"}`` or
             ``{"kind": "vit", "config": <transformers config dict>, "pooling"}``.
         text_tower: ``{"config": <transformers config dict>, "pooling": "mean"|"cls"}``.
         embed_dim: shared embedding size.

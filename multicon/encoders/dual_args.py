@@ -18,6 +18,10 @@ class DualEncoderArgs:
         metadata={"help": "resnet18/34/50/101 or vit (from the --vit_* config)."},
     )
     cifar_stem: bool = field(default=False, metadata={"help": "ResNet 3x3 stride-1 stem."})
+    image_norm: str = field(
+        default="batch",
+        metadata={"help": "ResNet normalisation: batch, or group (GroupNorm: batch-independent)."},
+    )
     image_size: int = 64
     vit_patch_size: int = 8
     vit_width: int = 192
@@ -82,7 +86,12 @@ def tower_specs(
         }
         image = {"kind": "vit", "config": args.image_weights or vit}
     else:
-        image = {"kind": "resnet", "arch": args.image_arch, "cifar_stem": args.cifar_stem}
+        image = {
+            "kind": "resnet",
+            "arch": args.image_arch,
+            "cifar_stem": args.cifar_stem,
+            "norm": args.image_norm,
+        }
     bert = {
         "model_type": "bert",
         "vocab_size": vocab_size,

@@ -15,6 +15,9 @@ from multicon.encoders.vision import RESNET_FEATURE_DIMS, resnet_backbone
 class ResNetImageTower(Tower):
     """Images ``(B, 3, H, W)`` → ResNet features → ``(B, embed_dim)``.
 
+    ``norm`` is "batch" (torchvision's BatchNorm) or "group" (GroupNorm, independent of the
+    batch; see `resnet_backbone`).
+
     Example:
         >>> import torch
         >>> tower = ResNetImageTower("resnet18", embed_dim=32)
@@ -23,10 +26,16 @@ class ResNetImageTower(Tower):
     """
 
     def __init__(
-        self, arch: str = "resnet18", *, embed_dim: int, cifar_stem: bool = False, frozen=False
+        self,
+        arch: str = "resnet18",
+        *,
+        embed_dim: int,
+        cifar_stem: bool = False,
+        norm: str = "batch",
+        frozen=False,
     ) -> None:
         super().__init__(
-            resnet_backbone(arch, cifar_stem=cifar_stem),
+            resnet_backbone(arch, cifar_stem=cifar_stem, norm=norm),
             feature_dim=RESNET_FEATURE_DIMS[arch],
             embed_dim=embed_dim,
             frozen=frozen,

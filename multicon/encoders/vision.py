@@ -11,16 +11,24 @@ from multicon.hub import HubModel
 RESNET_FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
 
-def resnet_backbone(arch: str = "resnet18", *, cifar_stem: bool = False) -> nn.Module:
+RESNET_NORMS = ("batch", "group")
+
+
+def resnet_backbone(
+    arch: str = "resnet18", *, cifar_stem: bool = False, norm: str = "batch"
+) -> nn.Module:
     """A torchvision ResNet without its classifier: images ``(B, 3, H, W)`` → ``(B, F)``.
 
     The CIFAR stem (SimCLR's choice for 32×32 images) replaces the 7×7 stride-2 conv and the
     max-pool by one 3×3 stride-1 conv, so small images keep their resolution.
+    ``norm="group"`` puts GroupNorm (32 groups; Wu & He 2018) where torchvision has
+    BatchNorm: each image is normalised on its own, so nothing depends on the batch, which
+    matters at batches of a few images and for keys queued from different batches.
     The feature size is ``RESNET_FEATURE_DIMS[arch]``.
 
     Example:
         >>> import torch
-        >>> net = resnet_backbone("resnet18", cifar_stem=True)
+        >>> net = resnet_backbone("resnet18", cifar_stem=True, norm="group")
         >>> net(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 512])
     """
@@ -28,7 +36,10 @@ def resnet_backbone(arch: str = "resnet18", *, cifar_stem: bool = False) -> nn.M
 
     if arch not in RESNET_FEATURE_DIMS:
         raise ValueError(f"unknown ResNet {arch!r}; choose one of {sorted(RESNET_FEATURE_DIMS)}")
-    net = getattr(torchvision.models, arch)(weights=None)
+    if norm not in RESNET_NORMS:
+        raise ValueError(f"unknown ResNet norm {norm!r}; choose one of {RESNET_NORMS}")
+    norm_layer = (lambda channels: nn.GroupNorm(32, channels)) if norm == "group" else None
+    net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm_layer)
     if cifar_stem:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
