@@ -223,4 +223,3 @@ def test_noise_group_without_shared_negatives_is_refused():
     with pytest.raises(ValueError, match="noise_group needs shared_negatives"):
         w2v.contrastive_model(negative=5, noise_group=64)
     assert w2v.contrastive_model(shared_negatives=2, noise_group=64).negatives.group_size == 64
-
