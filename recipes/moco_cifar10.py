@@ -45,7 +45,10 @@ from multicon.train import TrainConfig
 @dataclass
 class MoCoArgs:
     version: Literal["v2", "v3"] = "v2"
-    queue_size: int = field(default=4096, metadata={"help": "Queued keys (v2)."})
+    queue_size: int = field(
+        default=4096,
+        metadata={"help": "Queued keys (v2); 0: no queue, the batch's momentum keys instead."},
+    )
     temperature: float = field(default=0.0, metadata={"help": "0: 0.1 for v2, 0.2 for v3."})
     key_momentum: float = field(default=0.99, metadata={"help": "Key encoder EMA at start."})
     key_momentum_final: float = field(default=1.0, metadata={"help": "... and at the end."})
@@ -68,7 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
         encoder_args.predictor_hidden_dim = encoder_args.predictor_hidden_dim or 2048
     temperature = args.temperature or (0.2 if v3 else 0.1)
     global_batch = config.batch_size * num_processes()
-    if not v3 and args.queue_size < global_batch:
+    if args.queue_size < 0:
+        raise ValueError(f"--queue_size must be >= 0, got {args.queue_size}")
+    if not v3 and 0 < args.queue_size < global_batch:
         raise ValueError(
             f"queue of {args.queue_size} keys is smaller than the global batch of {global_batch}; "
             "raise --queue_size (MoCo enqueues a whole batch per step)"
@@ -82,7 +87,10 @@ def main(argv: list[str] | None = None) -> dict:
             )
             model.momentum_query.encoder.use_predictor = False  # keys skip the predictor
             return model
-        queue = MomentumQueue(args.queue_size, encoder_args.out_dim, in_batch=False)
+        # queue_size 0 is the queue's ablation: the same loss over the batch's momentum keys
+        queue = None
+        if args.queue_size:
+            queue = MomentumQueue(args.queue_size, encoder_args.out_dim, in_batch=False)
         return ContrastiveModel(
             encoder,
             negatives=queue,

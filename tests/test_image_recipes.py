@@ -82,6 +82,21 @@ def test_moco_v2_recipe_with_cpu_views(folder, tmp_path):
     assert summary["views_on"] == "cpu"
 
 
+def test_moco_v2_without_queue_scores_the_batch(folder, tmp_path):
+    # --queue_size 0: the queue's ablation, the same one-way loss over the batch's momentum keys
+    out = tmp_path / "moco-no-queue"
+    argv = ["--data", str(folder), "--output_dir", str(out), "--queue_size", "0"]
+    summary = moco_cifar10.main([*argv, *TINY])
+    check_run(out, summary)
+    (step,) = (out / "checkpoints").iterdir()
+    state = torch.load(step / "state.pt", weights_only=False)["model"]
+    assert "momentum_query.encoder.backbone.conv1.weight" in state  # the EMA key encoder
+    assert not any(name.startswith("negatives.") for name in state)  # no queue buffers
+    with pytest.raises(ValueError, match="--queue_size must be >= 0, got -1"):
+        moco_cifar10.main(["--data", str(folder), "--output_dir", str(tmp_path), *TINY,
+                           "--queue_size", "-1"])  # fmt: skip
+
+
 def test_moco_v3_recipe(folder, tmp_path):
     out = tmp_path / "mocov3"
     summary = moco_cifar10.main(
