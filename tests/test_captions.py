@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from multicon.data.captions import CaptionDataset, CaptionFolder, load_caption_dataset
 from multicon.encoders.dual import DualEncoder
+from multicon.encoders.dual_args import DualEncoderArgs, tower_specs
 from multicon.encoders.tokenization import (
     count_truncated,
     load_tokenizer,
@@ -312,6 +313,9 @@ def test_group_norm_image_tower_is_batch_independent_and_round_trips(tmp_path, t
         assert torch.allclose(again.encode_image(images), model.eval().encode_image(images))
     with pytest.raises(ValueError, match="unknown ResNet norm 'layer'"):
         DualEncoder({**spec, "norm": "layer"}, text, embed_dim=16, image_size=32)
+    vit_args = DualEncoderArgs(image_arch="vit", image_norm="group")
+    with pytest.raises(ValueError, match="--image_norm group is for ResNet towers"):
+        tower_specs(vit_args, vocab_size=len(tokenizer), max_length=16)
 
 
 def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):

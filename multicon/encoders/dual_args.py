@@ -75,6 +75,10 @@ def tower_specs(
     ``vit_width × vit_depth`` are configured from the flags.
     """
     if args.image_arch == "vit":
+        if args.image_norm != "batch":
+            raise ValueError(
+                f"--image_norm {args.image_norm} is for ResNet towers; a ViT has LayerNorm"
+            )
         vit = {
             "model_type": "vit",
             "image_size": args.image_size,
