@@ -21,8 +21,10 @@ from torch import nn
 
 from multicon.loss import InfoNCE, distillation_targets
 from multicon.momentum import MomentumEncoder
-from multicon.negatives import InBatchNegatives, append_keys
+from multicon.negatives import InBatchNegatives, MomentumQueue, append_keys
 from multicon.pairs.base import PairBatch
+
+_DIAGNOSTIC_KEYS = 64  # enough keys for a mean cosine, few enough to cost nothing
 
 
 @dataclass
@@ -181,12 +183,19 @@ class ContrastiveModel(nn.Module):
         return self.loss(query, keys, ids, target=target)
 
     @torch.no_grad()
-    def after_step(self, output: ContrastiveOutput, progress: float) -> dict[str, float]:
+    def after_step(
+        self, output: ContrastiveOutput, progress: float, *, diagnostics: bool = False
+    ) -> dict[str, float]:
         """After the optimizer step: move the momentum encoders, then enqueue this step's keys.
 
         Args:
             output: what `forward` returned for this step.
             progress: fraction of training done, in [0, 1], for the momentum schedule.
+            diagnostics: also measure each full queue's drift before enqueuing: the mean
+                cosine of this step's keys to its newest and oldest quarter
+                (``queue_cos_new`` / ``queue_cos_old``, ``reverse_queue_*`` for the second
+                queue). Old keys far below new ones mean the embedding has moved since they
+                were queued, and they are easy negatives.
         """
         metrics: dict[str, float] = {}
         if self.momentum_query is not None:
@@ -194,6 +203,13 @@ class ContrastiveModel(nn.Module):
             if self.momentum_key is not None:
                 self.momentum_key.update(self.key_encoder, progress)
         for negatives, keys, ids in output.pending:
+            if diagnostics and isinstance(negatives, MomentumQueue) and negatives.is_full():
+                name = "queue" if negatives is self.negatives else "reverse_queue"
+                cos = negatives.similarity_by_age(keys[:_DIAGNOSTIC_KEYS], groups=4)
+                metrics[f"{name}_cos_new"], metrics[f"{name}_cos_old"] = (
+                    cos[0].item(),
+                    cos[-1].item(),
+                )
             negatives.update(keys, ids)
         return metrics
 

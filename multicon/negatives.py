@@ -8,6 +8,7 @@ explicitly after the optimizer step: nothing is enqueued as a side effect of sco
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from multicon.dist import gather_no_grad, gather_with_grad, rank_offset
@@ -107,6 +108,9 @@ class MomentumQueue(nn.Module):
                 f"queue holds keys of dim {self.dim} but got keys of shape {tuple(keys.shape)}"
             )
 
+    def is_full(self) -> bool:
+        return int(self.filled) == self.size
+
     def stored(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The queued keys and ids (oldest first is not guaranteed; order does not matter)."""
         n = int(self.filled)
@@ -131,6 +135,35 @@ class MomentumQueue(nn.Module):
         return KeySet(
             queued, queued_ids.clone(), torch.zeros_like(positive), own_keys=keys, own_ids=key_ids
         )
+
+    @torch.no_grad()
+    def similarity_by_age(self, keys: torch.Tensor, groups: int = 4) -> torch.Tensor:
+        """Mean cosine similarity of ``keys`` to the queued keys, in ``groups`` age groups of
+        equal size, newest first.
+
+        A diagnostic of how comparable the queue still is: pass this step's keys. A flat profile
+        means old and new keys live in the same embedding; one that falls with age means the
+        embedding has moved away from where the old keys were, which makes them easy negatives
+        (docs/recipes/moco_cifar10.md, "Why the queue loses here").
+
+        Example:
+            >>> import torch
+            >>> queue = MomentumQueue(size=8, dim=2)
+            >>> for angle in range(4):  # keys that turn 30 degrees a step
+            ...     a = torch.tensor(angle * torch.pi / 6)
+            ...     queue.update(torch.stack([a.cos(), a.sin()]).expand(2, 2), torch.arange(2))
+            >>> cos = queue.similarity_by_age(torch.tensor([[0.0, 1.0]]))  # the newest direction
+            >>> [round(c, 3) for c in cos.tolist()]
+            [1.0, 0.866, 0.5, 0.0]
+        """
+        self._check_dim(keys)
+        n = int(self.filled)
+        if not 1 <= groups <= n:
+            raise ValueError(f"need 1 <= groups <= the {n} queued keys, got groups={groups}")
+        newest_first = (self.ptr - 1 - torch.arange(n, device=self.keys.device)) % self.size
+        queued = F.normalize(self.keys[newest_first].float(), dim=1)
+        cos = F.normalize(keys.detach().float(), dim=1) @ queued.T
+        return torch.stack([part.mean() for part in cos.tensor_split(groups, dim=1)])
 
     @torch.no_grad()
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:

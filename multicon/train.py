@@ -358,11 +358,14 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                extra = unwrapped.after_step(out, progress=(pos.global_step + 1) / total)
                 pos.global_step += 1
                 pos.step_in_epoch += 1
                 samples += global_batch
-                if pos.global_step % c.log_every == 0 or pos.global_step == total:
+                logged = pos.global_step % c.log_every == 0 or pos.global_step == total
+                extra = unwrapped.after_step(
+                    out, progress=pos.global_step / total, diagnostics=logged
+                )
+                if logged:
                     last_loss = acc.reduce(out.loss.detach().float(), reduction="mean").item()
                     now = time.perf_counter()
                     record = {

@@ -76,10 +76,14 @@ def test_bench_tool_runs_every_mode():
 
 def test_moco_v2_recipe_with_cpu_views(folder, tmp_path):
     out = tmp_path / "moco"
-    argv = ["--data", str(folder), "--output_dir", str(out), "--queue_size", "32"]
-    summary = moco_cifar10.main([*argv, "--views_on", "cpu", *TINY])
+    argv = ["--data", str(folder), "--output_dir", str(out), "--queue_size", "16"]
+    summary = moco_cifar10.main([*argv, "--views_on", "cpu", *TINY, "--log_with", "jsonl"])
     check_run(out, summary)
     assert summary["views_on"] == "cpu"
+    # the queue filled at step 1; step 2 logs how far its keys have drifted from this step's
+    logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (last,) = [r for r in logs if r.get("step") == 2 and "train/loss" in r]
+    assert -1.0 <= last["train/queue_cos_old"] <= 1.0 and -1.0 <= last["train/queue_cos_new"] <= 1.0
 
 
 def test_moco_v2_without_queue_scores_the_batch(folder, tmp_path):

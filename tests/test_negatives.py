@@ -52,6 +52,41 @@ def test_own_old_key_in_queue_is_masked():
     assert torch.isfinite(logits[1]).all()  # id 5 has no old key
 
 
+def test_similarity_by_age_orders_keys_newest_first_across_a_wrap():
+    queue = MomentumQueue(size=6, dim=3)
+    basis = torch.eye(3)
+    for step in range(5):  # steps 0..4, two keys each: steps 2, 3, 4 remain, wrapped
+        queue.update(basis[step % 3].expand(2, 3) * (step + 1), torch.arange(2))
+    with pytest.raises(ValueError, match="groups <= the 6 queued keys"):
+        queue.similarity_by_age(basis[:1], groups=7)
+    with pytest.raises(ValueError, match="dim 3 but got keys of shape"):
+        queue.similarity_by_age(torch.ones(1, 2))
+    # newest (step 4: e1), then step 3 (e0), then step 2 (e2); cosine ignores the scale
+    assert queue.similarity_by_age(basis[1:2], groups=3).tolist() == [1.0, 0.0, 0.0]
+    assert queue.similarity_by_age(basis[2:3], groups=3).tolist() == [0.0, 0.0, 1.0]
+    assert queue.similarity_by_age(basis[2:3], groups=1).tolist() == pytest.approx([1 / 3])
+
+
+def test_after_step_reports_queue_drift_only_when_asked_and_full():
+    torch.manual_seed(0)
+    queue = MomentumQueue(8, 4)
+    model = ContrastiveModel(torch.nn.Linear(3, 4), negatives=queue, momentum=0.9)
+    metrics = []
+    for step in range(3):
+        x = torch.randn(4, 3)
+        out = model(PairBatch(x, x + 0.01, torch.arange(4) + 4 * step))
+        keys = out.pending[0][1]
+        expected = queue.similarity_by_age(keys, groups=4) if queue.is_full() else None
+        metrics.append(model.after_step(out, progress=step / 3, diagnostics=step > 0))
+        if expected is not None:  # measured before this step's keys went in
+            assert metrics[-1]["queue_cos_new"] == pytest.approx(expected[0].item())
+            assert metrics[-1]["queue_cos_old"] == pytest.approx(expected[-1].item())
+    assert "queue_cos_new" not in metrics[1]  # half full: nothing to compare yet
+    assert set(metrics[2]) == {"momentum", "queue_cos_new", "queue_cos_old"}
+    out = model(PairBatch(x, x, torch.arange(4)))
+    assert set(model.after_step(out, progress=1.0)) == {"momentum"}  # not asked
+
+
 def test_queue_state_is_in_state_dict():
     queue = MomentumQueue(4, 2)
     queue.update(torch.ones(2, 2), torch.tensor([3, 4]))
