@@ -205,11 +205,11 @@ class ContrastiveModel(nn.Module):
         for negatives, keys, ids in output.pending:
             if diagnostics and isinstance(negatives, MomentumQueue) and negatives.is_full():
                 name = "queue" if negatives is self.negatives else "reverse_queue"
-                cos = negatives.similarity_by_age(keys[:_DIAGNOSTIC_KEYS], groups=4)
-                metrics[f"{name}_cos_new"], metrics[f"{name}_cos_old"] = (
-                    cos[0].item(),
-                    cos[-1].item(),
+                by_age = negatives.similarity_by_age(
+                    keys[:_DIAGNOSTIC_KEYS], min(4, negatives.size)
                 )
+                metrics[f"{name}_cos_new"] = by_age[0].item()  # newest quarter
+                metrics[f"{name}_cos_old"] = by_age[-1].item()  # oldest quarter
             negatives.update(keys, ids)
         return metrics
 

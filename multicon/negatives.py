@@ -109,6 +109,7 @@ class MomentumQueue(nn.Module):
             )
 
     def is_full(self) -> bool:
+        """Whether every slot holds a key (after ``size`` keys have been enqueued)."""
         return int(self.filled) == self.size
 
     def stored(self) -> tuple[torch.Tensor, torch.Tensor]:
