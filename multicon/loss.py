@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from multicon.false_negatives import RelatedIds
 from multicon.sgns_kernel import sgns_own_keys_loss
 
 
@@ -101,8 +102,10 @@ def contrastive_logits(
     logit_scale: torch.Tensor | float,
     query_ids: torch.Tensor | None = None,
     normalize: bool = True,
+    related: RelatedIds | None = None,
 ) -> torch.Tensor:
-    """Logits ``(B, N)`` or ``(B, K)`` with same-id non-positive keys set to -inf.
+    """Logits ``(B, N)`` or ``(B, K)`` with same-id non-positive keys set to -inf, and, with
+    ``related`` (and ``query_ids``), the non-positive keys whose ids it relates to the query's.
 
     Computed outside autocast in float32 (float64 for float64 inputs), so bf16/fp16 training
     still scores in float32.
@@ -132,6 +135,8 @@ def contrastive_logits(
             logits = logits + offset.to(dtype)
         if query_ids is not None:
             same = ids == query_ids.unsqueeze(1)
+            if related is not None:
+                same |= related.mask(query_ids, ids)
             same.scatter_(1, keys.positive.unsqueeze(1), False)
             logits = logits.masked_fill(same, float("-inf"))
     return logits
@@ -144,8 +149,10 @@ def info_nce(
     temperature: float | torch.Tensor = 0.1,
     query_ids: torch.Tensor | None = None,
     normalize: bool = True,
+    related: RelatedIds | None = None,
 ) -> torch.Tensor:
-    """Mean InfoNCE loss of ``query`` (B, D) against ``keys``.
+    """Mean InfoNCE loss of ``query`` (B, D) against ``keys`` (``related``: see
+    `contrastive_logits`).
 
     Example:
         >>> import torch
@@ -156,7 +163,12 @@ def info_nce(
         0.00014
     """
     logits = contrastive_logits(
-        query, keys, logit_scale=1.0 / temperature, query_ids=query_ids, normalize=normalize
+        query,
+        keys,
+        logit_scale=1.0 / temperature,
+        query_ids=query_ids,
+        normalize=normalize,
+        related=related,
     )
     return F.cross_entropy(logits, keys.positive)
 
@@ -172,6 +184,8 @@ class InfoNCE(nn.Module):
         learnable: learn τ by gradient.
         max_logit_scale: upper clamp on 1/τ (CLIP uses 100).
         normalize: score by cosine similarity (True) or raw dot product (word2vec).
+        related: `RelatedIds` whose related keys are not scored as a query's negatives
+            (false negatives); settable later as ``loss.related``.
 
     Example:
         >>> import torch
@@ -189,6 +203,7 @@ class InfoNCE(nn.Module):
         learnable: bool = False,
         max_logit_scale: float = 100.0,
         normalize: bool = True,
+        related: RelatedIds | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -199,6 +214,7 @@ class InfoNCE(nn.Module):
             )
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize
+        self.related = related
         log_scale = torch.tensor(math.log(1.0 / temperature))
         if learnable:
             self.log_logit_scale = nn.Parameter(log_scale)
@@ -225,6 +241,7 @@ class InfoNCE(nn.Module):
             logit_scale=self.logit_scale(),
             query_ids=query_ids,
             normalize=self.normalize,
+            related=self.related,
         )
 
     def forward(

@@ -34,6 +34,7 @@ from multicon.encoders.dual_args import (
 )
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
+from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
 from multicon.pairs.captions import CaptionPairs
 
@@ -177,6 +178,13 @@ def main(argv: list[str] | None = None) -> dict:
         transform=model.image_transform(train=True),
         max_length=data.max_length,
     )
+    if margs.false_negative_threshold:
+        if not margs.text_model:
+            raise ValueError(
+                "--false_negative_threshold judges captions with a pretrained text model: give "
+                "--text_model (and --freeze_text)"
+            )
+        model.loss.related = related_by_captions(model, train, margs.false_negative_threshold)
     contrastive = build_contrastive_model(model, margs)
 
     def evaluate(_) -> dict[str, float]:
@@ -217,6 +225,11 @@ def main(argv: list[str] | None = None) -> dict:
         "test_captions": len(owners),
         "skipped": {"train": dict(train.skipped), "test": dict(test.skipped)},
         "truncated_captions": pairs.num_truncated,
+        "related_images_per_image": (
+            round(model.loss.related.counts().float().mean().item(), 2)
+            if model.loss.related is not None
+            else 0.0
+        ),
         "steps": result.global_step,
         "final_loss": round(result.loss, 4),
         "temperature": round(model.loss.temperature, 4),

