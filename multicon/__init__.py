@@ -47,6 +47,7 @@ from multicon.eval import (
     retrieval_recall,
     zero_shot_accuracy,
 )
+from multicon.false_negatives import RelatedIds, related_by_captions
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.loss import (
     InfoNCE,
@@ -123,6 +124,7 @@ __all__ = [
     "PairBatch",
     "PairGenerator",
     "ProjectionHead",
+    "RelatedIds",
     "SampledNegatives",
     "SimCLRViews",
     "TextCorpus",
@@ -160,6 +162,7 @@ __all__ = [
     "moco_v3_views",
     "most_similar",
     "push_folder",
+    "related_by_captions",
     "resnet_backbone",
     "retrieval_recall",
     "save_run",

@@ -528,3 +528,5 @@ def test_docs_captions_page_runs():
     namespace = run_doc["run"](root / "docs" / "captions.md")
     assert dict(namespace["train"].skipped) == {"empty_caption": 6, "missing_image": 1}
     assert namespace["again"].tokenizer is not None
+    # the frozen MiniLM relates the blue and the purple image, nothing else
+    assert namespace["related"].counts().tolist() == [0, 0, 1, 0, 0, 1]
