@@ -61,6 +61,15 @@ def test_bad_relations_and_ids_are_named():
         RelatedIds.from_embeddings(torch.randn(4, 3), 0.5, max_related=0)
     with pytest.raises(ValueError, match=r"query ids must lie in \[0, 2\)"):
         RelatedIds([[1], [0]]).mask(torch.tensor([0, 2]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"query_ids must be \(B,\)"):
+        RelatedIds([[1], [0]]).mask(torch.tensor([[0]]), torch.tensor([0, 1]))
+
+    class NoCaptions(list):
+        def flat_captions(self):
+            return [], []
+
+    with pytest.raises(ValueError, match="no captions to relate"):
+        related_by_captions(None, NoCaptions([[]]), 0.5)  # refused before any model is used
 
 
 def test_masked_loss_is_the_loss_without_the_related_keys():
