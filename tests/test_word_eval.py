@@ -80,3 +80,19 @@ def test_word2vec_hub_round_trip_and_export(tmp_path):
     model.save_word2vec_format(tmp_path / "v.bin", binary=True)
     words, vecs = load_word2vec_format(tmp_path / "v.bin", binary=True)
     assert words == WORDS and torch.equal(vecs, model.vectors)
+
+
+def test_word_lookups_match_gensim(tmp_path):
+    gensim_models = pytest.importorskip("gensim.models")
+    model = Word2Vec.from_vocab(VOCAB, dim=6)
+    assert "queen" in model and "unicorn" not in model
+    assert torch.equal(model["queen"], model.vectors[VOCAB["queen"]])
+    assert torch.equal(model[["man", "king"]], model.vectors[VOCAB.encode(["man", "king"])])
+    model.save_word2vec_format(tmp_path / "v.txt")
+    kv = gensim_models.KeyedVectors.load_word2vec_format(str(tmp_path / "v.txt"))
+    for a, b in [("king", "queen"), ("man", "woman"), ("king", "man")]:
+        assert model.similarity(a, b) == pytest.approx(float(kv.similarity(a, b)), abs=1e-5)
+    with pytest.raises(KeyError, match="unicorn"):
+        model[["king", "unicorn"]]
+    with pytest.raises(KeyError, match="unicorn"):
+        model.similarity("unicorn", "king")

@@ -9,10 +9,12 @@ for `InfoNCE` is a change of arguments, not of code path.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.eval.words import most_similar
@@ -45,6 +47,10 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
         >>> again = Word2Vec.from_pretrained(folder)
         >>> again.vocab.words, bool(torch.equal(again.vectors, w2v.vectors))
         (['the', 'cat', 'sat'], True)
+        >>> "cat" in w2v, w2v["cat"].shape, w2v[["the", "sat"]].shape
+        (True, torch.Size([8]), torch.Size([2, 8]))
+        >>> round(w2v.similarity("cat", "cat"), 4)
+        1.0
     """
 
     example_input = "torch.tensor([0, 1, 2])"
@@ -124,6 +130,25 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
         if self.vocab is None:
             raise ValueError("this Word2Vec has no vocabulary; pass vocab= when creating it")
         return self.vocab
+
+    # -- look-ups by word, as gensim's KeyedVectors (``"king" in wv``, ``wv["king"]``) -------
+    def __contains__(self, word: str) -> bool:
+        return word in self._require_vocab()
+
+    def __getitem__(self, words: str | Sequence[str]) -> torch.Tensor:
+        """The vector ``(D,)`` of a word, or ``(n, D)`` of a list of words."""
+        vocab = self._require_vocab()
+        batch = [words] if isinstance(words, str) else list(words)
+        unknown = [w for w in batch if w not in vocab]
+        if unknown:
+            raise KeyError(f"words not in the vocabulary: {unknown}")
+        vectors = self.vectors[vocab.encode(batch)]
+        return vectors[0] if isinstance(words, str) else vectors
+
+    def similarity(self, word1: str, word2: str) -> float:
+        """Cosine similarity of two words' vectors."""
+        a, b = self[[word1, word2]]
+        return float(F.cosine_similarity(a, b, dim=0))
 
     def most_similar(
         self,
