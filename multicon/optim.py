@@ -90,7 +90,35 @@ class SGD(torch.optim.SGD):
         >>> SGD(table.parameters(), lr=0.5).step()
         >>> table.weight[:, 0].tolist()   # row 1 twice, row 3 once
         [0.0, -1.0, 0.0, -0.5]
+
+    ``row_clip=r`` caps each row's step at ``r * max(||row||, row_clip_floor)`` (L2): a large
+    batch sums hundreds of gradients into a frequent word's row at one stale point, where
+    word2vec would have taken them one at a time, each seeing the last (word2vec at 65,536
+    pairs a step diverged without it; docs/word2vec.md). Rows below the cap step as before.
+
+        >>> table.zero_grad(); _ = torch.nn.init.ones_(table.weight)  # rows of norm sqrt(2)
+        >>> table(torch.tensor([1] * 100 + [3])).sum().backward()
+        >>> SGD(table.parameters(), lr=0.05, row_clip=0.1).step()
+        >>> [round(v, 3) for v in table.weight[:, 0].tolist()]  # row 1 capped, row 3 not
+        [1.0, 0.9, 1.0, 0.95]
     """
+
+    def __init__(
+        self, params, lr: float = 1e-3, *, row_clip: float = 0.0, row_clip_floor: float = 0.1, **kw
+    ) -> None:
+        if row_clip < 0 or row_clip_floor <= 0:
+            raise ValueError(
+                f"row_clip must be >= 0 and row_clip_floor > 0, got {row_clip}, {row_clip_floor}"
+            )
+        super().__init__(params, lr=lr, **kw)
+        for group in self.param_groups:
+            group.setdefault("row_clip", row_clip)
+            group.setdefault("row_clip_floor", row_clip_floor)
+            if group["row_clip"] and (group["momentum"] or group["weight_decay"]):
+                raise ValueError(
+                    "row_clip clips plain sparse SGD steps: it needs momentum=0 and "
+                    f"weight_decay=0, got {group['momentum']} and {group['weight_decay']}"
+                )
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -105,14 +133,27 @@ class SGD(torch.optim.SGD):
             for p in group["params"]:
                 grad = p.grad
                 if grad is not None and grad.is_sparse and grad.sparse_dim() == 1:
-                    rows = grad._indices()[0]
-                    p.index_add_(0, rows, grad._values().mul(-float(group["lr"])))
+                    rows, step = grad._indices()[0], grad._values().mul(-float(group["lr"]))
+                    if group.get("row_clip"):
+                        rows, step = _clip_rows(p, rows, step, group)
+                    p.index_add_(0, rows, step)
                     done.append((p, grad))
                     p.grad = None  # stepped: hidden from torch's step below
         super().step()
         for p, grad in done:
             p.grad = grad
         return loss
+
+
+def _clip_rows(p: torch.Tensor, rows: torch.Tensor, step: torch.Tensor, group: dict):
+    """Sum ``step``'s entries per row, then shrink each row's sum to at most
+    ``row_clip * max(||p[row]||, row_clip_floor)``."""
+    rows, inverse = torch.unique(rows, return_inverse=True)
+    summed = step.new_zeros(len(rows), *step.shape[1:]).index_add_(0, inverse, step)
+    norms = summed.flatten(1).norm(dim=1)
+    limit = p[rows].flatten(1).norm(dim=1).clamp(min=group["row_clip_floor"]) * group["row_clip"]
+    scale = (limit / norms.clamp(min=torch.finfo(norms.dtype).tiny)).clamp(max=1.0)
+    return rows, summed.mul_(scale.view(-1, *[1] * (summed.dim() - 1)))
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -129,12 +170,20 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    row_clip: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """AdamW, SGD (Nesterov-free, with momentum) or LARS over the model's trainable parameters."""
+    """AdamW, SGD (Nesterov-free, with momentum) or LARS over the model's trainable parameters
+    (``row_clip``: see `SGD`)."""
     groups = parameter_groups(model, weight_decay)
     if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameters")
+    if row_clip and name != "sgd":
+        raise ValueError(f"row_clip is an option of the 'sgd' optimizer, not of {name!r}")
     if name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
@@ -142,7 +191,7 @@ def build_optimizer(
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)
-        return SGD(groups, lr=lr, momentum=momentum)
+        return SGD(groups, lr=lr, momentum=momentum, row_clip=row_clip)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise ValueError(f"unknown optimizer {name!r}; choose 'adamw', 'sgd' or 'lars'")

@@ -45,6 +45,13 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
     grad_clip: float = field(default=0.0, metadata={"help": "Max gradient norm (0: off)."})
+    row_clip: float = field(
+        default=0.0,
+        metadata={
+            "help": "sgd: cap each embedding row's step at this multiple of its norm "
+            "(word2vec at large batches; 0: off)."
+        },
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers (map-style)."})
@@ -75,6 +82,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.row_clip < 0:
+            raise ValueError(f"row_clip must be >= 0, got {self.row_clip}")
 
 
 @dataclass
@@ -172,7 +181,7 @@ class Trainer:
 
     def _default_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
-        return build_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum)
+        return build_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum, c.row_clip)
 
     def _dataloader(self):
         c, pairs = self.config, self.pairs

@@ -216,6 +216,47 @@ def test_sgd_sparse_fast_path_matches_torch_sgd():
         assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+def test_row_clip_caps_each_rows_summed_step_and_leaves_small_ones():
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(6, 3, sparse=True)
+    dense = torch.nn.Linear(3, 1)
+    before = table.weight.detach().clone()
+    ids = torch.tensor([0] * 50 + [1, 2, 2])
+    dense(table(ids)).sum().backward()
+    grad = torch.zeros(6, 3).index_add_(0, ids, table.weight.grad._values())
+    opt = SGD(
+        [{"params": table.parameters()}, {"params": dense.parameters()}], lr=0.01, row_clip=0.2
+    )
+    opt.step()
+    moved = table.weight.detach() - before
+    limit = 0.2 * before.norm(dim=1).clamp(min=0.1)
+    plain = -0.01 * grad
+    for row in range(6):
+        if plain[row].norm() <= limit[row]:  # rows 1-5: as plain SGD
+            assert torch.allclose(moved[row], plain[row], atol=1e-6)
+        else:  # row 0, looked up 50 times: the same direction, shortened to the cap
+            assert torch.allclose(moved[row].norm(), limit[row], atol=1e-6)
+            assert torch.allclose(
+                moved[row] / limit[row], plain[row] / plain[row].norm(), atol=1e-5
+            )
+    assert plain[0].norm() > limit[0] and plain[1].norm() < limit[1]  # both cases were seen
+
+
+def test_row_clip_bad_settings_are_refused():
+    from multicon.optim import build_optimizer
+    from multicon.train import TrainConfig
+
+    params = torch.nn.Embedding(3, 2, sparse=True).parameters()
+    with pytest.raises(ValueError, match="row_clip must be >= 0"):
+        SGD(params, lr=0.1, row_clip=-1.0)
+    with pytest.raises(ValueError, match="needs momentum=0"):
+        SGD(torch.nn.Embedding(3, 2).parameters(), lr=0.1, momentum=0.9, row_clip=1.0)
+    with pytest.raises(ValueError, match="option of the 'sgd' optimizer"):
+        build_optimizer(torch.nn.Linear(2, 2), "adamw", 0.1, 0.0, row_clip=1.0)
+    with pytest.raises(ValueError, match="row_clip must be >= 0"):
+        TrainConfig(row_clip=-0.5)
+
+
 def test_noise_group_without_shared_negatives_is_refused():
     from multicon.text import Vocabulary, Word2Vec
 
