@@ -52,6 +52,9 @@ class BenchArgs:
     out: str = field(default="", metadata={"help": "Also write the JSON here."})
     batch_size: int = field(default=8192, metadata={"help": "multicon pairs per step."})
     lr: float = field(default=0.025, metadata={"help": "Initial learning rate (both)."})
+    row_clip: float = field(
+        default=0.0, metadata={"help": "multicon: cap on each row's step / its norm (0: off)."}
+    )
     workers: int = field(default=2, metadata={"help": "gensim worker threads."})
     epochs: int = 3
     seed: int = 0
@@ -84,6 +87,7 @@ def word2vec_config(output_dir: str, bench, **length) -> TrainConfig:
         batch_size=bench.batch_size,
         optimizer="sgd",
         lr=bench.lr,
+        row_clip=bench.row_clip,
         momentum=0.0,
         weight_decay=0.0,
         schedule="linear",
@@ -175,7 +179,7 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
 
     def bare(steps: int) -> float:
         m = model()
-        opt = SGD(m.parameters(), lr=bench.lr, momentum=0.0)
+        opt = SGD(m.parameters(), lr=bench.lr, momentum=0.0, row_clip=bench.row_clip)
         batches = pairs.batches(bench.batch_size, epoch=0, device="cpu")
         start = time.perf_counter()
         for _, batch in zip(range(steps), batches, strict=False):
