@@ -160,6 +160,13 @@ def train(
                 "diverged: raise shared_negatives or lower noise_group",
                 stacklevel=2,
             )
+    if config.batch_size > 32768 and not config.row_clip:  # measured, docs/word2vec.md
+        warnings.warn(
+            f"batches of {config.batch_size} pairs sum thousands of gradients into a frequent "
+            "word's row at once; above 32,768 pairs plain SGD diverged on enwiki17m: pass "
+            "--row_clip 1",
+            stacklevel=2,
+        )
     t0 = time.perf_counter()
     corpus = load_corpus(data)
     vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)

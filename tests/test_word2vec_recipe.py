@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,22 @@ print("hg" in flags)
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]
+
+
+@pytest.mark.parametrize("row_clip", ["0", "1"])
+def test_recipe_warns_about_large_batches_without_row_clip(tmp_path, row_clip):
+    rng = random.Random(2)
+    lines = [" ".join(f"t{t % 8}w{rng.randrange(4)}" for _ in range(10)) for t in range(4000)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    argv = [
+        *("--corpus", str(tmp_path / "corpus.txt"), "--min_count", "1", "--dim", "8"),
+        *("--epochs", "1", "--batch_size", "40000", "--row_clip", row_clip, "--sample", "0"),
+        *("--output_dir", str(tmp_path / "run"), "--log_with", "", "--progress_bar", "0"),
+        *("--analogies", "", "--wordsim", "", "--simlex", ""),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = _recipe().main(argv)
+    assert report["steps"] >= 1
+    said = [str(w.message) for w in caught if "--row_clip 1" in str(w.message)]
+    assert len(said) == (row_clip == "0"), said
