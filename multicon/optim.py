@@ -91,10 +91,11 @@ class SGD(torch.optim.SGD):
         >>> table.weight[:, 0].tolist()   # row 1 twice, row 3 once
         [0.0, -1.0, 0.0, -0.5]
 
-    ``row_clip=r`` caps each row's step at ``r * max(||row||, row_clip_floor)`` (L2): a large
-    batch sums hundreds of gradients into a frequent word's row at one stale point, where
-    word2vec would have taken them one at a time, each seeing the last (word2vec at 65,536
-    pairs a step diverged without it; docs/word2vec.md). Rows below the cap step as before.
+    ``row_clip=r`` caps the step of each row of a parameter (an embedding table's word; sparse
+    or dense gradient) at ``r * max(||row||, row_clip_floor)`` (L2): a large batch sums
+    thousands of gradients into a frequent word's row at one stale point, where word2vec would
+    have taken them one at a time, each seeing the last (word2vec at 65,536 pairs a step
+    diverged without it; docs/word2vec.md). Rows below the cap step as before.
 
         >>> table.zero_grad(); _ = torch.nn.init.ones_(table.weight)  # rows of norm sqrt(2)
         >>> table(torch.tensor([1] * 100 + [3])).sum().backward()
@@ -132,28 +133,40 @@ class SGD(torch.optim.SGD):
                 continue
             for p in group["params"]:
                 grad = p.grad
-                if grad is not None and grad.is_sparse and grad.sparse_dim() == 1:
-                    rows, step = grad._indices()[0], grad._values().mul(-float(group["lr"]))
+                if grad is None:
+                    continue
+                lr = float(group["lr"])
+                if grad.is_sparse and grad.sparse_dim() == 1:
+                    rows, step = grad._indices()[0], grad._values().mul(-lr)
                     if group.get("row_clip"):
-                        rows, step = _clip_rows(p, rows, step, group)
+                        rows, step = _clip_sparse_rows(p, rows, step, group)
                     p.index_add_(0, rows, step)
-                    done.append((p, grad))
-                    p.grad = None  # stepped: hidden from torch's step below
+                elif group.get("row_clip") and grad.dim() >= 2:  # a table under DDP: dense
+                    p.add_(_clip_rows(p, grad.mul(-lr), group))
+                else:
+                    continue
+                done.append((p, grad))
+                p.grad = None  # stepped: hidden from torch's step below
         super().step()
         for p, grad in done:
             p.grad = grad
         return loss
 
 
-def _clip_rows(p: torch.Tensor, rows: torch.Tensor, step: torch.Tensor, group: dict):
-    """Sum ``step``'s entries per row, then shrink each row's sum to at most
-    ``row_clip * max(||p[row]||, row_clip_floor)``."""
+def _clip_rows(rows: torch.Tensor, step: torch.Tensor, group: dict) -> torch.Tensor:
+    """``step`` with each row shortened to at most ``row_clip * max(||row||, row_clip_floor)``
+    (``rows``: the parameter's rows being stepped, in the same order)."""
+    norms = step.flatten(1).norm(dim=1)
+    limit = rows.flatten(1).norm(dim=1).clamp(min=group["row_clip_floor"]) * group["row_clip"]
+    scale = (limit / norms.clamp(min=torch.finfo(norms.dtype).tiny)).clamp(max=1.0)
+    return step.mul_(scale.view(-1, *[1] * (step.dim() - 1)))
+
+
+def _clip_sparse_rows(p: torch.Tensor, rows: torch.Tensor, step: torch.Tensor, group: dict):
+    """Sum a sparse step's entries per row (a row looked up many times has many), then clip."""
     rows, inverse = torch.unique(rows, return_inverse=True)
     summed = step.new_zeros(len(rows), *step.shape[1:]).index_add_(0, inverse, step)
-    norms = summed.flatten(1).norm(dim=1)
-    limit = p[rows].flatten(1).norm(dim=1).clamp(min=group["row_clip_floor"]) * group["row_clip"]
-    scale = (limit / norms.clamp(min=torch.finfo(norms.dtype).tiny)).clamp(max=1.0)
-    return rows, summed.mul_(scale.view(-1, *[1] * (summed.dim() - 1)))
+    return rows, _clip_rows(p[rows], summed, group)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
