@@ -288,7 +288,7 @@ class Trainer:
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at step {pos.global_step} (epoch {pos.epoch}); "
                 f"training stopped and {kept}. Lower the learning rate, raise the temperature "
-                "or enable grad_clip."
+                "or enable grad_clip (for embedding tables under sgd: row_clip)."
             )
 
     def _evaluate(self, pos: _Position) -> dict[str, float] | None:
