@@ -97,7 +97,7 @@ def test_recipe_warns_about_large_batches_without_row_clip(tmp_path, row_clip):
     (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
     argv = [
         *("--corpus", str(tmp_path / "corpus.txt"), "--min_count", "1", "--dim", "8"),
-        *("--epochs", "1", "--batch_size", "40000", "--row_clip", row_clip, "--sample", "0"),
+        *("--epochs", "1", "--batch_size", "65536", "--row_clip", row_clip, "--sample", "0"),
         *("--output_dir", str(tmp_path / "run"), "--log_with", "", "--progress_bar", "0"),
         *("--analogies", "", "--wordsim", "", "--simlex", ""),
     ]

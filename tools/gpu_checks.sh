@@ -34,7 +34,7 @@ words=(--corpus .data/enwiki17m.txt.gz --epochs 5)
 [ "${SMOKE:-0}" = 1 ] && words=(--corpus .data/enwiki17m.txt.gz --max_words 200000 --epochs 1)
 eval=(--analogies .data/questions-words.txt --wordsim .data/wordsim353.tsv
     --simlex .data/simlex999.txt --skip_gensim --overhead_steps 0 --threads 0)
-# above 32,768 pairs a step plain SGD diverges (measured on the CPU), so each row's step is
+# from 65,536 pairs a step plain SGD diverges (measured on the CPU), so each row's step is
 # capped (--row_clip 1); more noise words per group win back what large batches lose.
 # docs/word2vec.md has the CPU quality of each of these settings on the same corpus.
 w2v() { check "$1" $PY tools/bench_word2vec.py "${words[@]}" "${eval[@]}" --row_clip 1 "${@:2}"; }
