@@ -117,7 +117,7 @@ class SGD(torch.optim.SGD):
             group.setdefault("row_clip_floor", row_clip_floor)
             if group["row_clip"] and (group["momentum"] or group["weight_decay"]):
                 raise ValueError(
-                    "row_clip clips plain sparse SGD steps: it needs momentum=0 and "
+                    "row_clip clips plain SGD steps: it needs momentum=0 and "
                     f"weight_decay=0, got {group['momentum']} and {group['weight_decay']}"
                 )
 

@@ -48,8 +48,8 @@ class TrainConfig:
     row_clip: float = field(
         default=0.0,
         metadata={
-            "help": "sgd: cap each embedding row's step at this multiple of its norm "
-            "(word2vec at large batches; 0: off)."
+            "help": "sgd: cap the step of each row of a 2-D parameter (an embedding table's "
+            "word) at this multiple of its norm (word2vec at large batches; 0: off)."
         },
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
