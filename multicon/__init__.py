@@ -58,7 +58,7 @@ from multicon.loss import (
     info_nce,
     soft_cross_entropy,
 )
-from multicon.model import ContrastiveModel, ContrastiveOutput
+from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
 from multicon.momentum import MomentumEncoder, cosine_momentum
 from multicon.negatives import (
     InBatchNegatives,
@@ -85,7 +85,13 @@ from multicon.pairs.views import (
     make_views,
     moco_v3_views,
 )
-from multicon.text import Vocabulary, Word2Vec, load_word2vec_format, save_word2vec_format
+from multicon.text import (
+    FusedSkipGram,
+    Vocabulary,
+    Word2Vec,
+    load_word2vec_format,
+    save_word2vec_format,
+)
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
@@ -105,6 +111,8 @@ __all__ = [
     "DualEncoder",
     "EmbeddingTable",
     "EncodedCorpus",
+    "FusedSGDModel",
+    "FusedSkipGram",
     "HubArgs",
     "HubModel",
     "ImageData",

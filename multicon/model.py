@@ -226,3 +226,25 @@ def _check_pair(q: torch.Tensor, k: torch.Tensor) -> None:
             "query and key embeddings must both be (B, D) with the same shape, got "
             f"{tuple(q.shape)} and {tuple(k.shape)}"
         )
+
+
+class FusedSGDModel(nn.Module):
+    """A model that applies its own plain-SGD update to a batch, with no autograd graph.
+
+    Some objectives are fastest as one fused loop that computes a pair's gradient and applies
+    it before the next pair (word2vec's skip-gram on CPU: `multicon.text.FusedSkipGram`). The
+    `Trainer` calls `sgd_step` in place of forward, backward and ``optimizer.step``, and keeps
+    everything else: the learning-rate schedule (``lr`` is the scheduled rate), checkpoints,
+    resume, logging and evaluation. It accepts only what such a step honours: ``sgd`` without
+    momentum, weight decay or clipping, full precision, on the CPU.
+    """
+
+    def sgd_step(self, batch: PairBatch, lr: float) -> torch.Tensor:
+        """Update the parameters in place for ``batch``; return the batch's loss (0-d)."""
+        raise NotImplementedError
+
+    def after_step(
+        self, output: ContrastiveOutput, progress: float, *, diagnostics: bool = False
+    ) -> dict[str, float]:
+        """Nothing to do after a step: no momentum encoder, no queue."""
+        return {}

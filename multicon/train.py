@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch import nn
 
 from multicon import checkpoint
 from multicon.hogwild import check_hogwild, share_parameters
-from multicon.model import ContrastiveModel
+from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
 from multicon.optim import build_optimizer, lr_schedule
 from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
 
@@ -108,7 +109,8 @@ class Trainer:
     """Train a `ContrastiveModel` on a pair generator.
 
     Args:
-        model: the contrastive model (encoders, negatives, loss).
+        model: the contrastive model (encoders, negatives, loss); or a `FusedSGDModel`, which
+            updates itself for each batch (the trainer then only schedules, saves and logs).
         pairs: a `MapPairGenerator` or `BatchPairGenerator`.
         config: a `TrainConfig`.
         evaluate: ``evaluate(model) -> metrics`` run on the main process every
@@ -136,7 +138,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: ContrastiveModel,
+        model: ContrastiveModel | FusedSGDModel,
         pairs: PairGenerator,
         config: TrainConfig,
         *,
@@ -151,6 +153,9 @@ class Trainer:
             )
         self.config = config
         self.pairs = pairs
+        self.fused = isinstance(model, FusedSGDModel)
+        if self.fused:
+            _check_fused(config)
         self.evaluate_fn = evaluate
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator or self._build_accelerator()
@@ -335,6 +340,12 @@ class Trainer:
             )
         total = c.max_steps or c.epochs * steps_per_epoch
         scheduler = lr_schedule(self.optimizer, c.schedule, total, c.warmup_steps)
+        if self.fused and (acc.device.type != "cpu" or (acc.num_processes > 1 and not c.hogwild)):
+            raise ValueError(
+                f"{type(self.model).__name__} updates CPU tables itself: it runs on the CPU, in "
+                f"one process or several with hogwild (here: {acc.device}, "
+                f"{acc.num_processes} processes, hogwild={c.hogwild})"
+            )
         if c.hogwild:  # one shared copy of the parameters; no DDP, no gradient sync
             check_hogwild(acc.device, acc.num_processes)
             share_parameters(self.model)
@@ -351,21 +362,31 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=total, initial=pos.global_step, unit="step", dynamic_ncols=True)
-        unwrapped: ContrastiveModel = acc.unwrap_model(self.model)
+        unwrapped: ContrastiveModel | FusedSGDModel = acc.unwrap_model(self.model)
         optimizer = self._stepping_optimizer()
         self.model.train()
         last_loss, tick, samples = math.nan, time.perf_counter(), 0
         global_batch = c.batch_size * acc.num_processes
         while pos.global_step < total and pos.epoch < math.ceil(total / steps_per_epoch):
             for batch in self._epoch_batches(loader, pos.epoch, pos.step_in_epoch):
-                with acc.autocast():
-                    out = self.model(batch)
-                self._check_finite(out.loss, pos)
-                acc.backward(out.loss)
-                if c.grad_clip > 0:
-                    acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                optimizer.step()
-                scheduler.step()
+                if self.fused:  # the model applies the update; the optimizer only holds lr
+                    lr = optimizer.param_groups[0]["lr"]
+                    out = ContrastiveOutput(unwrapped.sgd_step(batch, lr))
+                    self._check_finite(out.loss, pos)
+                else:
+                    with acc.autocast():
+                        out = self.model(batch)
+                    self._check_finite(out.loss, pos)
+                    acc.backward(out.loss)
+                    if c.grad_clip > 0:
+                        acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+                    optimizer.step()
+                if self.fused:  # torch warns of a schedule stepped before its optimizer
+                    with warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                        scheduler.step()
+                else:
+                    scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 pos.global_step += 1
                 pos.step_in_epoch += 1
@@ -381,7 +402,9 @@ class Trainer:
                         "loss": last_loss,
                         "lr": scheduler.get_last_lr()[0],
                         "samples_per_s": samples / (now - tick),
-                        "temperature": float(getattr(unwrapped.loss, "temperature", math.nan)),
+                        "temperature": float(
+                            getattr(getattr(unwrapped, "loss", None), "temperature", math.nan)
+                        ),
                         "epoch": pos.epoch,
                         **extra,
                     }
@@ -413,6 +436,25 @@ class Trainer:
         if math.isnan(last_loss) and history:
             last_loss = next((h["loss"] for h in reversed(history) if "loss" in h), math.nan)
         return TrainResult(pos.global_step, last_loss, history, evaluations, self.output_dir)
+
+
+def _check_fused(c: TrainConfig) -> None:
+    """A `FusedSGDModel` applies plain SGD itself: refuse settings it would silently ignore."""
+    ignored = {
+        "optimizer": c.optimizer != "sgd",
+        "momentum": c.momentum != 0,
+        "weight_decay": c.weight_decay != 0,
+        "grad_clip": c.grad_clip != 0,
+        "row_clip": c.row_clip != 0,
+        "mixed_precision": c.mixed_precision != "no",
+    }
+    bad = [name for name, is_bad in ignored.items() if is_bad]
+    if bad:
+        raise ValueError(
+            "a fused SGD model applies plain SGD in full precision itself; it cannot honour "
+            + ", ".join(f"{name}={getattr(c, name)!r}" for name in bad)
+            + " (use optimizer='sgd', momentum=0, weight_decay=0, no clipping, no mixed precision)"
+        )
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:

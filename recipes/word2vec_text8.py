@@ -27,11 +27,12 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import HfArgumentParser
 
-from multicon import TrainConfig, Trainer
+from multicon import TrainConfig, Trainer, native
 from multicon.data.corpus import (
     TextCorpus,
     encode_corpus,
@@ -43,7 +44,7 @@ from multicon.data.corpus import (
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
 from multicon.hub import HubArgs, save_run
 from multicon.pairs.context import ContextPairs
-from multicon.text import Vocabulary, Word2Vec
+from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
 
 WORD_EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "word-eval"
 
@@ -79,6 +80,15 @@ class Word2VecArgs:
         metadata={"help": "Pairs sharing one draw of shared_negatives noise words (0: batch)."},
     )
     ns_exponent: float = 0.75
+    kernel: Literal["auto", "fused", "torch"] = field(
+        default="auto",
+        metadata={
+            "help": "'fused': word2vec's per-pair updates in one C loop (CPU; `negative` noise "
+            "words per pair); 'torch': batched tensor ops through the shared loss (any device; "
+            "shared_negatives, noise_group and row_clip apply); 'auto': fused on a CPU when a C "
+            "compiler is found."
+        },
+    )
     sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
     sparse: bool = field(
@@ -139,16 +149,26 @@ def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
     return {name: round(acc, 4) for name, acc in r.section_accuracy().items()}
 
 
-def train(
-    data: CorpusArgs, w2v_args: Word2VecArgs, eval_args: EvalArgs, config: TrainConfig
-) -> dict:
-    """Build the vocabulary and pairs, train, evaluate; returns figures and timings."""
-    if w2v_args.threads:
-        torch.set_num_threads(w2v_args.threads)
-    # trained scores saturate the sigmoid: its tails and their products become denormal floats,
-    # which x86 CPUs compute ~100x slower (measured: 64 noise words, 27.8 s -> 17.4 s); flushing
-    # them to zero changed no figure
-    torch.set_flush_denormal(True)
+def resolve_kernel(kernel: str, config: TrainConfig) -> str:
+    """'fused' or 'torch' for ``kernel``: 'auto' takes the fused loop for a CPU run it can serve
+    (one process, or hogwild; no row_clip) when a C compiler is found."""
+    if kernel != "auto":
+        return kernel
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    on_cpu = forced_cpu or not torch.cuda.is_available()
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if not on_cpu or not (single or config.hogwild) or config.row_clip:
+        return "torch"
+    try:
+        native.load("sgns")
+    except native.NativeUnavailableError as e:
+        warnings.warn(f"{e}; training with the slower torch kernel", stacklevel=2)
+        return "torch"
+    return "fused"
+
+
+def warn_batch_settings(w2v_args: Word2VecArgs, config: TrainConfig) -> None:
+    """Warn where the torch kernel's summed batch steps were measured to diverge."""
     if w2v_args.shared_negatives:
         group = w2v_args.noise_group or config.batch_size
         load = group * w2v_args.negative / w2v_args.shared_negatives
@@ -170,6 +190,21 @@ def train(
             "these noise settings: pass --row_clip 1",
             stacklevel=2,
         )
+
+
+def train(
+    data: CorpusArgs, w2v_args: Word2VecArgs, eval_args: EvalArgs, config: TrainConfig
+) -> dict:
+    """Build the vocabulary and pairs, train, evaluate; returns figures and timings."""
+    if w2v_args.threads:
+        torch.set_num_threads(w2v_args.threads)
+    # trained scores saturate the sigmoid: its tails and their products become denormal floats,
+    # which x86 CPUs compute ~100x slower (measured: 64 noise words, 27.8 s -> 17.4 s); flushing
+    # them to zero changed no figure
+    torch.set_flush_denormal(True)
+    kernel = resolve_kernel(w2v_args.kernel, config)
+    if kernel == "torch":
+        warn_batch_settings(w2v_args, config)
     t0 = time.perf_counter()
     corpus = load_corpus(data)
     vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
@@ -181,12 +216,15 @@ def train(
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1
     sparse = w2v_args.sparse and (single or config.hogwild)
     w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
-    model = w2v.contrastive_model(
-        negative=w2v_args.negative,
-        ns_exponent=w2v_args.ns_exponent,
-        shared_negatives=w2v_args.shared_negatives,
-        noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
-    )
+    if kernel == "fused":
+        model = FusedSkipGram(w2v, negative=w2v_args.negative, ns_exponent=w2v_args.ns_exponent)
+    else:
+        model = w2v.contrastive_model(
+            negative=w2v_args.negative,
+            ns_exponent=w2v_args.ns_exponent,
+            shared_negatives=w2v_args.shared_negatives,
+            noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
+        )
     pairs = ContextPairs(
         encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed
     )
@@ -212,6 +250,7 @@ def train(
     return {
         "main_process": main_process,
         "processes": trainer.accelerator.num_processes,
+        "kernel": kernel,
         "vocab_size": len(vocab),
         "corpus_words": encoded.raw_words,
         "pairs_per_epoch": pairs.num_pairs(),

@@ -160,7 +160,7 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     """
     from multicon.data.corpus import encode_corpus
     from multicon.pairs.context import ContextPairs
-    from multicon.text import Word2Vec
+    from multicon.text import FusedSkipGram, Word2Vec
     from multicon.train import Trainer
 
     corpus = recipe.load_corpus(data)
@@ -168,9 +168,13 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     encoded = encode_corpus(corpus, vocab)
     pairs = ContextPairs(encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample)
     n = min(bench.overhead_steps, pairs.num_batches(bench.batch_size) // 2)
+    kernel = recipe.resolve_kernel(w2v_args.kernel, word2vec_config("", bench))
 
     def model():
-        return Word2Vec.from_vocab(vocab, w2v_args.dim).contrastive_model(
+        w2v = Word2Vec.from_vocab(vocab, w2v_args.dim)
+        if kernel == "fused":
+            return FusedSkipGram(w2v, negative=w2v_args.negative, ns_exponent=w2v_args.ns_exponent)
+        return w2v.contrastive_model(
             negative=w2v_args.negative,
             ns_exponent=w2v_args.ns_exponent,
             shared_negatives=w2v_args.shared_negatives,
@@ -183,6 +187,9 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
         batches = pairs.batches(bench.batch_size, epoch=0, device="cpu")
         start = time.perf_counter()
         for _, batch in zip(range(steps), batches, strict=False):
+            if kernel == "fused":
+                m.sgd_step(batch, bench.lr)
+                continue
             out = m(batch)
             out.loss.backward()
             opt.step()

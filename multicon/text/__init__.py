@@ -1,7 +1,14 @@
 """Words: vocabularies, the word2vec model and its file formats."""
 
+from multicon.text.fused_skipgram import FusedSkipGram
 from multicon.text.vocab import Vocabulary
 from multicon.text.word2vec import Word2Vec
 from multicon.text.word2vec_format import load_word2vec_format, save_word2vec_format
 
-__all__ = ["Vocabulary", "Word2Vec", "load_word2vec_format", "save_word2vec_format"]
+__all__ = [
+    "FusedSkipGram",
+    "Vocabulary",
+    "Word2Vec",
+    "load_word2vec_format",
+    "save_word2vec_format",
+]

@@ -1,0 +1,204 @@
+"""The fused skip-gram step (C, per-pair updates) against the shared engine, and what it learns."""
+
+import pytest
+import torch
+from test_word2vec_learning import _topic_precision, _train, _write_corpus
+
+from multicon import native
+from multicon.data.corpus import TextCorpus, encode_corpus
+from multicon.optim import SGD
+from multicon.pairs.base import PairBatch
+from multicon.pairs.context import ContextPairs
+from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
+from multicon.train import TrainConfig, Trainer
+
+
+def _w2v(words=40, dim=8, seed=0):
+    torch.manual_seed(seed)
+    vocab = Vocabulary([f"w{i}" for i in range(words)], list(range(words + 10, 10, -1)))
+    w2v = Word2Vec.from_vocab(vocab, dim=dim)
+    with torch.no_grad():  # a trained-looking output table, so every score is non-zero
+        w2v.output_embeddings.weight.normal_(0, 0.5)
+        w2v.input_embeddings.weight.normal_(0, 0.5)
+    return w2v
+
+
+def _copy(w2v):
+    again = Word2Vec.from_vocab(w2v.vocab, dim=w2v.vectors.shape[1])
+    again.load_state_dict(w2v.state_dict())
+    return again
+
+
+def _tables(w2v):
+    return w2v.input_embeddings.weight.detach(), w2v.output_embeddings.weight.detach()
+
+
+def test_one_step_equals_the_shared_engines_summed_sgd_step():
+    """Pairs that share no row: applying them one by one is the batch's summed-loss SGD step.
+    The third pair's noise holds its own context word, which both skip."""
+    w2v = _w2v()
+    batch = PairBatch(
+        torch.tensor([0, 1, 2]), torch.tensor([10, 11, 12]), torch.tensor([10, 11, 12])
+    )
+    noise = torch.tensor([[20, 21], [22, 23], [12, 25]])
+
+    engine_w2v = _copy(w2v)
+    engine = engine_w2v.contrastive_model(negative=2)
+    engine.negatives.sample = lambda shape, device: noise.view(shape)  # the same noise words
+    out = engine(batch)
+    out.loss.backward()
+    SGD(engine.parameters(), lr=0.1, momentum=0.0).step()
+
+    loss = FusedSkipGram(w2v, negative=2, threads=1).sgd_step(batch, 0.1, noise=noise)
+
+    assert loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
+    for fused, reference in zip(_tables(w2v), _tables(engine_w2v), strict=True):
+        assert torch.allclose(fused, reference, atol=1e-6)
+    moved = (_tables(w2v)[0] != _tables(_w2v())[0]).any(1).nonzero().flatten().tolist()
+    assert moved == [0, 1, 2]  # only the centre words' input rows
+
+
+def test_pairs_are_applied_in_order():
+    """word2vec's semantics: a pair sees the rows the pairs before it updated."""
+    w2v, stepwise = _w2v(), _w2v()
+    pair = torch.tensor([3]), torch.tensor([7])
+    noise = torch.tensor([[5, 9]])
+    step = FusedSkipGram(w2v, negative=2, threads=1)
+    twice = PairBatch(pair[0].repeat(2), pair[1].repeat(2), pair[1].repeat(2))
+    both = step.sgd_step(twice, 0.5, noise=noise.repeat(2, 1))
+    one = FusedSkipGram(stepwise, negative=2, threads=1)
+    first = one.sgd_step(PairBatch(*pair, pair[1]), 0.5, noise=noise)
+    second = one.sgd_step(PairBatch(*pair, pair[1]), 0.5, noise=noise)
+    assert both.item() == pytest.approx(first.item() + second.item(), rel=1e-5)
+    assert second < first  # the second pass met the improved rows
+    for a, b in zip(_tables(w2v), _tables(stepwise), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_noise_follows_unigram_to_the_three_quarters():
+    counts = [400, 100, 25, 1, 0]
+    vocab = Vocabulary([f"w{i}" for i in range(5)], counts)
+    step = FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4), ns_exponent=0.75)
+    draws = step.sample_noise(400_000, seed=3)
+    freq = torch.bincount(draws, minlength=5).double() / len(draws)
+    expected = torch.tensor(counts, dtype=torch.float64).pow(0.75)
+    expected /= expected.sum()
+    assert torch.allclose(freq, expected, atol=3e-3), (freq, expected)
+    assert freq[4] == 0  # a word never seen is never noise
+    assert not torch.equal(draws[:100], step.sample_noise(100, seed=4))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "topics.txt"
+    _write_corpus(path)
+    text = TextCorpus.from_file(path)
+    vocab = Vocabulary.build(text, min_count=1)
+    return vocab, encode_corpus(text, vocab)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_training_learns_topic_neighbours(corpus, tmp_path, threads):
+    vocab, encoded = corpus
+    torch.manual_seed(0)
+    w2v = Word2Vec.from_vocab(vocab, dim=16)
+    pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
+    model = FusedSkipGram(w2v, negative=5, threads=threads)
+    result = _train(model, pairs, tmp_path, epochs=3, batch_size=512, optimizer="sgd", lr=0.025)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    precision = _topic_precision(w2v)
+    assert precision > 0.9, precision  # chance: about 0.04
+
+
+def test_fused_training_resumes_exactly(corpus, tmp_path):
+    """One thread: the noise seeds come from torch's generator, which checkpoints keep."""
+    vocab, encoded = corpus
+
+    def run(folder, epochs, resume=""):
+        torch.manual_seed(0)
+        w2v = Word2Vec.from_vocab(vocab, dim=8)
+        pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
+        config = TrainConfig(
+            output_dir=str(folder), epochs=epochs, batch_size=512, optimizer="sgd", lr=0.025,
+            momentum=0.0, weight_decay=0.0, schedule="constant", log_with="",
+            progress_bar=False, eval_every=0, resume=resume,
+        )  # fmt: skip
+        Trainer(FusedSkipGram(w2v, threads=1), pairs, config).fit()
+        return w2v.vectors
+
+    straight = run(tmp_path / "a", 2)
+    run(tmp_path / "b", 1)
+    resumed = run(tmp_path / "b", 2, resume="latest")
+    assert torch.equal(straight, resumed)
+
+
+def test_bad_input_is_named():
+    step = FusedSkipGram(_w2v(words=10), negative=2, threads=1)
+    ids = torch.tensor([0, 1])
+    with pytest.raises(
+        ValueError, match=r"key holds word ids outside the vocabulary \[0, 10\): 1\.\.10"
+    ):
+        step.sgd_step(PairBatch(ids, torch.tensor([1, 10]), ids), 0.1)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        step.sgd_step(PairBatch(torch.tensor([-1, 0]), ids, ids), 0.1)
+    with pytest.raises(TypeError, match="word ids"):
+        step.sgd_step(PairBatch(torch.rand(2, 8), ids, ids), 0.1)
+    with pytest.raises(ValueError, match="2 ids per pair"):
+        step.sgd_step(PairBatch(ids, ids, ids), 0.1, noise=torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ValueError, match="negative must be >= 1"):
+        FusedSkipGram(_w2v(), negative=0)
+    half = Word2Vec.from_vocab(_w2v().vocab, dim=4).to(torch.float64)
+    with pytest.raises(ValueError, match="float32 tables on the CPU; got torch.float64"):
+        FusedSkipGram(half)
+    silent = Vocabulary(["a", "b"], [0, 0])
+    with pytest.raises(ValueError, match="noise distribution is empty"):
+        FusedSkipGram(Word2Vec.from_vocab(silent, dim=4))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"optimizer": "adamw"},
+        {"momentum": 0.9},
+        {"weight_decay": 1e-4},
+        {"grad_clip": 1.0},
+        {"row_clip": 1.0},
+        {"mixed_precision": "bf16"},
+    ],
+    ids=lambda s: next(iter(s)),
+)
+def test_trainer_refuses_settings_a_fused_step_would_ignore(corpus, tmp_path, setting):
+    vocab, encoded = corpus
+    pairs = ContextPairs(encoded, vocab.counts, window=3, seed=0)
+    base = dict(optimizer="sgd", momentum=0.0, weight_decay=0.0)
+    config = TrainConfig(output_dir=str(tmp_path), log_with="", **{**base, **setting})
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=f"cannot honour {name}="):
+        Trainer(FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4)), pairs, config)
+
+
+def test_no_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv("MULTICON_CACHE", str(tmp_path))
+    native.load.cache_clear()
+    try:
+        with pytest.raises(native.NativeUnavailableError, match="'no-such-compiler-here' was not"):
+            native.load("sgns")
+        assert not native.available()
+    finally:
+        native.load.cache_clear()
+
+
+def test_kernels_compile_once_into_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MULTICON_CACHE", str(tmp_path))
+    native.load.cache_clear()
+    try:
+        native.load("sgns")
+        built = list(tmp_path.glob("sgns-*.so"))
+        assert len(built) == 1 and not list(tmp_path.glob("tmp*"))  # no temporary left over
+        stamp = built[0].stat().st_mtime_ns
+        native.load.cache_clear()
+        native.load("sgns")
+        assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
+    finally:
+        native.load.cache_clear()
