@@ -117,6 +117,7 @@ def test_the_word2vec_page_runs_and_learns():
 
     ns = load_tool("run_doc").run(ROOT / "docs" / "word2vec.md")
     assert {w for w, _ in ns["neighbours"]} == {f"t3w{i}" for i in range(1, 5)}
+    assert {w for w, _ in ns["fast_neighbours"]} == {f"t3w{i}" for i in range(1, 5)}
     w2v = ns["w2v"]
     assert w2v.similarity("t3w0", "t3w1") > w2v.similarity("t3w0", "t4w0") + 0.3
 
