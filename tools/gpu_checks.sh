@@ -53,3 +53,9 @@ check clip_vit_b32 $PY tools/bench_captions.py --image_arch vit --vit_patch_size
     --open_clip_model ViT-B-32
 check clip_rn50 $PY tools/bench_captions.py --image_arch resnet50 "${text[@]}" --embed_dim 1024 \
     "${clip[@]}" --open_clip_model RN50
+
+# issue 5 on the same machine's CPU: the fused C kernel on 16 threads, against gensim's 16 workers
+# (38.7 s there). It is compiled there on first use and needs a C compiler; without one the
+# check fails and its log says so.
+check w2v_fused_cpu16 env ACCELERATE_USE_CPU=true $PY tools/bench_word2vec.py "${words[@]}" \
+    "${eval[@]}" --kernel fused --threads 16
