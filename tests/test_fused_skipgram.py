@@ -1,5 +1,7 @@
 """The fused skip-gram step (C, per-pair updates) against the shared engine, and what it learns."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from test_word2vec_learning import _topic_precision, _train, _write_corpus
@@ -202,3 +204,20 @@ def test_kernels_compile_once_into_the_cache(tmp_path, monkeypatch):
         assert built[0].stat().st_mtime_ns == stamp  # loaded, not rebuilt
     finally:
         native.load.cache_clear()
+
+
+@pytest.mark.parametrize(("device", "processes"), [("cuda", 1), ("cpu", 2)])
+def test_trainer_runs_a_fused_model_on_the_cpu_only(corpus, tmp_path, device, processes):
+    """On a GPU, or in DDP without hogwild, a fused step cannot run: a named error, not a crash."""
+    vocab, encoded = corpus
+    pairs = ContextPairs(encoded, vocab.counts, window=3, seed=0)
+    config = TrainConfig(
+        output_dir=str(tmp_path), optimizer="sgd", momentum=0.0, weight_decay=0.0, log_with=""
+    )
+    accelerator = SimpleNamespace(
+        device=torch.device(device), num_processes=processes, process_index=0
+    )
+    model = FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4))
+    trainer = Trainer(model, pairs, config, accelerator=accelerator)
+    with pytest.raises(ValueError, match=f"runs on the CPU.*{device}, {processes} processes"):
+        trainer.fit()

@@ -12,7 +12,7 @@ from test_word2vec_learning import _topic_precision, _write_corpus
 from multicon.data.corpus import TextCorpus, encode_corpus
 from multicon.hogwild import SHM, check_hogwild, share_parameters
 from multicon.pairs.context import ContextPairs
-from multicon.text import Vocabulary, Word2Vec
+from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
 from multicon.train import TrainConfig, Trainer
 
 
@@ -48,7 +48,7 @@ def test_share_parameters_gives_every_rank_one_copy():
     assert _leftovers() == before  # the names are unlinked once mapped
 
 
-def _word2vec_worker(rank: int, out: str) -> None:
+def _word2vec_worker(rank: int, out: str, kernel: str) -> None:
     path = Path(out) / f"topics-{rank}.txt"
     _write_corpus(path)  # the same corpus on both ranks
     text = TextCorpus.from_file(path)
@@ -70,7 +70,10 @@ def _word2vec_worker(rank: int, out: str) -> None:
         eval_every=0,
         hogwild=True,
     )
-    model = w2v.contrastive_model(negative=5, shared_negatives=4, noise_group=64)
+    if kernel == "fused":  # word2vec's per-pair C loop, each process on its own share of pairs
+        model = FusedSkipGram(w2v, negative=5, threads=1)
+    else:
+        model = w2v.contrastive_model(negative=5, shared_negatives=4, noise_group=64)
     trainer = Trainer(model, pairs, config)
     trainer.fit()
     if trainer.accelerator.num_processes != 2:
@@ -80,9 +83,10 @@ def _word2vec_worker(rank: int, out: str) -> None:
         torch.save(_topic_precision(w2v), f"{out}/precision.pt")
 
 
-def test_hogwild_word2vec_on_two_processes_learns_one_shared_table():
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
+def test_hogwild_word2vec_on_two_processes_learns_one_shared_table(kernel):
     with tempfile.TemporaryDirectory() as out:
-        run_two_processes(_word2vec_worker, out)
+        run_two_processes(_word2vec_worker, out, kernel)
         precision = torch.load(f"{out}/precision.pt")
         assert precision > 0.9, precision  # chance: about 0.04
         # one table in shared memory: both ranks end with the same vectors
