@@ -58,8 +58,7 @@ def _compiler() -> str:
     return path
 
 
-def _compile(cc: str, source: Path, target: Path, openmp: bool) -> subprocess.CompletedProcess:
-    flags = [*FLAGS, "-fopenmp"] if openmp else FLAGS
+def _compile(cc: str, source: Path, target: Path, flags: list[str]) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         done = subprocess.run(
@@ -90,13 +89,17 @@ def load(name: str) -> ctypes.CDLL:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{name}-{key}.so"
     if not target.is_file():
-        done = _compile(cc, source, target, openmp=True)
-        if done.returncode != 0:
-            done = _compile(cc, source, target, openmp=False)
-            if done.returncode != 0:
-                raise NativeUnavailableError(
-                    f"compiling {source.name} with {cc} failed:\n{done.stderr[-2000:]}"
-                )
+        # best first: OpenMP threads, then one thread, then without -march=native
+        portable = [f for f in FLAGS if f != "-march=native"]
+        for flags in ([*FLAGS, "-fopenmp"], FLAGS, portable):
+            done = _compile(cc, source, target, flags)
+            if done.returncode == 0:
+                break
+        else:
+            raise NativeUnavailableError(
+                f"compiling {source.name} with {cc} failed:\n{done.stderr[-2000:]}"
+            )
+        if "-fopenmp" not in flags:
             warnings.warn(
                 f"{cc} has no OpenMP: multicon's {name} kernel runs on one thread", stacklevel=2
             )

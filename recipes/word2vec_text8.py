@@ -205,6 +205,19 @@ def train(
     kernel = resolve_kernel(w2v_args.kernel, config)
     if kernel == "torch":
         warn_batch_settings(w2v_args, config)
+    else:
+        defaults = Word2VecArgs()
+        unused = [
+            f"--{name} {getattr(w2v_args, name)}"
+            for name in ("shared_negatives", "noise_group")
+            if getattr(w2v_args, name) != getattr(defaults, name)
+        ]
+        if unused:
+            warnings.warn(
+                f"{' and '.join(unused)} apply to the torch kernel; the fused kernel draws "
+                f"--negative {w2v_args.negative} noise words per pair (--kernel torch uses them)",
+                stacklevel=2,
+            )
     t0 = time.perf_counter()
     corpus = load_corpus(data)
     vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)

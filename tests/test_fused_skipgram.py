@@ -11,7 +11,7 @@ from multicon.data.corpus import TextCorpus, encode_corpus
 from multicon.optim import SGD
 from multicon.pairs.base import PairBatch
 from multicon.pairs.context import ContextPairs
-from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
+from multicon.text import FusedSkipGram, Vocabulary, Word2Vec, fused_skipgram
 from multicon.train import TrainConfig, Trainer
 
 
@@ -221,3 +221,34 @@ def test_trainer_runs_a_fused_model_on_the_cpu_only(corpus, tmp_path, device, pr
     trainer = Trainer(model, pairs, config, accelerator=accelerator)
     with pytest.raises(ValueError, match=f"runs on the CPU.*{device}, {processes} processes"):
         trainer.fit()
+
+
+def test_a_compiler_without_openmp_gives_a_one_thread_kernel(tmp_path, monkeypatch):
+    """A compiler that rejects -fopenmp (Apple's clang): a warning, and a kernel that works."""
+    fake = tmp_path / "cc-without-openmp"
+    fake.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && exit 1; done\nexec cc "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("MULTICON_CACHE", str(tmp_path / "cache"))
+    native.load.cache_clear()
+    fused_skipgram._library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="has no OpenMP"):
+            lib = native.load("sgns")
+        assert lib.mc_openmp() == 0
+        w2v, reference = _w2v(), _w2v()
+        batch = PairBatch(torch.tensor([0, 1]), torch.tensor([10, 11]), torch.tensor([10, 11]))
+        noise = torch.tensor([[20, 21], [22, 23]])
+        FusedSkipGram(w2v, negative=2, threads=2).sgd_step(batch, 0.1, noise=noise)
+        fused_skipgram._library.cache_clear()
+        native.load.cache_clear()
+        monkeypatch.delenv("CC")
+        monkeypatch.delenv("MULTICON_CACHE")
+        FusedSkipGram(reference, negative=2, threads=1).sgd_step(batch, 0.1, noise=noise)
+        for a, b in zip(_tables(w2v), _tables(reference), strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+    finally:
+        native.load.cache_clear()
+        fused_skipgram._library.cache_clear()

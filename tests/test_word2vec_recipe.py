@@ -44,6 +44,7 @@ def test_recipe_trains_scores_and_saves(tmp_path):
             *("--simlex", str(tmp_path / "missing.txt"), "--log_with", "", "--progress_bar", "0"),
         ]
     )
+    assert report["kernel"] == "fused"  # --kernel auto on a CPU with a C compiler
     assert report["vocab_size"] == 32 and report["analogy_oov"] == 1
     assert set(report["analogy_sections"]) == {"toy"}
     assert report["ws353"] > 0.5  # topic mates are more similar than strangers
@@ -108,3 +109,44 @@ def test_recipe_warns_about_large_batches_without_row_clip(tmp_path, row_clip):
     assert report["steps"] >= 1
     said = [str(w.message) for w in caught if "--row_clip 1" in str(w.message)]
     assert len(said) == (row_clip == "0"), said
+
+
+def _small_run(tmp_path, *extra):
+    rng = random.Random(3)
+    lines = [" ".join(f"t{t % 8}w{rng.randrange(4)}" for _ in range(10)) for t in range(400)]
+    (tmp_path / "corpus.txt").write_text("\n".join(lines) + "\n")
+    argv = [
+        *("--corpus", str(tmp_path / "corpus.txt"), "--min_count", "1", "--dim", "8"),
+        *("--epochs", "1", "--batch_size", "256", "--output_dir", str(tmp_path / "run")),
+        *("--log_with", "", "--progress_bar", "0", "--analogies", "", "--wordsim", ""),
+        *("--simlex", "", "--sample", "0", *extra),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = _recipe().main(argv)
+    return report, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("kernel", ["auto", "torch"])
+def test_recipe_says_when_shared_noise_settings_go_unused(tmp_path, kernel):
+    report, said = _small_run(tmp_path, "--shared_negatives", "32", "--kernel", kernel)
+    unused = [m for m in said if "apply to the torch kernel" in m]
+    if kernel == "auto":
+        assert report["kernel"] == "fused" and len(unused) == 1, said
+        assert "--shared_negatives 32" in unused[0]
+    else:
+        assert report["kernel"] == "torch" and not unused, said
+
+
+def test_recipe_without_a_compiler_falls_back_to_the_torch_kernel(tmp_path, monkeypatch):
+    from multicon import native
+
+    monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv("MULTICON_CACHE", str(tmp_path / "cache"))
+    native.load.cache_clear()
+    try:
+        report, said = _small_run(tmp_path)
+    finally:
+        native.load.cache_clear()
+    assert report["kernel"] == "torch" and report["steps"] >= 1
+    assert any("'no-such-compiler-here' was not found" in m and "torch kernel" in m for m in said)

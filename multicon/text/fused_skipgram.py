@@ -12,6 +12,7 @@ summed-loss SGD step of the shared engine exactly (tested).
 from __future__ import annotations
 
 import ctypes
+import functools
 
 import torch
 
@@ -23,6 +24,7 @@ from multicon.text.word2vec import Word2Vec
 _P, _I64, _F32, _U64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_uint64
 
 
+@functools.cache
 def _library() -> ctypes.CDLL:
     lib = native.load("sgns")
     lib.mc_alias_table.argtypes = [_P, _I64, _P, _P]
@@ -91,10 +93,10 @@ class FusedSkipGram(FusedSGDModel):
         if float(weights.sum()) <= 0:
             raise ValueError("the noise distribution is empty: every count is zero")
         self.word2vec, self.negative, self.threads = word2vec, negative, threads
-        self._lib = _library()
+        lib = _library()  # not kept on the module, which then still copies and pickles
         self._prob = torch.empty(len(weights), dtype=torch.float32)
         self._alias = torch.empty(len(weights), dtype=torch.int64)
-        if self._lib.mc_alias_table(
+        if lib.mc_alias_table(
             weights.data_ptr(), len(weights), self._prob.data_ptr(), self._alias.data_ptr()
         ):
             raise MemoryError("no memory for the noise distribution's alias table")
@@ -104,7 +106,7 @@ class FusedSkipGram(FusedSGDModel):
         out = torch.empty(count, dtype=torch.int64)
         seed = _seed() if seed is None else seed
         vocab = len(self._prob)
-        self._lib.mc_sample(
+        _library().mc_sample(
             self._prob.data_ptr(), self._alias.data_ptr(), vocab, count, seed, out.data_ptr()
         )
         return out
@@ -127,7 +129,7 @@ class FusedSkipGram(FusedSGDModel):
                 )
         inp = self.word2vec.input_embeddings.weight
         out = self.word2vec.output_embeddings.weight
-        loss = self._lib.mc_sgns_step(
+        loss = _library().mc_sgns_step(
             inp.data_ptr(),
             out.data_ptr(),
             inp.shape[1],
