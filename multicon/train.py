@@ -373,6 +373,9 @@ class Trainer:
                     lr = optimizer.param_groups[0]["lr"]
                     out = ContrastiveOutput(unwrapped.sgd_step(batch, lr))
                     self._check_finite(out.loss, pos)
+                    with warnings.catch_warnings():  # of a schedule stepped, never its optimizer
+                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                        scheduler.step()
                 else:
                     with acc.autocast():
                         out = self.model(batch)
@@ -381,11 +384,6 @@ class Trainer:
                     if c.grad_clip > 0:
                         acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
                     optimizer.step()
-                if self.fused:  # torch warns of a schedule stepped before its optimizer
-                    with warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-                        scheduler.step()
-                else:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 pos.global_step += 1

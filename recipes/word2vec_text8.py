@@ -1,5 +1,9 @@
 """word2vec skip-gram with negative sampling, through the shared contrastive engine.
 
+On a CPU the step is word2vec's own per-pair loop in C (`FusedSkipGram`, `--kernel fused`,
+chosen by `--kernel auto` when a C compiler is found); elsewhere, or with `--kernel torch`, the
+engine's batched tensor step.
+
 Any corpus: a text8-style single-line file, a line-per-sentence file (plain or .gz), or a Hub
 dataset's text column (when online). Prints analogy / WS-353 / SimLex-999 scores, writes the model
 in the Hub format (model.safetensors + config.json + vocab.txt) and the vectors in the word2vec C
@@ -7,7 +11,7 @@ binary format.
 
     python recipes/word2vec_text8.py --corpus ../shared/data/enwiki17m/enwiki17m.txt.gz \\
         --max_words 2000000 --output_dir runs/w2v --epochs 3
-    python recipes/word2vec_text8.py --corpus text8.txt --shared_negatives 0   # word2vec's exact
+    python recipes/word2vec_text8.py --corpus text8.txt --kernel torch   # the engine's batched step
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/word2vec_text8.py --corpus ...
 """
 
@@ -167,8 +171,23 @@ def resolve_kernel(kernel: str, config: TrainConfig) -> str:
     return "fused"
 
 
-def warn_batch_settings(w2v_args: Word2VecArgs, config: TrainConfig) -> None:
-    """Warn where the torch kernel's summed batch steps were measured to diverge."""
+def warn_kernel_settings(kernel: str, w2v_args: Word2VecArgs, config: TrainConfig) -> None:
+    """Warn of settings the fused kernel does not use, and where the torch kernel's summed
+    batch steps were measured to diverge."""
+    if kernel == "fused":
+        defaults = Word2VecArgs()
+        unused = [
+            f"--{name} {getattr(w2v_args, name)}"
+            for name in ("shared_negatives", "noise_group")
+            if getattr(w2v_args, name) != getattr(defaults, name)
+        ]
+        if unused:
+            warnings.warn(
+                f"{' and '.join(unused)} apply to the torch kernel; the fused kernel draws "
+                f"--negative {w2v_args.negative} noise words per pair (--kernel torch uses them)",
+                stacklevel=3,
+            )
+        return
     if w2v_args.shared_negatives:
         group = w2v_args.noise_group or config.batch_size
         load = group * w2v_args.negative / w2v_args.shared_negatives
@@ -203,21 +222,7 @@ def train(
     # them to zero changed no figure
     torch.set_flush_denormal(True)
     kernel = resolve_kernel(w2v_args.kernel, config)
-    if kernel == "torch":
-        warn_batch_settings(w2v_args, config)
-    else:
-        defaults = Word2VecArgs()
-        unused = [
-            f"--{name} {getattr(w2v_args, name)}"
-            for name in ("shared_negatives", "noise_group")
-            if getattr(w2v_args, name) != getattr(defaults, name)
-        ]
-        if unused:
-            warnings.warn(
-                f"{' and '.join(unused)} apply to the torch kernel; the fused kernel draws "
-                f"--negative {w2v_args.negative} noise words per pair (--kernel torch uses them)",
-                stacklevel=2,
-            )
+    warn_kernel_settings(kernel, w2v_args, config)
     t0 = time.perf_counter()
     corpus = load_corpus(data)
     vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
