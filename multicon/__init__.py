@@ -92,6 +92,7 @@ from multicon.text import (
     load_word2vec_format,
     save_word2vec_format,
 )
+from multicon.text.training import train_word2vec
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 
 __version__ = "0.1.0"
@@ -178,6 +179,7 @@ __all__ = [
     "soft_cross_entropy",
     "sync_batchnorm",
     "train_sentencepiece_tokenizer",
+    "train_word2vec",
     "write_model_card",
     "zero_shot_accuracy",
 ]

@@ -16,6 +16,7 @@ from multicon.loss import InfoNCE
 from multicon.negatives import InBatchNegatives, LogQCorrection
 from multicon.pairs.context import ContextPairs
 from multicon.text import Vocabulary, Word2Vec
+from multicon.text.training import train_word2vec
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer
 
 TOPICS, PER_TOPIC = 20, 5
@@ -118,6 +119,7 @@ def test_the_word2vec_page_runs_and_learns():
     ns = load_tool("run_doc").run(ROOT / "docs" / "word2vec.md")
     assert {w for w, _ in ns["neighbours"]} == {f"t3w{i}" for i in range(1, 5)}
     assert {w for w, _ in ns["fast_neighbours"]} == {f"t3w{i}" for i in range(1, 5)}
+    assert {w for w, _ in ns["quick_neighbours"]} == {f"t3w{i}" for i in range(1, 5)}
     w2v = ns["w2v"]
     assert w2v.similarity("t3w0", "t3w1") > w2v.similarity("t3w0", "t4w0") + 0.3
 
@@ -142,3 +144,27 @@ def test_row_clip_keeps_a_large_batch_from_diverging(tmp_path, row_clip):
     _train(model, pairs, tmp_path / "run", **config)
     precision = _topic_precision(w2v)
     assert precision > 0.9, precision  # chance: about 0.04
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_train_word2vec_in_one_call_as_gensim(tmp_path, kernel):
+    _write_corpus(tmp_path / "topics.txt")
+    w2v = train_word2vec(
+        tmp_path / "topics.txt", dim=16, window=3, min_count=1, sample=1e-2, epochs=3,
+        batch_size=512, kernel=kernel,
+    )  # fmt: skip
+    assert len(w2v.vocab) == TOPICS * PER_TOPIC + 4
+    precision = _topic_precision(w2v)
+    assert precision > 0.9, precision  # chance: about 0.04
+
+
+def test_train_word2vec_takes_lists_and_refuses_one_shot_iterators():
+    sentences = [[f"t{t}w{i % 4}" for i in range(12)] for t in range(6)] * 50
+    w2v = train_word2vec(sentences, dim=8, window=3, min_count=1, sample=0, epochs=1)
+    assert sorted(w2v.vocab.words) == sorted({w for s in sentences for w in s})
+    with pytest.raises(TypeError, match="re-iterable"):
+        train_word2vec(iter(sentences), min_count=1)
+    with pytest.raises(ValueError, match="kernel must be"):
+        train_word2vec(sentences, kernel="gpu")
+    with pytest.raises(ValueError, match="min_count"):
+        train_word2vec([["rare"]], min_count=5)

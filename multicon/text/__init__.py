@@ -1,4 +1,8 @@
-"""Words: vocabularies, the word2vec model and its file formats."""
+"""Words: vocabularies, the word2vec model and its file formats.
+
+Training in one call, as gensim: `multicon.train_word2vec` (in `multicon.text.training`, which
+this package does not import: it reads corpora with `multicon.data`, which imports this package).
+"""
 
 from multicon.text.fused_skipgram import FusedSkipGram
 from multicon.text.vocab import Vocabulary
