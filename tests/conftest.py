@@ -20,3 +20,18 @@ def _fresh_accelerator_state():
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture(scope="session")
+def topic_corpus(tmp_path_factory):
+    """(vocabulary, encoded corpus) of the planted-topics corpus of test_word2vec_learning."""
+    from test_word2vec_learning import _write_corpus
+
+    from multicon.data.corpus import TextCorpus, encode_corpus
+    from multicon.text import Vocabulary
+
+    path = tmp_path_factory.mktemp("corpus") / "topics.txt"
+    _write_corpus(path)
+    text = TextCorpus.from_file(path)
+    vocab = Vocabulary.build(text, min_count=1)
+    return vocab, encode_corpus(text, vocab)

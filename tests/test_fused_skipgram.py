@@ -4,10 +4,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_word2vec_learning import _topic_precision, _train, _write_corpus
+from test_word2vec_learning import _topic_precision, _train
 
 from multicon import native
-from multicon.data.corpus import TextCorpus, encode_corpus
 from multicon.optim import SGD
 from multicon.pairs.base import PairBatch
 from multicon.pairs.context import ContextPairs
@@ -90,18 +89,9 @@ def test_noise_follows_unigram_to_the_three_quarters():
     assert not torch.equal(draws[:100], step.sample_noise(100, seed=4))
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "topics.txt"
-    _write_corpus(path)
-    text = TextCorpus.from_file(path)
-    vocab = Vocabulary.build(text, min_count=1)
-    return vocab, encode_corpus(text, vocab)
-
-
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_training_learns_topic_neighbours(corpus, tmp_path, threads):
-    vocab, encoded = corpus
+def test_fused_training_learns_topic_neighbours(topic_corpus, tmp_path, threads):
+    vocab, encoded = topic_corpus
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
@@ -112,9 +102,9 @@ def test_fused_training_learns_topic_neighbours(corpus, tmp_path, threads):
     assert precision > 0.9, precision  # chance: about 0.04
 
 
-def test_fused_training_resumes_exactly(corpus, tmp_path):
+def test_fused_training_resumes_exactly(topic_corpus, tmp_path):
     """One thread: the noise seeds come from torch's generator, which checkpoints keep."""
-    vocab, encoded = corpus
+    vocab, encoded = topic_corpus
 
     def run(folder, epochs, resume=""):
         torch.manual_seed(0)
@@ -169,8 +159,8 @@ def test_bad_input_is_named():
     ],
     ids=lambda s: next(iter(s)),
 )
-def test_trainer_refuses_settings_a_fused_step_would_ignore(corpus, tmp_path, setting):
-    vocab, encoded = corpus
+def test_trainer_refuses_settings_a_fused_step_would_ignore(topic_corpus, tmp_path, setting):
+    vocab, encoded = topic_corpus
     pairs = ContextPairs(encoded, vocab.counts, window=3, seed=0)
     base = dict(optimizer="sgd", momentum=0.0, weight_decay=0.0)
     config = TrainConfig(output_dir=str(tmp_path), log_with="", **{**base, **setting})
@@ -207,9 +197,9 @@ def test_kernels_compile_once_into_the_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(("device", "processes"), [("cuda", 1), ("cpu", 2)])
-def test_trainer_runs_a_fused_model_on_the_cpu_only(corpus, tmp_path, device, processes):
+def test_trainer_runs_a_fused_model_on_the_cpu_only(topic_corpus, tmp_path, device, processes):
     """On a GPU, or in DDP without hogwild, a fused step cannot run: a named error, not a crash."""
-    vocab, encoded = corpus
+    vocab, encoded = topic_corpus
     pairs = ContextPairs(encoded, vocab.counts, window=3, seed=0)
     config = TrainConfig(
         output_dir=str(tmp_path), optimizer="sgd", momentum=0.0, weight_decay=0.0, log_with=""

@@ -49,15 +49,6 @@ def _topic_precision(model: Word2Vec, topn=PER_TOPIC - 1) -> float:
     return hits / total
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "topics.txt"
-    _write_corpus(path)
-    text = TextCorpus.from_file(path)
-    vocab = Vocabulary.build(text, min_count=1)
-    return vocab, encode_corpus(text, vocab)
-
-
 def _train(model, pairs, tmp_path, **config):
     cfg = TrainConfig(
         output_dir=str(tmp_path),
@@ -77,8 +68,8 @@ def _train(model, pairs, tmp_path, **config):
     [(0, None), (32, None), (4, 64)],
     ids=["per-pair", "shared", "grouped"],
 )
-def test_sgns_learns_topic_neighbours(corpus, tmp_path, shared_negatives, noise_group):
-    vocab, encoded = corpus
+def test_sgns_learns_topic_neighbours(topic_corpus, tmp_path, shared_negatives, noise_group):
+    vocab, encoded = topic_corpus
     assert len(vocab) == TOPICS * PER_TOPIC + 4
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
@@ -100,8 +91,8 @@ def test_sgns_learns_topic_neighbours(corpus, tmp_path, shared_negatives, noise_
     assert precision > 0.9, precision  # chance: about 0.04
 
 
-def test_infonce_with_logq_corrected_in_batch_negatives_learns_the_same(corpus, tmp_path):
-    vocab, encoded = corpus
+def test_infonce_with_logq_corrected_in_batch_negatives_learns_the_same(topic_corpus, tmp_path):
+    vocab, encoded = topic_corpus
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16, sparse=False)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
