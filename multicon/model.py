@@ -236,8 +236,10 @@ class FusedSGDModel(nn.Module):
     `Trainer` calls `sgd_step` in place of forward, backward and ``optimizer.step``, and keeps
     everything else: the learning-rate schedule (``lr`` is the scheduled rate), checkpoints,
     resume, logging and evaluation. It accepts only what such a step honours: ``sgd`` without
-    momentum, weight decay or clipping, full precision, on the CPU.
+    momentum, weight decay or clipping, full precision, on one of its ``devices``.
     """
+
+    devices: tuple[str, ...] = ("cpu",)  # device types its step runs on
 
     def sgd_step(self, batch: PairBatch, lr: float) -> torch.Tensor:
         """Update the parameters in place for ``batch``; return the batch's loss (0-d)."""

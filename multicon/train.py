@@ -340,11 +340,13 @@ class Trainer:
             )
         total = c.max_steps or c.epochs * steps_per_epoch
         scheduler = lr_schedule(self.optimizer, c.schedule, total, c.warmup_steps)
-        if self.fused and (acc.device.type != "cpu" or (acc.num_processes > 1 and not c.hogwild)):
+        if self.fused and (
+            acc.device.type not in self.model.devices or (acc.num_processes > 1 and not c.hogwild)
+        ):
             raise ValueError(
-                f"{type(self.model).__name__} updates CPU tables itself: it runs on the CPU, in "
-                f"one process or several with hogwild (here: {acc.device}, "
-                f"{acc.num_processes} processes, hogwild={c.hogwild})"
+                f"{type(self.model).__name__} updates its tables itself: it runs on "
+                f"{' or '.join(self.model.devices)}, in one process or several with hogwild "
+                f"(here: {acc.device}, {acc.num_processes} processes, hogwild={c.hogwild})"
             )
         if c.hogwild:  # one shared copy of the parameters; no DDP, no gradient sync
             check_hogwild(acc.device, acc.num_processes)

@@ -87,11 +87,15 @@ class Word2VecArgs:
     kernel: Literal["auto", "fused", "torch"] = field(
         default="auto",
         metadata={
-            "help": "'fused': word2vec's per-pair updates in one C loop (CPU; `negative` noise "
-            "words per pair); 'torch': batched tensor ops through the shared loss (any device; "
-            "shared_negatives, noise_group and row_clip apply); 'auto': fused on a CPU when a C "
-            "compiler is found."
+            "help": "'fused': word2vec's per-pair updates in one loop (C on a CPU, Triton on a "
+            "GPU; `negative` noise words per pair); 'torch': batched tensor ops through the "
+            "shared loss (any device; shared_negatives, noise_group and row_clip apply); 'auto': "
+            "fused on a CPU when a C compiler is found, else torch."
         },
+    )
+    pairs_per_program: int = field(
+        default=32,
+        metadata={"help": "Fused kernel on a GPU: pairs each Triton program walks in order."},
     )
     sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
@@ -235,7 +239,12 @@ def train(
     sparse = w2v_args.sparse and (single or config.hogwild)
     w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
     if kernel == "fused":
-        model = FusedSkipGram(w2v, negative=w2v_args.negative, ns_exponent=w2v_args.ns_exponent)
+        model = FusedSkipGram(
+            w2v,
+            negative=w2v_args.negative,
+            ns_exponent=w2v_args.ns_exponent,
+            pairs_per_program=w2v_args.pairs_per_program,
+        )
     else:
         model = w2v.contrastive_model(
             negative=w2v_args.negative,

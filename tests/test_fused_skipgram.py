@@ -1,5 +1,10 @@
 """The fused skip-gram step (C, per-pair updates) against the shared engine, and what it learns."""
 
+import json
+import math
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -140,7 +145,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="negative must be >= 1"):
         FusedSkipGram(_w2v(), negative=0)
     half = Word2Vec.from_vocab(_w2v().vocab, dim=4).to(torch.float64)
-    with pytest.raises(ValueError, match="float32 tables on the CPU; got torch.float64"):
+    with pytest.raises(ValueError, match="float32 tables on the CPU or a CUDA device; got torch.f"):
         FusedSkipGram(half)
     silent = Vocabulary(["a", "b"], [0, 0])
     with pytest.raises(ValueError, match="noise distribution is empty"):
@@ -196,9 +201,10 @@ def test_kernels_compile_once_into_the_cache(tmp_path, monkeypatch):
         native.load.cache_clear()
 
 
-@pytest.mark.parametrize(("device", "processes"), [("cuda", 1), ("cpu", 2)])
+@pytest.mark.parametrize(("device", "processes"), [("mps", 1), ("cpu", 2)])
 def test_trainer_runs_a_fused_model_on_the_cpu_only(topic_corpus, tmp_path, device, processes):
-    """On a GPU, or in DDP without hogwild, a fused step cannot run: a named error, not a crash."""
+    """On a device it has no kernel for, or in DDP without hogwild, a fused step cannot run: a
+    named error, not a crash."""
     vocab, encoded = topic_corpus
     pairs = ContextPairs(encoded, vocab.counts, window=3, seed=0)
     config = TrainConfig(
@@ -209,7 +215,7 @@ def test_trainer_runs_a_fused_model_on_the_cpu_only(topic_corpus, tmp_path, devi
     )
     model = FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4))
     trainer = Trainer(model, pairs, config, accelerator=accelerator)
-    with pytest.raises(ValueError, match=f"runs on the CPU.*{device}, {processes} processes"):
+    with pytest.raises(ValueError, match=f"runs on cpu or cuda.*{device}, {processes} processes"):
         trainer.fit()
 
 
@@ -242,3 +248,61 @@ def test_a_compiler_without_openmp_gives_a_one_thread_kernel(tmp_path, monkeypat
     finally:
         native.load.cache_clear()
         fused_skipgram._library.cache_clear()
+
+
+_TRITON_SCRIPT = """
+import json
+import torch
+from multicon.pairs.base import PairBatch
+from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
+from multicon.text.sgns_triton import sample_noise_triton
+
+def tables(seed=0):
+    torch.manual_seed(seed)
+    vocab = Vocabulary([f"w{i}" for i in range(40)], list(range(50, 10, -1)))
+    w2v = Word2Vec.from_vocab(vocab, dim=8)
+    with torch.no_grad():
+        w2v.output_embeddings.weight.normal_(0, 0.5)
+        w2v.input_embeddings.weight.normal_(0, 0.5)
+    return w2v
+
+c_side, triton_side = tables(), tables()
+g = torch.Generator().manual_seed(1)
+centre, context = torch.randint(0, 40, (2, 50), generator=g)  # repeats: order matters
+noise = torch.randint(0, 40, (50, 3), generator=g)
+batch = PairBatch(centre, context, context)
+c_loss = FusedSkipGram(c_side, negative=3, threads=1).sgd_step(batch, 0.1, noise=noise)
+fused = FusedSkipGram(triton_side, negative=3, pairs_per_program=8)
+t_loss = fused._gpu_step(batch, 0.1, noise)
+same = all(
+    torch.allclose(a, b, atol=1e-5)
+    for a, b in zip(c_side.state_dict().values(), triton_side.state_dict().values())
+)
+draws = sample_noise_triton(fused._prob, fused._alias, 200_000, seed=3)
+freq = (torch.bincount(draws, minlength=40).double() / len(draws)).tolist()
+expected = torch.arange(50, 10, -1, dtype=torch.float64).pow(0.75)
+drawn = fused._gpu_step(batch, 0.1, None)
+ids = torch.tensor([1, 2])
+bad = fused._gpu_step(PairBatch(torch.tensor([0, 40]), ids, ids), 0.1, None)
+print(json.dumps(dict(
+    c_loss=c_loss.item(), t_loss=t_loss.item(), same=same, freq=freq,
+    expected=(expected / expected.sum()).tolist(), drawn=drawn.item(), bad=str(bad.item()),
+)))
+"""
+
+
+def test_the_triton_kernel_is_the_c_kernel(tmp_path):
+    """The GPU path, run on the CPU by Triton's interpreter (programs one after another, so in
+    order): the same tables and loss as the C loop, noise drawn as unigram^0.75, and an id
+    outside the vocabulary turned into a NaN loss rather than a stray write."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", _TRITON_SCRIPT], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["same"] and r["t_loss"] == pytest.approx(r["c_loss"], rel=1e-5)
+    assert torch.allclose(torch.tensor(r["freq"]), torch.tensor(r["expected"]).float(), atol=3e-3)
+    assert math.isfinite(r["drawn"]) and r["drawn"] > 0
+    assert r["bad"] == "nan"

@@ -34,14 +34,17 @@ words=(--corpus .data/enwiki17m.txt.gz --epochs 5)
 [ "${SMOKE:-0}" = 1 ] && words=(--corpus .data/enwiki17m.txt.gz --max_words 200000 --epochs 1)
 eval=(--analogies .data/questions-words.txt --wordsim .data/wordsim353.tsv
     --simlex .data/simlex999.txt --skip_gensim --overhead_steps 0 --threads 0)
-# from 65,536 pairs a step plain SGD diverges (measured on the CPU), so each row's step is
-# capped (--row_clip 1); more noise words per group win back what large batches lose.
-# docs/word2vec.md has the CPU quality of each of these settings on the same corpus.
+# Most telling first: the device may be lent for less time than all the checks take.
+# The fused kernel on the GPU (Triton, one launch a step, word2vec's per-pair updates: no summed
+# batch step, so no row_clip). Untried on a GPU: races between concurrent programs on frequent
+# words' rows lose updates; more pairs per program means fewer programs at once.
+fused=(--kernel fused --batch_size 262144)
+check w2v_fused_gpu_ppp32 $PY tools/bench_word2vec.py "${words[@]}" "${eval[@]}" "${fused[@]}"
+# the engine's batched step: from 65,536 pairs a step plain SGD diverges (measured on the CPU),
+# so each row's step is capped (--row_clip 1); more noise words per group win back what large
+# batches lose. docs/word2vec.md has the CPU quality of each of these settings on this corpus.
 w2v() { check "$1" $PY tools/bench_word2vec.py "${words[@]}" "${eval[@]}" --row_clip 1 "${@:2}"; }
 w2v w2v_b65536_n32 --batch_size 65536 --shared_negatives 32
-w2v w2v_b65536 --batch_size 65536
-w2v w2v_b262144_n32 --batch_size 262144 --shared_negatives 32
-w2v w2v_exact_b65536 --batch_size 65536 --shared_negatives 0
 
 # issue 6: open_clip 3.3's ViT-B-32 and RN50 shapes, random init, 224 px, batch 512, bf16
 # autocast, AdamW (the issue's open_clip figures: 4,225 and 1,499 samples/s)
@@ -53,6 +56,13 @@ check clip_vit_b32 $PY tools/bench_captions.py --image_arch vit --vit_patch_size
     --open_clip_model ViT-B-32
 check clip_rn50 $PY tools/bench_captions.py --image_arch resnet50 "${text[@]}" --embed_dim 1024 \
     "${clip[@]}" --open_clip_model RN50
+
+# issue 5, what is left: the fused kernel with 8x fewer programs, the other batched settings
+check w2v_fused_gpu_ppp256 $PY tools/bench_word2vec.py "${words[@]}" "${eval[@]}" "${fused[@]}" \
+    --pairs_per_program 256
+w2v w2v_b65536 --batch_size 65536
+w2v w2v_b262144_n32 --batch_size 262144 --shared_negatives 32
+w2v w2v_exact_b65536 --batch_size 65536 --shared_negatives 0
 
 # issue 5 on the same machine's CPU: the fused C kernel on 16 threads, against gensim's 16 workers
 # (38.7 s there). It is compiled there on first use and needs a C compiler; without one the

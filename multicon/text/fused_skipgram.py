@@ -1,4 +1,4 @@
-"""word2vec's skip-gram step fused into one C loop: the CPU fast path of word2vec training.
+"""word2vec's skip-gram step fused into one loop: C on the CPU, a Triton kernel on a GPU.
 
 The shared engine's word2vec (`Word2Vec.contrastive_model`) computes a batch's summed SGNS loss
 with tensor ops and applies one summed SGD step. word2vec and gensim instead walk the pairs and
@@ -6,7 +6,8 @@ apply each pair's update before the next, in threads that share the tables witho
 CPU that walk is faster: each pair touches a handful of 400-byte rows, and a C loop can fetch the
 next pair's rows while it computes this one (`multicon/csrc/sgns.c`). Same objective, same
 learning rate, same gradients: for a batch whose pairs share no row, one `sgd_step` equals a
-summed-loss SGD step of the shared engine exactly (tested).
+summed-loss SGD step of the shared engine exactly (tested). On a GPU the same loop runs as one
+Triton kernel a step (`multicon.text.sgns_triton`).
 """
 
 from __future__ import annotations
@@ -50,13 +51,17 @@ class FusedSkipGram(FusedSGDModel):
     output vector (label 1) and ``negative`` noise words drawn from ``counts ** ns_exponent``
     (label 0; one equal to the context word is skipped, as word2vec does); the output rows and
     then the input row are updated by ``lr`` times their gradient. Pairs are split into
-    ``threads`` contiguous slices run in parallel without locks (word2vec's hogwild).
+    ``threads`` contiguous slices run in parallel without locks (word2vec's hogwild). On a CUDA
+    device (tables moved there, e.g. by the trainer) the step is a Triton kernel whose programs
+    each walk ``pairs_per_program`` pairs.
 
     Args:
         word2vec: the model to train (its tables are updated in place; float32, CPU).
         negative: noise words per pair (word2vec ``-negative``).
         ns_exponent: exponent of the noise distribution (0.75).
-        threads: OpenMP threads (``None``: ``torch.get_num_threads()`` at each step).
+        threads: OpenMP threads on the CPU (``None``: ``torch.get_num_threads()`` at each step).
+        pairs_per_program: on a GPU, pairs each kernel program walks in order; fewer programs
+            a step means fewer concurrent, colliding updates of frequent words' rows.
 
     Example:
         >>> from multicon.text import Vocabulary, Word2Vec
@@ -75,17 +80,20 @@ class FusedSkipGram(FusedSGDModel):
         negative: int = 5,
         ns_exponent: float = 0.75,
         threads: int | None = None,
+        pairs_per_program: int = 32,
     ) -> None:
         super().__init__()
         if negative < 1:
             raise ValueError(f"negative must be >= 1, got {negative}")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        if pairs_per_program < 1:
+            raise ValueError(f"pairs_per_program must be >= 1, got {pairs_per_program}")
         tables = (word2vec.input_embeddings.weight, word2vec.output_embeddings.weight)
         for t in tables:
-            if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            if t.dtype != torch.float32 or t.device.type not in self.devices:
                 raise ValueError(
-                    "FusedSkipGram updates contiguous float32 tables on the CPU; got "
+                    "FusedSkipGram updates float32 tables on the CPU or a CUDA device; got "
                     f"{t.dtype} on {t.device}"
                 )
         counts = torch.as_tensor(word2vec._require_vocab().counts, dtype=torch.float64)
@@ -93,18 +101,26 @@ class FusedSkipGram(FusedSGDModel):
         if float(weights.sum()) <= 0:
             raise ValueError("the noise distribution is empty: every count is zero")
         self.word2vec, self.negative, self.threads = word2vec, negative, threads
+        self.pairs_per_program = pairs_per_program
         lib = _library()  # not kept on the module, which then still copies and pickles
-        self._prob = torch.empty(len(weights), dtype=torch.float32)
-        self._alias = torch.empty(len(weights), dtype=torch.int64)
-        if lib.mc_alias_table(
-            weights.data_ptr(), len(weights), self._prob.data_ptr(), self._alias.data_ptr()
-        ):
+        prob = torch.empty(len(weights), dtype=torch.float32)
+        alias = torch.empty(len(weights), dtype=torch.int64)
+        if lib.mc_alias_table(weights.data_ptr(), len(weights), prob.data_ptr(), alias.data_ptr()):
             raise MemoryError("no memory for the noise distribution's alias table")
+        # buffers: they follow the tables to the training device; not saved (made from counts)
+        self.register_buffer("_prob", prob.to(tables[0].device), persistent=False)
+        self.register_buffer("_alias", alias.to(tables[0].device), persistent=False)
+
+    devices = ("cpu", "cuda")
 
     def sample_noise(self, count: int, seed: int | None = None) -> torch.Tensor:
-        """``count`` noise word ids drawn as the step draws them."""
-        out = torch.empty(count, dtype=torch.int64)
+        """``count`` noise word ids drawn as the step draws them (on the tables' device)."""
         seed = _seed() if seed is None else seed
+        if self._prob.device.type != "cpu":
+            from multicon.text.sgns_triton import sample_noise_triton
+
+            return sample_noise_triton(self._prob, self._alias, count, seed)
+        out = torch.empty(count, dtype=torch.int64)
         vocab = len(self._prob)
         _library().mc_sample(
             self._prob.data_ptr(), self._alias.data_ptr(), vocab, count, seed, out.data_ptr()
@@ -119,16 +135,13 @@ class FusedSkipGram(FusedSGDModel):
         ``noise`` (``(B, negative)`` ids) replaces the drawn noise words (for tests).
         Returns the summed loss, each pair scored as it met the tables.
         """
-        centre, context = self._ids(batch.query, "query"), self._ids(batch.key, "key")
-        if noise is not None:
-            noise = self._ids(noise, "noise")
-            if noise.shape != (len(centre) * self.negative,):
-                raise ValueError(
-                    f"noise must hold {self.negative} ids per pair, ({len(centre)}, "
-                    f"{self.negative}); got {tuple(noise.shape)} values"
-                )
         inp = self.word2vec.input_embeddings.weight
         out = self.word2vec.output_embeddings.weight
+        if inp.device.type != "cpu":
+            return self._gpu_step(batch, lr, noise)
+        centre, context = self._ids(batch.query, "query"), self._ids(batch.key, "key")
+        if noise is not None:
+            noise = self._check_noise(self._ids(noise, "noise"), len(centre))
         loss = _library().mc_sgns_step(
             inp.data_ptr(),
             out.data_ptr(),
@@ -148,6 +161,42 @@ class FusedSkipGram(FusedSGDModel):
         if loss == -1.0:
             raise MemoryError("the fused skip-gram step could not allocate its work buffers")
         return torch.tensor(loss)
+
+    def _gpu_step(self, batch: PairBatch, lr: float, noise: torch.Tensor | None) -> torch.Tensor:
+        """The Triton kernel; ids are not range-checked here (that would synchronise with the
+        host every step): the kernel skips an id outside the vocabulary and returns a NaN loss."""
+        from multicon.text.sgns_triton import sgns_step_triton
+
+        inp = self.word2vec.input_embeddings.weight
+        device = inp.device
+
+        def ids(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1).to(device=device, dtype=torch.int64).contiguous()
+
+        centre, context = ids(batch.query), ids(batch.key)
+        if noise is not None:
+            noise = self._check_noise(ids(noise), len(centre))
+        return sgns_step_triton(
+            inp,
+            self.word2vec.output_embeddings.weight,
+            centre,
+            context,
+            noise,
+            self.negative,
+            self._prob,
+            self._alias,
+            float(lr),
+            _seed(),
+            self.pairs_per_program,
+        )
+
+    def _check_noise(self, noise: torch.Tensor, pairs: int) -> torch.Tensor:
+        if noise.shape != (pairs * self.negative,):
+            raise ValueError(
+                f"noise must hold {self.negative} ids per pair, ({pairs}, {self.negative}); "
+                f"got {tuple(noise.shape)} values"
+            )
+        return noise
 
     def _ids(self, ids: torch.Tensor, name: str) -> torch.Tensor:
         """``ids`` as a contiguous CPU int64 vector, checked to lie in the vocabulary (the C
