@@ -35,9 +35,9 @@ words=(--corpus .data/enwiki17m.txt.gz --epochs 5)
 eval=(--analogies .data/questions-words.txt --wordsim .data/wordsim353.tsv
     --simlex .data/simlex999.txt --skip_gensim --overhead_steps 0 --threads 0)
 # Most telling first: the device may be lent for less time than all the checks take.
-# The fused kernel on the GPU (Triton, one launch a step, word2vec's per-pair updates: no summed
-# batch step, so no row_clip). Untried on a GPU: races between concurrent programs on frequent
-# words' rows lose updates; more pairs per program means fewer programs at once.
+# The fused kernel on the GPU (Triton, one launch a step, word2vec's per-pair updates; concurrent
+# programs' updates of one row sum, by atomic adds, as in a batch of 8,192 or 1,024 pairs).
+# Untried on a GPU; its quality in a CPU simulation is in docs/word2vec.md.
 fused=(--kernel fused --batch_size 262144)
 check w2v_fused_gpu_ppp32 $PY tools/bench_word2vec.py "${words[@]}" "${eval[@]}" "${fused[@]}"
 # the engine's batched step: from 65,536 pairs a step plain SGD diverges (measured on the CPU),

@@ -2,10 +2,15 @@
 
 The same per-pair update as `multicon/csrc/sgns.c`, in one kernel launch a step. Each program
 walks ``pairs_per_program`` consecutive pairs, as a CPU thread walks its slice; programs run
-concurrently and share the tables without locks, as word2vec's threads do. On a GPU many more
-of them run at once than on a CPU, so two programs that update one frequent word's row at the
-same moment lose one of the two updates more often than two CPU threads would.
-``pairs_per_program`` sets how many programs a step has, and so how many update rows at once.
+concurrently and share the tables without locks, as word2vec's threads do. A GPU runs thousands
+of programs at once, so many of them update one frequent word's row at the same moment. Plain
+stores (CPU hogwild) would then keep one of those updates and lose the rest: in a simulation of
+that on the CPU (262,144 pairs a step, 2M words of enwiki17m, every program's j-th pair read and
+written at once) the analogy score fell from 3.6 % to 1.2 % with 1,024 programs and to 0 with
+8,192. The kernel adds its updates atomically instead, so concurrent updates sum as in a batch
+step of as many pairs: 3.6-3.8 % in the same simulation (the C kernel: 3.7 %; gensim 3.1 %).
+``pairs_per_program`` sets how many programs a step has, and so how many pairs are summed at
+once; 32 at 262,144 pairs a step is 8,192 of them.
 
 Noise words are drawn in the kernel from the alias table with Triton's counter-based
 generator (``tl.rand``), seeded per step: no extra launches, no host synchronisation. Ids
@@ -35,13 +40,8 @@ def _draw(prob_ptr, alias_ptr, vocab, seed, offset):
 @triton.jit
 def _sample_kernel(prob_ptr, alias_ptr, out_ptr, count, vocab, seed, BLOCK: tl.constexpr):
     offset = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    u = tl.rand(seed, 2 * offset)
-    coin = tl.rand(seed, 2 * offset + 1)
-    column = tl.minimum((u * vocab).to(tl.int64), vocab - 1)
-    inside = offset < count
-    prob = tl.load(prob_ptr + column, mask=inside, other=1.0)
-    alias = tl.load(alias_ptr + column, mask=inside, other=0)
-    tl.store(out_ptr + offset, tl.where(coin < prob, column, alias), mask=inside)
+    # every column drawn lies in the table, so the unmasked loads of _draw are safe
+    tl.store(out_ptr + offset, _draw(prob_ptr, alias_ptr, vocab, seed, offset), mask=offset < count)
 
 
 @triton.jit
@@ -79,7 +79,7 @@ def _sgns_kernel(
                 p = tl.sigmoid(tl.sum(q * k, axis=0))
                 g = (1.0 - p) * lr
                 grad = g * k
-                tl.store(output_ptr + positive * DIM + d, k + g * q, mask=inside)
+                tl.atomic_add(output_ptr + positive * DIM + d, g * q, mask=inside)
                 likelihood = p
                 for t in range(NEGATIVE):
                     if DRAW:
@@ -91,9 +91,9 @@ def _sgns_kernel(
                         p = tl.sigmoid(tl.sum(q * k, axis=0))
                         g = -p * lr
                         grad += g * k
-                        tl.store(output_ptr + w * DIM + d, k + g * q, mask=inside)
+                        tl.atomic_add(output_ptr + w * DIM + d, g * q, mask=inside)
                         likelihood *= 1.0 - p
-                tl.store(input_ptr + c * DIM + d, q + grad, mask=inside)
+                tl.atomic_add(input_ptr + c * DIM + d, grad, mask=inside)
                 total += -tl.log(tl.maximum(likelihood, 1e-30))
             else:
                 total += float("nan")
