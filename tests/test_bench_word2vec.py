@@ -33,3 +33,22 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
     for side in ("gensim", "multicon"):
         assert report[side]["vocab_size"] == 104  # 20 topics x 5 words + 4 function words
         assert report[side]["analogy_answered"] == 1
+
+
+def test_gpu_concurrency_simulation_reports_both_ways_of_writing(tmp_path):
+    corpus = tmp_path / "topics.txt"
+    _write_corpus(corpus, sentences=300)
+    (tmp_path / "q.txt").write_text(": topics\ntopic0word0 topic0word1 topic1word0 topic1word1\n")
+    (tmp_path / "ws.tsv").write_text("topic0word0\ttopic0word1\t9\ntopic0word0\ttopic5word1\t1\n")
+    sim = load_tool("simulate_gpu_sgns")
+    files = ("--analogies", str(tmp_path / "q.txt"), "--wordsim", str(tmp_path / "ws.tsv"))
+    for write in ("add", "store"):
+        report = sim.main(
+            [
+                *("--corpus", str(corpus), "--epochs", "1", "--batch_size", "512"),
+                *("--pairs_per_program", "8", "--write", write, *files),
+                *("--simlex", str(tmp_path / "ws.tsv")),
+            ]
+        )
+        assert report["programs"] == 64 and f"--write {write}" in report["command"]
+        assert {"analogy", "ws353", "simlex999"} <= set(report)
