@@ -54,6 +54,7 @@ def _sgns_kernel(
     prob_ptr,
     alias_ptr,
     loss_ptr,
+    skipped_ptr,
     n,
     vocab,
     lr,
@@ -68,6 +69,7 @@ def _sgns_kernel(
     d = tl.arange(0, BLOCK)
     inside = d < DIM
     total = 0.0
+    skipped = 0
     for j in range(PAIRS):
         i = program * PAIRS + j
         if i < n:
@@ -96,8 +98,9 @@ def _sgns_kernel(
                 tl.atomic_add(input_ptr + c * DIM + d, grad, mask=inside)
                 total += -tl.log(tl.maximum(likelihood, 1e-30))
             else:
-                total += float("nan")
+                skipped += 1
     tl.store(loss_ptr + program, total)
+    tl.store(skipped_ptr + program, skipped)
 
 
 def sgns_step_triton(
@@ -118,6 +121,7 @@ def sgns_step_triton(
     n, dim = len(centre), inp.shape[1]
     programs = max(1, triton.cdiv(n, pairs_per_program))
     loss = torch.empty(programs, dtype=torch.float32, device=inp.device)
+    skipped = torch.empty(programs, dtype=torch.int32, device=inp.device)
     _sgns_kernel[(programs,)](
         inp,
         out,
@@ -127,6 +131,7 @@ def sgns_step_triton(
         prob,
         alias,
         loss,
+        skipped,
         n,
         len(prob),
         lr,
@@ -138,7 +143,8 @@ def sgns_step_triton(
         DRAW=noise is None,
         num_warps=1,
     )
-    return loss.sum()
+    # a pair with an id outside the vocabulary makes the loss NaN, on the device (no sync)
+    return loss.sum().masked_fill(skipped.sum() > 0, float("nan"))
 
 
 def sample_noise_triton(
