@@ -154,6 +154,9 @@ class Trainer:
         self.config = config
         self.pairs = pairs
         self.fused = isinstance(model, FusedSGDModel)
+        # None: decided in `fit` (deferred on accelerators, see `_watch_loss`)
+        self._defer_finite_check: bool | None = None
+        self._first_bad: torch.Tensor | None = None  # (loss, step, epoch) of the first bad step
         if self.fused:
             _check_fused(config)
         self.evaluate_fn = evaluate
@@ -241,6 +244,8 @@ class Trainer:
 
     def save_checkpoint(self, pos: _Position, scheduler, history: list) -> Path:
         acc = self.accelerator
+        if self._defer_finite_check:  # never save the state a non-finite step left
+            self._check_finite()
         step = pos.global_step
         if acc.is_main_process:
             checkpoint.begin(self.checkpoint_root, step)
@@ -283,21 +288,49 @@ class Trainer:
         return _Position(**state["position"]), list(state["history"])
 
     # -- the loop ----------------------------------------------------------------------------
-    def _check_finite(self, loss: torch.Tensor, pos: _Position) -> None:
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if self.accelerator.num_processes > 1 and not self.config.hogwild:  # hogwild: no sync
-            bad = self.accelerator.reduce(bad, reduction="sum")
+    def _watch_loss(self, loss: torch.Tensor, pos: _Position) -> None:
+        """Note whether this step's loss is finite. On the CPU it is checked now. On an
+        accelerator, reading it would make the host wait for the device every step, so the
+        first non-finite step is kept on the device and read at the next logged step,
+        evaluation or checkpoint: no checkpoint is ever written after it."""
+        loss = loss.detach()
+        if self._defer_finite_check:
+            now = torch.stack([loss.double().reshape(()), *(
+                torch.tensor(float(x), dtype=torch.float64, device=loss.device)
+                for x in (pos.global_step, pos.epoch)
+            )])  # fmt: skip
+            first = self._first_bad if self._first_bad is not None else torch.full_like(now, -1.0)
+            self._first_bad = torch.where(~torch.isfinite(now[0]) & (first[1] < 0), now, first)
+            return
+        value = loss.item()
+        if not math.isfinite(value):
+            self._first_bad = torch.tensor([value, pos.global_step, pos.epoch], dtype=torch.float64)
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        """Raise `NonFiniteLossError` if a loss so far was NaN or infinite (on any rank)."""
+        acc, first = self.accelerator, self._first_bad
+        synced = acc.num_processes > 1 and not self.config.hogwild  # hogwild: no sync
+        if first is None and not synced:
+            return
+        bad = torch.zeros(1) if first is None else (first[1:2] >= 0).float()
+        if synced:  # every rank stops together
+            bad = acc.reduce(bad.to(acc.device), reduction="sum")
         if bad.item() > 0:
+            value, step, epoch = first.tolist() if first is not None else (math.nan, -1, -1)
+            where = f"at step {int(step)} (epoch {int(epoch)})" if step >= 0 else "on another rank"
             last = checkpoint.latest_checkpoint(self.checkpoint_root)
             kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
             raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {pos.global_step} (epoch {pos.epoch}); "
-                f"training stopped and {kept}. Lower the learning rate, raise the temperature "
-                "or enable grad_clip (for embedding tables under sgd: row_clip)."
+                f"loss is {value} {where}; training stopped and {kept}. Lower the learning "
+                "rate, raise the temperature or enable grad_clip (for embedding tables under "
+                "sgd: row_clip)."
             )
 
     def _evaluate(self, pos: _Position) -> dict[str, float] | None:
         acc = self.accelerator
+        if self._defer_finite_check:
+            self._check_finite()
         metrics = None
         if self.evaluate_fn is not None and acc.is_main_process:
             model = acc.unwrap_model(self.model)
@@ -330,6 +363,9 @@ class Trainer:
         from accelerate.utils import set_seed
 
         set_seed(c.seed, device_specific=c.hogwild)  # hogwild ranks: independent draws
+        if self._defer_finite_check is None:
+            self._defer_finite_check = acc.device.type != "cpu"
+        self._first_bad = None
         self.output_dir.mkdir(parents=True, exist_ok=True)
         loader = self._dataloader() if isinstance(self.pairs, MapPairGenerator) else None
         steps_per_epoch = self._steps_per_epoch(loader)
@@ -374,14 +410,14 @@ class Trainer:
                 if self.fused:  # the model applies the update; the optimizer only holds lr
                     lr = optimizer.param_groups[0]["lr"]
                     out = ContrastiveOutput(unwrapped.sgd_step(batch, lr))
-                    self._check_finite(out.loss, pos)
+                    self._watch_loss(out.loss, pos)
                     with warnings.catch_warnings():  # of a schedule stepped, never its optimizer
                         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
                         scheduler.step()
                 else:
                     with acc.autocast():
                         out = self.model(batch)
-                    self._check_finite(out.loss, pos)
+                    self._watch_loss(out.loss, pos)
                     acc.backward(out.loss)
                     if c.grad_clip > 0:
                         acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
@@ -395,6 +431,8 @@ class Trainer:
                 extra = unwrapped.after_step(
                     out, progress=pos.global_step / total, diagnostics=logged
                 )
+                if logged and self._defer_finite_check:
+                    self._check_finite()
                 if logged:
                     last_loss = acc.reduce(out.loss.detach().float(), reduction="mean").item()
                     now = time.perf_counter()

@@ -112,10 +112,16 @@ class Blowup(BatchPairGenerator):
             yield PairBatch(x, x + 0.1, torch.arange(batch_size))
 
 
-def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("deferred", [False, True], ids=["cpu", "deferred-as-on-a-gpu"])
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path, deferred):
+    """On an accelerator the check is read only at logged steps, evaluations and checkpoints
+    (no host sync a step): the error still names the first bad step, and no checkpoint is
+    written after it (here it surfaces at step 20's end-of-epoch checkpoint)."""
     model = ContrastiveModel(torch.nn.Linear(4, 4), symmetric=True)
+    trainer = Trainer(model, Blowup(), config(tmp_path, epochs=3, log_every=1000))
+    trainer._defer_finite_check = deferred
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 13 \(epoch 1\)") as err:
-        Trainer(model, Blowup(), config(tmp_path, epochs=3)).fit()
+        trainer.fit()
     last = latest_checkpoint(tmp_path / "checkpoints")
     assert last is not None and last.name == "step-000000010"
     assert str(last) in str(err.value)
