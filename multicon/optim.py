@@ -138,9 +138,12 @@ class SGD(torch.optim.SGD):
                 lr = float(group["lr"])
                 if grad.is_sparse and grad.sparse_dim() == 1:
                     rows, step = grad._indices()[0], grad._values().mul(-lr)
-                    if group.get("row_clip"):
-                        rows, step = _clip_sparse_rows(p, rows, step, group)
-                    p.index_add_(0, rows, step)
+                    if not group.get("row_clip"):
+                        p.index_add_(0, rows, step)
+                    elif p.device.type == "cpu":
+                        p.index_add_(0, *_clip_sparse_rows(p, rows, step, group))
+                    else:  # no torch.unique on an accelerator: see _clip_sparse_rows_dense
+                        p.add_(_clip_sparse_rows_dense(p, rows, step, group))
                 elif group.get("row_clip") and grad.dim() >= 2:  # a table under DDP: dense
                     p.add_(_clip_rows(p, grad.mul(-lr), group))
                 else:
@@ -167,6 +170,14 @@ def _clip_sparse_rows(p: torch.Tensor, rows: torch.Tensor, step: torch.Tensor, g
     rows, inverse = torch.unique(rows, return_inverse=True)
     summed = step.new_zeros(len(rows), *step.shape[1:]).index_add_(0, inverse, step)
     return rows, _clip_rows(p[rows], summed, group)
+
+
+def _clip_sparse_rows_dense(p: torch.Tensor, rows: torch.Tensor, step: torch.Tensor, group: dict):
+    """The same clipped step, summed into a table-sized buffer: `torch.unique` makes the host
+    wait for the device (its output size), a dense sum does not. On a GPU a table's worth of
+    memory traffic costs less than that wait; on the CPU it costs more, so the CPU sums by
+    `unique`."""
+    return _clip_rows(p, torch.zeros_like(p).index_add_(0, rows, step), group)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

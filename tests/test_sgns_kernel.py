@@ -243,6 +243,22 @@ def test_row_clip_caps_each_rows_summed_step_and_leaves_small_ones(sparse):
     assert plain[0].norm() > limit[0] and plain[1].norm() < limit[1]  # both cases were seen
 
 
+def test_row_clip_on_an_accelerator_sums_densely_to_the_same_step():
+    """On a GPU the sparse step is summed into a table-sized buffer instead of by
+    `torch.unique` (which waits for the device): the same clipped step."""
+    from multicon.optim import _clip_sparse_rows, _clip_sparse_rows_dense
+
+    torch.manual_seed(0)
+    table = torch.randn(8, 3)
+    rows = torch.tensor([5, 0, 5, 5, 2, 0, 5])
+    step = torch.randn(len(rows), 3)
+    group = {"row_clip": 0.3, "row_clip_floor": 0.1}
+    by_unique = table.clone().index_add_(0, *_clip_sparse_rows(table, rows, step.clone(), group))
+    dense = table + _clip_sparse_rows_dense(table, rows, step.clone(), group)
+    assert torch.allclose(by_unique, dense, atol=1e-6)
+    assert not torch.allclose(dense, table.index_add(0, rows, step))  # something was clipped
+
+
 def test_row_clip_bad_settings_are_refused():
     from multicon.optim import build_optimizer
     from multicon.train import TrainConfig
