@@ -183,6 +183,24 @@ class MomentumQueue(nn.Module):
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
 
 
+def noise_weights(counts: torch.Tensor, ns_exponent: float = 0.75) -> torch.Tensor:
+    """word2vec's noise distribution, unnormalised: ``counts ** ns_exponent``, 0 where a count
+    is 0 (float64). Raises for counts that are not a non-empty 1-d tensor of non-negative
+    values, or are all zero.
+
+    Example:
+        >>> noise_weights(torch.tensor([16, 1, 0]), 0.75).tolist()
+        [8.0, 1.0, 0.0]
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float64)
+    if counts.dim() != 1 or len(counts) == 0 or bool((counts < 0).any()):
+        raise ValueError("counts must be a non-empty 1-d tensor of non-negative counts")
+    weights = counts.pow(ns_exponent) * (counts > 0)
+    if float(weights.sum()) <= 0:
+        raise ValueError("the noise distribution is empty: every count is zero")
+    return weights
+
+
 class SampledNegatives(nn.Module):
     """Negative keys drawn from a noise distribution and embedded by the key encoder (word2vec).
 
@@ -240,12 +258,7 @@ class SampledNegatives(nn.Module):
             raise ValueError(f"k (negatives per query) must be >= 1, got {k}")
         if group_size is not None and group_size < 1:
             raise ValueError(f"group_size must be >= 1 or None, got {group_size}")
-        counts = torch.as_tensor(counts, dtype=torch.float64)
-        if counts.dim() != 1 or len(counts) == 0 or bool((counts < 0).any()):
-            raise ValueError("counts must be a non-empty 1-d tensor of non-negative counts")
-        weights = counts.pow(ns_exponent) * (counts > 0)
-        if float(weights.sum()) <= 0:
-            raise ValueError("the noise distribution is empty: every count is zero")
+        weights = noise_weights(counts, ns_exponent)
         object.__setattr__(self, "encoder", encoder)  # borrowed, see the class docstring
         self.k, self.ns_exponent, self.group_size = k, ns_exponent, group_size
         self.embed_positives = embed_positives

@@ -19,6 +19,7 @@ import torch
 
 from multicon import native
 from multicon.model import FusedSGDModel
+from multicon.negatives import noise_weights
 from multicon.pairs.base import PairBatch
 from multicon.text.word2vec import Word2Vec
 
@@ -96,10 +97,7 @@ class FusedSkipGram(FusedSGDModel):
                     "FusedSkipGram updates float32 tables on the CPU or a CUDA device; got "
                     f"{t.dtype} on {t.device}"
                 )
-        counts = torch.as_tensor(word2vec._require_vocab().counts, dtype=torch.float64)
-        weights = (counts.pow(ns_exponent) * (counts > 0)).contiguous()
-        if float(weights.sum()) <= 0:
-            raise ValueError("the noise distribution is empty: every count is zero")
+        weights = noise_weights(word2vec._require_vocab().counts, ns_exponent).contiguous()
         self.word2vec, self.negative, self.threads = word2vec, negative, threads
         self.pairs_per_program = pairs_per_program
         lib = _library()  # not kept on the module, which then still copies and pickles
