@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -10,6 +11,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _tempfile_under_pytest(tmp_path_factory, monkeypatch):
+    """The docs pages the tests run write with `tempfile.mkdtemp()`, as a reader's script would,
+    and nothing removes those folders: one caption page leaves 350 MB of checkpoints a run.
+    Under pytest's own temporary folder they go with the runs pytest prunes (it keeps three)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("tempfile")))
 
 
 @pytest.fixture(autouse=True)
