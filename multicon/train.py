@@ -295,10 +295,10 @@ class Trainer:
         evaluation or checkpoint: no checkpoint is ever written after it."""
         loss = loss.detach()
         if self._defer_finite_check:
-            now = torch.stack([loss.double().reshape(()), *(
-                torch.tensor(float(x), dtype=torch.float64, device=loss.device)
-                for x in (pos.global_step, pos.epoch)
-            )])  # fmt: skip
+            # filled on the device: a tensor built from Python numbers would be copied to it,
+            # and that copy waits for the device
+            now = loss.new_full((3,), float(pos.epoch), dtype=torch.float64)
+            now[0], now[1] = loss.reshape(()), float(pos.global_step)
             first = self._first_bad if self._first_bad is not None else torch.full_like(now, -1.0)
             self._first_bad = torch.where(~torch.isfinite(now[0]) & (first[1] < 0), now, first)
             return
