@@ -61,6 +61,7 @@ from multicon.loss import (
 from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
 from multicon.momentum import MomentumEncoder, cosine_momentum
 from multicon.negatives import (
+    FeatureQueue,
     InBatchNegatives,
     LogQCorrection,
     MomentumQueue,
@@ -112,6 +113,7 @@ __all__ = [
     "DualEncoder",
     "EmbeddingTable",
     "EncodedCorpus",
+    "FeatureQueue",
     "FusedSGDModel",
     "FusedSkipGram",
     "HubArgs",

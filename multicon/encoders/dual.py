@@ -202,6 +202,7 @@ class DualEncoder(
         momentum: float | tuple[float, float] | None = 0.995,
         online_batch_keys: bool = False,
         distill: float = 0.0,
+        feature_queues: bool = False,
     ):
         """The shared engine's model for this dual encoder.
 
@@ -214,15 +215,41 @@ class DualEncoder(
         ``online_batch_keys=True`` (with momentum): this step's keys come from the online towers
         with gradient, as in CLIP, and only the queues hold momentum keys. ``distill`` (with
         momentum towers; ALBEF uses 0.4): momentum distillation, soft labels from the momentum
-        towers (`ContrastiveModel`).
+        towers (`ContrastiveModel`). ``feature_queues=True``: a locked tower's direction
+        queues its backbone features instead, re-projected by its current projection each step
+        (`FeatureQueue`: exact keys, no momentum towers); a trained tower's direction keeps
+        in-batch negatives.
         """
         from multicon.model import ContrastiveModel
-        from multicon.negatives import MomentumQueue
+        from multicon.negatives import FeatureQueue, InBatchNegatives, MomentumQueue
 
         if queue_size <= 0:
-            if distill:
-                raise ValueError("distill needs a queue and momentum towers: give queue_size > 0")
+            if distill or feature_queues:
+                name = "distill" if distill else "feature_queues"
+                raise ValueError(f"{name} needs a queue: give queue_size > 0")
             return ContrastiveModel(self.image, self.text, symmetric=True, loss=self.loss)
+        if feature_queues:
+            if not (self.text.frozen or self.image.frozen):
+                raise ValueError(
+                    "feature_queues queue a locked tower's features: freeze the text or the "
+                    "image tower (freeze_text / freeze_image)"
+                )
+            if distill or online_batch_keys:
+                raise ValueError(
+                    "feature_queues use no momentum towers: distill and online_batch_keys need them"
+                )
+
+            def negatives_for(tower):
+                return FeatureQueue(tower, queue_size) if tower.frozen else InBatchNegatives()
+
+            return ContrastiveModel(
+                self.image,
+                self.text,
+                symmetric=True,
+                loss=self.loss,
+                negatives=negatives_for(self.text),
+                reverse_negatives=negatives_for(self.image),
+            )
         return ContrastiveModel(
             self.image,
             self.text,

@@ -59,6 +59,13 @@ class DualEncoderArgs:
         default=0.0,
         metadata={"help": "With a queue and momentum towers: ALBEF's distillation weight (0.4)."},
     )
+    feature_queues: bool = field(
+        default=False,
+        metadata={
+            "help": "With a queue: a frozen tower queues its features, re-projected each step "
+            "(exact keys, no momentum towers); the other direction stays in-batch."
+        },
+    )
     false_negative_threshold: float = field(
         default=0.0,
         metadata={
@@ -160,7 +167,8 @@ def build_dual_encoder(
 def build_contrastive_model(model: DualEncoder, args: DualEncoderArgs):
     """``model.contrastive_model`` with the negatives ``args`` describe: in-batch (CLIP), or a
     queue of ``queue_size`` keys from momentum towers (ALBEF, with ``distill`` its momentum
-    distillation) or, with ``momentum_towers`` false, from the online towers (XBM).
+    distillation) or, with ``momentum_towers`` false, from the online towers (XBM); with
+    ``feature_queues``, a locked tower's queue of features (`FeatureQueue`).
 
     Example:
         >>> args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16,
@@ -175,4 +183,5 @@ def build_contrastive_model(model: DualEncoder, args: DualEncoderArgs):
         momentum=momentum,
         online_batch_keys=args.online_batch_keys,
         distill=args.distill,
+        feature_queues=args.feature_queues,
     )

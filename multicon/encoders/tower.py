@@ -64,15 +64,22 @@ class Tower(nn.Module, ABC):
     def features(self, inputs: Any) -> torch.Tensor:
         """Backbone features ``(B, feature_dim)``."""
 
-    def forward(self, inputs: Any) -> torch.Tensor:
+    def locked_features(self, inputs: Any) -> torch.Tensor:
+        """A locked backbone's features of ``inputs``, without gradient: computed once per
+        batch (the tower's own forward and its momentum copy reuse them)."""
         if not self.frozen:
-            return self.projection(self.features(inputs))
+            raise ValueError("only a frozen (locked) tower has fixed features: freeze it first")
         feats = self.feature_memo.get(inputs)
         if feats is None:
             with torch.no_grad():
                 feats = self.features(inputs)
             self.feature_memo.put(inputs, feats)
-        return self.projection(feats)
+        return feats
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        if not self.frozen:
+            return self.projection(self.features(inputs))
+        return self.projection(self.locked_features(inputs))
 
 
 class FeatureMemo:
