@@ -13,12 +13,14 @@ import torch.multiprocessing as mp
 from multicon import (
     AffineViewPairs,
     ContrastiveModel,
+    FeatureQueue,
     InfoNCE,
     MomentumQueue,
     PairBatch,
     TrainConfig,
     Trainer,
 )
+from multicon.encoders.tower import Tower
 
 
 def free_port() -> int:
@@ -145,16 +147,29 @@ class NoBatchNormEncoder(torch.nn.Sequential):
         )
 
 
-def _train(out_dir: str, batch_size: int, momentum_queue: bool) -> int:
+class LockedEncoder(Tower):
+    """A frozen random backbone and the projection that trains (locked tuning)."""
+
+    def __init__(self):
+        backbone = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU())
+        super().__init__(backbone, feature_dim=32, embed_dim=16, frozen=True)
+
+    def features(self, inputs):
+        return self.backbone(inputs)
+
+
+def _train(out_dir: str, batch_size: int, negatives: str) -> int:
     torch.manual_seed(0)
     images = torch.rand(48, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    encoder = NoBatchNormEncoder()
-    if momentum_queue:
+    if negatives == "momentum_queue":
         model = ContrastiveModel(
-            encoder, negatives=MomentumQueue(40, 16), momentum=0.9, loss=InfoNCE(0.2)
+            NoBatchNormEncoder(), negatives=MomentumQueue(40, 16), momentum=0.9, loss=InfoNCE(0.2)
         )
+    elif negatives == "feature_queue":  # queued features of every rank, re-projected each step
+        locked = LockedEncoder()
+        model = ContrastiveModel(locked, negatives=FeatureQueue(locked, 40), loss=InfoNCE(0.2))
     else:
-        model = ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(0.2))
+        model = ContrastiveModel(NoBatchNormEncoder(), symmetric=True, loss=InfoNCE(0.2))
     config = TrainConfig(
         output_dir=out_dir,
         epochs=2,
@@ -172,16 +187,16 @@ def _train(out_dir: str, batch_size: int, momentum_queue: bool) -> int:
     return trainer.accelerator.num_processes
 
 
-def _trainer_worker(rank: int, out_dir: str, momentum_queue: bool) -> None:
-    if _train(out_dir, batch_size=6, momentum_queue=momentum_queue) != 2:
+def _trainer_worker(rank: int, out_dir: str, negatives: str) -> None:
+    if _train(out_dir, batch_size=6, negatives=negatives) != 2:
         raise RuntimeError("accelerate did not start two processes")
 
 
-@pytest.mark.parametrize("momentum_queue", [False, True], ids=["in_batch", "momentum_queue"])
-def test_trainer_on_two_processes_gives_one_process_parameters(momentum_queue):
+@pytest.mark.parametrize("negatives", ["in_batch", "momentum_queue", "feature_queue"])
+def test_trainer_on_two_processes_gives_one_process_parameters(negatives):
     with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
-        _train(one, batch_size=12, momentum_queue=momentum_queue)
-        run_two_processes(_trainer_worker, two, momentum_queue)
+        _train(one, batch_size=12, negatives=negatives)
+        run_two_processes(_trainer_worker, two, negatives)
         a = torch.load(f"{one}/final.pt")
         b = torch.load(f"{two}/final.pt")
         assert a.keys() == b.keys()
