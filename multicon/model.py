@@ -125,16 +125,13 @@ class ContrastiveModel(nn.Module):
                 self.momentum_key = MomentumEncoder(key_encoder, base, final)
 
     def _check_feature_queues(self, momentum) -> None:
+        """A `FeatureQueue` re-projects features with its own (online) tower: that tower must
+        be the one embedding its direction's keys, and no EMA copy may replace it."""
         directions = [(self.negatives, self._key_encoder(), "negatives", "key encoder")]
         if self.symmetric:
-            directions.append(
-                (
-                    self._reverse_negatives(),
-                    self.query_encoder,
-                    "reverse_negatives",
-                    "query encoder",
-                )
-            )
+            reverse = self._reverse_negatives()
+            directions.append((reverse, self.query_encoder, "reverse_negatives", "query encoder"))
+        hint = " (give reverse_negatives for the other direction)" if self.symmetric else ""
         for negatives, encoder, name, role in directions:
             if not _queues_inputs(negatives):
                 continue
@@ -145,12 +142,7 @@ class ContrastiveModel(nn.Module):
                 )
             if getattr(negatives, "tower", None) is not encoder:
                 raise ValueError(
-                    f"{name} queues the features of another tower: it must hold the {role}"
-                    + (
-                        " (give reverse_negatives for the other direction)"
-                        if self.symmetric
-                        else ""
-                    )
+                    f"{name} queues the features of another tower: it must hold the {role}{hint}"
                 )
 
     # -- encoders ---------------------------------------------------------------------------
