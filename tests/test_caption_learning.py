@@ -93,7 +93,7 @@ def test_locked_text_tower_with_a_feature_queue_learns_coloured_shapes(tmp_path)
         train = CaptionFolder(write_shapes_jsonl(tmp_path, "train", per_concept=4, seed=0))
         test = CaptionFolder(write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1))
         model = frozen_minilm_dual(minilm.get_model_path())
-        _train(model, train, model.tokenizer, steps=80, batch_size=4, queue_size=64,
+        _train(model, train, model.tokenizer, steps=200, batch_size=4, queue_size=64,
                feature_queues=True)  # fmt: skip
         recall = evaluate_retrieval(model, test)
     finally:

@@ -547,6 +547,31 @@ def test_feature_queue_scores_a_locked_towers_past_captions_exactly(tokenizer):
         assert not torch.allclose(loss, step_two_loss(out.pending[0][1]))
 
 
+def test_feature_queue_on_a_locked_image_tower_serves_caption_queries(tokenizer):
+    """With the image tower locked instead, the image side gets the feature queue (reverse
+    direction) and image queries keep in-batch caption keys."""
+    from multicon.negatives import FeatureQueue, InBatchNegatives
+    from multicon.pairs.base import PairBatch
+
+    torch.manual_seed(0)
+    model = tiny_dual(tokenizer, freeze_image=True)
+    cm = model.contrastive_model(queue_size=8, feature_queues=True)
+    assert isinstance(cm.negatives, InBatchNegatives)
+    assert isinstance(cm.reverse_negatives, FeatureQueue)
+    assert cm.reverse_negatives.tower is model.image
+    images = torch.randn(4, 3, 32, 32)
+    tokens = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red dog"])
+    out = cm(PairBatch(images, tokens, torch.arange(4)))
+    out.loss.backward()
+    cm.after_step(out, progress=0.0)
+    stored, stored_ids = cm.reverse_negatives.stored()
+    assert stored_ids.tolist() == [0, 1, 2, 3]
+    with torch.no_grad():
+        torch.testing.assert_close(stored, model.image.locked_features(images))
+    keys = cm.reverse_negatives(model.image(images), torch.arange(4, 8)).keys
+    assert keys.shape == (8, 16)
+
+
 def test_feature_queue_errors(tokenizer):
     from multicon.model import ContrastiveModel
     from multicon.negatives import FeatureQueue, InBatchNegatives
