@@ -1,9 +1,12 @@
 """multicon: contrastive representation learning across modalities with one InfoNCE engine.
 
+Methods are named compositions (`multicon.methods`) of key sources (`multicon.keys`) and a loss
+(`multicon.losses`); the `Trainer` runs them with a step strategy (`multicon.steps`).
+
 Example:
     >>> import torch
     >>> import multicon
-    >>> model = multicon.ContrastiveModel(torch.nn.Linear(4, 8), symmetric=True)
+    >>> model = multicon.methods.simclr(torch.nn.Linear(4, 8))
     >>> x = torch.randn(6, 4)
     >>> model(multicon.PairBatch(x, x, torch.arange(6))).loss.shape
     torch.Size([])
@@ -48,25 +51,32 @@ from multicon.eval import (
     zero_shot_accuracy,
 )
 from multicon.false_negatives import RelatedIds, related_by_captions
+from multicon import keys, losses, methods, steps
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
-from multicon.loss import (
+from multicon.keys import (
+    BatchKeys,
+    Chain,
+    FeatureQueue,
+    KeyQueue,
+    KeySource,
+    LogQCorrection,
+    MomentumEncoder,
+    NoiseKeys,
+    OtherQueries,
+    PositiveAndQueue,
+    cosine_momentum,
+)
+from multicon.losses import (
     InfoNCE,
     KeySet,
-    NegativeSamplingLoss,
+    SigmoidLoss,
     contrastive_logits,
     distillation_targets,
     info_nce,
+    sigmoid_loss,
     soft_cross_entropy,
 )
-from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
-from multicon.momentum import MomentumEncoder, cosine_momentum
-from multicon.negatives import (
-    FeatureQueue,
-    InBatchNegatives,
-    LogQCorrection,
-    MomentumQueue,
-    SampledNegatives,
-)
+from multicon.model import ContrastiveModel, ContrastiveOutput, Direction, Distillation
 from multicon.optim import LARS, build_optimizer, lr_schedule
 from multicon.pairs import (
     BatchPairGenerator,
@@ -86,8 +96,8 @@ from multicon.pairs.views import (
     make_views,
     moco_v3_views,
 )
+from multicon.steps import AutogradStep, FusedSGDStep, FusedSkipGram, Step
 from multicon.text import (
-    FusedSkipGram,
     Vocabulary,
     Word2Vec,
     load_word2vec_format,
@@ -99,45 +109,53 @@ from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
 __version__ = "0.1.0"
 
 __all__ = [
-    "LARS",
-    "RESNET_FEATURE_DIMS",
     "AffineViewPairs",
+    "AutogradStep",
+    "BatchKeys",
     "BatchPairGenerator",
     "CaptionDataset",
     "CaptionFolder",
     "CaptionPairs",
+    "Chain",
     "ContextPairs",
     "ContrastiveModel",
     "ContrastiveOutput",
     "DeviceViewPairs",
+    "Direction",
+    "Distillation",
     "DualEncoder",
     "EmbeddingTable",
     "EncodedCorpus",
     "FeatureQueue",
-    "FusedSGDModel",
+    "FusedSGDStep",
     "FusedSkipGram",
     "HubArgs",
     "HubModel",
     "ImageData",
     "ImageEncoder",
-    "InBatchNegatives",
     "InfoNCE",
     "KNNMonitor",
+    "KeyQueue",
     "KeySet",
+    "KeySource",
+    "LARS",
     "LogQCorrection",
     "MapPairGenerator",
     "MoCoV2Views",
     "MomentumEncoder",
-    "MomentumQueue",
-    "NegativeSamplingLoss",
+    "NoiseKeys",
     "NonFiniteLossError",
+    "OtherQueries",
     "Pair",
     "PairBatch",
     "PairGenerator",
+    "PositiveAndQueue",
     "ProjectionHead",
+    "RESNET_FEATURE_DIMS",
     "RelatedIds",
-    "SampledNegatives",
+    "SigmoidLoss",
     "SimCLRViews",
+    "Step",
     "TextCorpus",
     "TrainConfig",
     "TrainResult",
@@ -156,6 +174,7 @@ __all__ = [
     "evaluate_similarity",
     "extract_features",
     "info_nce",
+    "keys",
     "knn_accuracy",
     "knn_predict",
     "latest_checkpoint",
@@ -167,9 +186,11 @@ __all__ = [
     "load_images",
     "load_tokenizer",
     "load_word2vec_format",
+    "losses",
     "lr_schedule",
     "make_views",
     "maybe_push",
+    "methods",
     "moco_v3_views",
     "most_similar",
     "push_folder",
@@ -178,7 +199,9 @@ __all__ = [
     "retrieval_recall",
     "save_run",
     "save_word2vec_format",
+    "sigmoid_loss",
     "soft_cross_entropy",
+    "steps",
     "sync_batchnorm",
     "train_sentencepiece_tokenizer",
     "train_word2vec",

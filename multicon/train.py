@@ -1,9 +1,9 @@
 """The training loop, on Hugging Face Accelerate: one process, several GPUs or several machines.
 
-The trainer knows nothing of modalities: it takes a `ContrastiveModel` and a pair generator
-(map-style, fed by DataLoader workers; or batch-style, made on the device), and runs
-forward → backward → step → `model.after_step` (momentum update, enqueue) with mixed precision,
-gradient clipping, a warmup + decay schedule, trackers, atomic checkpoints and exact resume.
+The trainer knows nothing of modalities or methods: it takes a model, a pair generator
+(map-style, fed by DataLoader workers; or batch-style, made on the device) and a step strategy
+(`multicon.steps`: autograd by default), and runs the loop: batches → step → after-step, with
+mixed precision, a warmup + decay schedule, trackers, atomic checkpoints and exact resume.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from multicon import checkpoint
-from multicon.hogwild import check_hogwild, share_parameters
-from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
+from multicon.model import ContrastiveOutput
 from multicon.optim import build_optimizer, lr_schedule
 from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
+from multicon.steps.autograd import AutogradStep
+from multicon.steps.base import Step, StepContext
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,13 +47,6 @@ class TrainConfig:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: int = 0
     grad_clip: float = field(default=0.0, metadata={"help": "Max gradient norm (0: off)."})
-    row_clip: float = field(
-        default=0.0,
-        metadata={
-            "help": "sgd: cap the step of each row of a 2-D parameter (an embedding table's "
-            "word) at this multiple of its norm (word2vec at large batches; 0: off)."
-        },
-    )
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers (map-style)."})
@@ -69,13 +63,6 @@ class TrainConfig:
         default="tensorboard,jsonl", metadata={"help": "Comma list of trackers ('' for none)."}
     )
     progress_bar: bool = True
-    hogwild: bool = field(
-        default=False,
-        metadata={
-            "help": "CPU processes on one machine update shared parameters without gradient "
-            "sync (word2vec's parallelism; for sparse models)."
-        },
-    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -83,8 +70,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.row_clip < 0:
-            raise ValueError(f"row_clip must be >= 0, got {self.row_clip}")
 
 
 @dataclass
@@ -106,13 +91,15 @@ class _Position:
 
 
 class Trainer:
-    """Train a `ContrastiveModel` on a pair generator.
+    """Train a model on a pair generator with a step strategy.
 
     Args:
-        model: the contrastive model (encoders, negatives, loss); or a `FusedSGDModel`, which
-            updates itself for each batch (the trainer then only schedules, saves and logs).
+        model: what is trained and checkpointed: a `ContrastiveModel` (`multicon.methods`) for
+            the default `AutogradStep`, or what ``step`` trains (a `Word2Vec` for
+            `FusedSkipGram`).
         pairs: a `MapPairGenerator` or `BatchPairGenerator`.
         config: a `TrainConfig`.
+        step: how a batch becomes an update (`multicon.steps`); default `AutogradStep()`.
         evaluate: ``evaluate(model) -> metrics`` run on the main process every
             ``config.eval_every`` epochs, with the model in eval mode.
         optimizer: ``optimizer(model) -> torch.optim.Optimizer`` to replace the built-in choices.
@@ -120,7 +107,7 @@ class Trainer:
 
     Example:
         >>> import torch, tempfile
-        >>> from multicon import ContrastiveModel, PairBatch, BatchPairGenerator
+        >>> from multicon import BatchPairGenerator, PairBatch, methods
         >>> class Jitter(BatchPairGenerator):
         ...     def __init__(self, x): self.x = x
         ...     def num_pairs(self): return len(self.x)
@@ -129,20 +116,22 @@ class Trainer:
         ...         for idx in self.shard(order, batch_size, rank, world_size):
         ...             x = self.x[idx].to(device)
         ...             yield PairBatch(x + 0.05 * torch.randn_like(x), x, idx.to(device))
-        >>> model = ContrastiveModel(torch.nn.Linear(8, 4), symmetric=True)
-        >>> cfg = TrainConfig(output_dir=tempfile.mkdtemp(), epochs=2, batch_size=16,
-        ...                   log_with="", progress_bar=False)
-        >>> Trainer(model, Jitter(torch.randn(64, 8)), cfg).fit().global_step
+        >>> model = methods.simclr(torch.nn.Linear(8, 4))
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     cfg = TrainConfig(output_dir=out, epochs=2, batch_size=16, log_with="",
+        ...                       progress_bar=False)
+        ...     Trainer(model, Jitter(torch.randn(64, 8)), cfg).fit().global_step
         8
     """
 
     def __init__(
         self,
-        model: ContrastiveModel | FusedSGDModel,
+        model: nn.Module,
         pairs: PairGenerator,
         config: TrainConfig,
         *,
-        evaluate: Callable[[ContrastiveModel], dict[str, float]] | None = None,
+        step: Step | None = None,
+        evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
         accelerator=None,
     ) -> None:
@@ -151,17 +140,18 @@ class Trainer:
                 "pairs must be a MapPairGenerator or a BatchPairGenerator, "
                 f"got {type(pairs).__name__}"
             )
+        self.step = step if step is not None else AutogradStep()
+        if not isinstance(self.step, Step):
+            raise TypeError(f"step must be a multicon.steps.Step, got {type(self.step).__name__}")
         self.config = config
         self.pairs = pairs
-        self.fused = isinstance(model, FusedSGDModel)
         # None: decided in `fit` (deferred on accelerators, see `_watch_loss`)
         self._defer_finite_check: bool | None = None
         self._first_bad: torch.Tensor | None = None  # (loss, step, epoch) of the first bad step
-        if self.fused:
-            _check_fused(config)
         self.evaluate_fn = evaluate
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator or self._build_accelerator()
+        self.step.check(model, config, self.accelerator)  # before any work: bad settings named
         self.model = model
         self.optimizer = (optimizer or self._default_optimizer)(model)
 
@@ -189,7 +179,7 @@ class Trainer:
 
     def _default_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
-        return build_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum, c.row_clip)
+        return build_optimizer(model, c.optimizer, c.lr, c.weight_decay, c.momentum)
 
     def _dataloader(self):
         c, pairs = self.config, self.pairs
@@ -310,7 +300,7 @@ class Trainer:
     def _check_finite(self) -> None:
         """Raise `NonFiniteLossError` if a loss so far was NaN or infinite (on any rank)."""
         acc, first = self.accelerator, self._first_bad
-        synced = acc.num_processes > 1 and not self.config.hogwild  # hogwild: no sync
+        synced = acc.num_processes > 1 and not self.step.hogwild  # hogwild: no sync
         if first is None and not synced:
             return
         bad = torch.zeros(1) if first is None else (first[1:2] >= 0).float()
@@ -324,7 +314,7 @@ class Trainer:
             raise NonFiniteLossError(
                 f"loss is {value} {where}; training stopped and {kept}. Lower the learning "
                 "rate, raise the temperature or enable grad_clip (for embedding tables under "
-                "sgd: row_clip)."
+                "sgd: row clipping, `multicon.optim.SGD(row_clip=...)`)."
             )
 
     def _evaluate(self, pos: _Position) -> dict[str, float] | None:
@@ -360,9 +350,56 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train to ``epochs`` / ``max_steps`` (resuming if asked) and return the history."""
         c, acc = self.config, self.accelerator
+        loader, steps_per_epoch, total, scheduler = self._start()
+        pos, history = self._resume(scheduler)
+        evaluations = [h for h in history if "eval" in h]
+        if c.log_with:
+            acc.init_trackers("multicon", config=_flat_config(c))
+        bar = self._progress_bar(total, pos.global_step)
+        ctx = StepContext(
+            acc,
+            self.model,
+            acc.unwrap_model(self.model),
+            self._stepping_optimizer(),
+            lr=0.0,
+            grad_clip=c.grad_clip,
+            watch=lambda loss: self._watch_loss(loss, pos),
+        )
+        self.model.train()
+        meter = _Meter(c.batch_size * acc.num_processes)
+        while pos.global_step < total and pos.epoch < math.ceil(total / steps_per_epoch):
+            for batch in self._epoch_batches(loader, pos.epoch, pos.step_in_epoch):
+                ctx.lr = ctx.optimizer.param_groups[0]["lr"]
+                out = self.step(batch, ctx)
+                with warnings.catch_warnings():  # a fused step never calls optimizer.step
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                    scheduler.step()
+                pos.global_step += 1
+                pos.step_in_epoch += 1
+                logged = pos.global_step % c.log_every == 0 or pos.global_step == total
+                extra = self.step.after_step(out, ctx, pos.global_step / total, logged)
+                meter.samples += meter.global_batch
+                if logged:
+                    self._log(out, extra, pos, scheduler, history, meter, bar)
+                if bar is not None:
+                    bar.update(1)
+                if c.checkpoint_every and pos.global_step % c.checkpoint_every == 0:
+                    self.save_checkpoint(pos, scheduler, history)
+                if pos.global_step >= total:
+                    break
+            self._end_epoch(pos, total, steps_per_epoch, scheduler, history, evaluations)
+        if bar is not None:
+            bar.close()
+        acc.end_training()
+        last = next((h["loss"] for h in reversed(history) if "loss" in h), math.nan)
+        return TrainResult(pos.global_step, last, history, evaluations, self.output_dir)
+
+    def _start(self):
+        """Seed, build the loader and the schedule, place model and optimizer."""
+        c, acc = self.config, self.accelerator
         from accelerate.utils import set_seed
 
-        set_seed(c.seed, device_specific=c.hogwild)  # hogwild ranks: independent draws
+        set_seed(c.seed, device_specific=self.step.hogwild)  # hogwild ranks: independent draws
         if self._defer_finite_check is None:
             self._defer_finite_check = acc.device.type != "cpu"
         self._first_bad = None
@@ -376,123 +413,62 @@ class Trainer:
             )
         total = c.max_steps or c.epochs * steps_per_epoch
         scheduler = lr_schedule(self.optimizer, c.schedule, total, c.warmup_steps)
-        if self.fused and (
-            acc.device.type not in self.model.devices or (acc.num_processes > 1 and not c.hogwild)
-        ):
-            raise ValueError(
-                f"{type(self.model).__name__} updates its tables itself: it runs on "
-                f"{' or '.join(self.model.devices)}, in one process or several with hogwild "
-                f"(here: {acc.device}, {acc.num_processes} processes, hogwild={c.hogwild})"
-            )
-        if c.hogwild:  # one shared copy of the parameters; no DDP, no gradient sync
-            check_hogwild(acc.device, acc.num_processes)
-            share_parameters(self.model)
-            self.optimizer = acc.prepare(self.optimizer)
-        else:
-            self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
-        pos, history = self._resume(scheduler)
-        evaluations = [h for h in history if "eval" in h]
-        if c.log_with:
-            acc.init_trackers("multicon", config=_flat_config(c))
+        self.model, self.optimizer = self.step.prepare(self.model, self.optimizer, acc)
+        return loader, steps_per_epoch, total, scheduler
 
-        bar = None
-        if c.progress_bar and acc.is_local_main_process:
-            from tqdm.auto import tqdm
+    def _progress_bar(self, total: int, initial: int):
+        if not (self.config.progress_bar and self.accelerator.is_local_main_process):
+            return None
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, initial=pos.global_step, unit="step", dynamic_ncols=True)
-        unwrapped: ContrastiveModel | FusedSGDModel = acc.unwrap_model(self.model)
-        optimizer = self._stepping_optimizer()
-        self.model.train()
-        last_loss, tick, samples = math.nan, time.perf_counter(), 0
-        global_batch = c.batch_size * acc.num_processes
-        while pos.global_step < total and pos.epoch < math.ceil(total / steps_per_epoch):
-            for batch in self._epoch_batches(loader, pos.epoch, pos.step_in_epoch):
-                if self.fused:  # the model applies the update; the optimizer only holds lr
-                    lr = optimizer.param_groups[0]["lr"]
-                    out = ContrastiveOutput(unwrapped.sgd_step(batch, lr))
-                    self._watch_loss(out.loss, pos)
-                    with warnings.catch_warnings():  # of a schedule stepped, never its optimizer
-                        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
-                        scheduler.step()
-                else:
-                    with acc.autocast():
-                        out = self.model(batch)
-                    self._watch_loss(out.loss, pos)
-                    acc.backward(out.loss)
-                    if c.grad_clip > 0:
-                        acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                pos.global_step += 1
-                pos.step_in_epoch += 1
-                samples += global_batch
-                logged = pos.global_step % c.log_every == 0 or pos.global_step == total
-                extra = unwrapped.after_step(
-                    out, progress=pos.global_step / total, diagnostics=logged
-                )
-                if logged and self._defer_finite_check:
-                    self._check_finite()
-                if logged:
-                    last_loss = acc.reduce(out.loss.detach().float(), reduction="mean").item()
-                    now = time.perf_counter()
-                    record = {
-                        "loss": last_loss,
-                        "lr": scheduler.get_last_lr()[0],
-                        "samples_per_s": samples / (now - tick),
-                        "temperature": float(
-                            getattr(getattr(unwrapped, "loss", None), "temperature", math.nan)
-                        ),
-                        "epoch": pos.epoch,
-                        **extra,
-                    }
-                    tick, samples = now, 0
-                    history.append({"step": pos.global_step, **record})
-                    acc.log({f"train/{k}": v for k, v in record.items()}, step=pos.global_step)
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{last_loss:.4f}", sps=f"{record['samples_per_s']:.0f}"
-                        )
-                if bar is not None:
-                    bar.update(1)
-                if c.checkpoint_every and pos.global_step % c.checkpoint_every == 0:
-                    self.save_checkpoint(pos, scheduler, history)
-                if pos.global_step >= total:
-                    break
-            if pos.global_step < total or pos.step_in_epoch >= steps_per_epoch:
-                pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-            if c.eval_every and (pos.epoch % c.eval_every == 0 or pos.global_step >= total):
-                metrics = self._evaluate(pos)
-                if metrics is not None:
-                    evaluations.append(metrics)
-                    history.append({"eval": 1.0, **metrics})
-            if not c.checkpoint_every or pos.global_step >= total:
-                self.save_checkpoint(pos, scheduler, history)
+        return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+    def _log(self, out: ContrastiveOutput, extra, pos, scheduler, history, meter, bar) -> None:
+        """Reduce the loss over processes (a summed loss as a sum) and log one record."""
+        acc = self.accelerator
+        if self._defer_finite_check:
+            self._check_finite()
+        reduction = self.step.reduction(acc.unwrap_model(self.model))
+        loss = acc.reduce(out.loss.detach().float(), reduction=reduction).item()
+        loss_module = getattr(acc.unwrap_model(self.model), "loss", None)
+        record = {
+            "loss": loss,
+            "lr": scheduler.get_last_lr()[0],
+            "samples_per_s": meter.rate(),
+            "temperature": float(getattr(loss_module, "temperature", math.nan)),
+            "epoch": pos.epoch,
+            **extra,
+        }
+        history.append({"step": pos.global_step, **record})
+        acc.log({f"train/{k}": v for k, v in record.items()}, step=pos.global_step)
         if bar is not None:
-            bar.close()
-        acc.end_training()
-        if math.isnan(last_loss) and history:
-            last_loss = next((h["loss"] for h in reversed(history) if "loss" in h), math.nan)
-        return TrainResult(pos.global_step, last_loss, history, evaluations, self.output_dir)
+            bar.set_postfix(loss=f"{loss:.4f}", sps=f"{record['samples_per_s']:.0f}")
+
+    def _end_epoch(self, pos, total, steps_per_epoch, scheduler, history, evaluations) -> None:
+        """Advance the epoch, evaluate and checkpoint as the config asks."""
+        c = self.config
+        if pos.global_step < total or pos.step_in_epoch >= steps_per_epoch:
+            pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+        if c.eval_every and (pos.epoch % c.eval_every == 0 or pos.global_step >= total):
+            metrics = self._evaluate(pos)
+            if metrics is not None:
+                evaluations.append(metrics)
+                history.append({"eval": 1.0, **metrics})
+        if not c.checkpoint_every or pos.global_step >= total:
+            self.save_checkpoint(pos, scheduler, history)
 
 
-def _check_fused(c: TrainConfig) -> None:
-    """A `FusedSGDModel` applies plain SGD itself: refuse settings it would silently ignore."""
-    ignored = {
-        "optimizer": c.optimizer != "sgd",
-        "momentum": c.momentum != 0,
-        "weight_decay": c.weight_decay != 0,
-        "grad_clip": c.grad_clip != 0,
-        "row_clip": c.row_clip != 0,
-        "mixed_precision": c.mixed_precision != "no",
-    }
-    bad = [name for name, is_bad in ignored.items() if is_bad]
-    if bad:
-        raise ValueError(
-            "a fused SGD model applies plain SGD in full precision itself; it cannot honour "
-            + ", ".join(f"{name}={getattr(c, name)!r}" for name in bad)
-            + " (use optimizer='sgd', momentum=0, weight_decay=0, no clipping, no mixed precision)"
-        )
+class _Meter:
+    """Samples per second between logged steps."""
+
+    def __init__(self, global_batch: int) -> None:
+        self.global_batch, self.samples, self.tick = global_batch, 0, time.perf_counter()
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self.samples / (now - self.tick)
+        self.samples, self.tick = 0, now
+        return rate
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:

@@ -17,7 +17,8 @@ import torch
 from multicon import native
 from multicon.data.corpus import TextCorpus, encode_corpus
 from multicon.pairs.context import ContextPairs
-from multicon.text.fused_skipgram import FusedSkipGram
+from multicon.methods import sgns
+from multicon.steps.fused_skipgram import FusedSkipGram
 from multicon.text.vocab import Vocabulary
 from multicon.text.word2vec import Word2Vec
 from multicon.train import TrainConfig, Trainer
@@ -78,11 +79,10 @@ def train_word2vec(
     torch.manual_seed(seed)
     w2v = Word2Vec.from_vocab(vocab, dim)
     if kernel == "fused":
-        model = FusedSkipGram(w2v, negative=negative, ns_exponent=ns_exponent)
+        model, step = w2v, FusedSkipGram(w2v, negative=negative, ns_exponent=ns_exponent)
     else:
-        model = w2v.contrastive_model(
-            negative=negative, ns_exponent=ns_exponent, shared_negatives=16, noise_group=256
-        )
+        model = sgns(w2v, negative, ns_exponent, shared_negatives=16, noise_group=256)
+        step = None
     pairs = ContextPairs(encoded, vocab.counts, window=window, sample=sample, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
@@ -100,5 +100,5 @@ def train_word2vec(
             log_with="",
             progress_bar=False,
         )
-        Trainer(model, pairs, config).fit()
+        Trainer(model, pairs, config, step=step).fit()
     return w2v

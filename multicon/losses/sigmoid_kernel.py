@@ -1,4 +1,4 @@
-"""word2vec's logistic loss with a hand-written backward: the fast path of `NegativeSamplingLoss`.
+"""The sigmoid loss with a hand-written backward for word2vec's layout: `SigmoidLoss`'s fast path.
 
 For the word2vec layout of a `KeySet` (each query's own positive key, then noise keys shared by
 the batch or by groups of queries) the loss is
@@ -35,7 +35,7 @@ def _keep(key_ids: torch.Tensor, query_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
-    # log1p runs as a scalar loop on CPU; this form vectorises (see multicon.loss._Softplus)
+    # log1p runs as a scalar loop on CPU; this form vectorises (see multicon.losses.sigmoid.softplus)
     return x.clamp(min=0) + torch.log(1 + torch.exp(-x.abs()))
 
 

@@ -1,6 +1,6 @@
 """word2vec's skip-gram step fused into one loop: C on the CPU, a Triton kernel on a GPU.
 
-The shared engine's word2vec (`Word2Vec.contrastive_model`) computes a batch's summed SGNS loss
+The shared engine's word2vec (`multicon.methods.sgns`) computes a batch's summed SGNS loss
 with tensor ops and applies one summed SGD step. word2vec and gensim instead walk the pairs and
 apply each pair's update before the next, in threads that share the tables without locks. On a
 CPU that walk is faster: each pair touches a handful of 400-byte rows, and a C loop can fetch the
@@ -17,11 +17,13 @@ import functools
 
 import torch
 
+from torch import nn
+
 from multicon import native
-from multicon.model import FusedSGDModel
-from multicon.negatives import noise_weights
+from multicon.keys.noise import noise_weights
+from multicon.model import ContrastiveOutput
 from multicon.pairs.base import PairBatch
-from multicon.text.word2vec import Word2Vec
+from multicon.steps.base import Step, StepContext
 
 _P, _I64, _F32, _U64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_uint64
 
@@ -45,7 +47,67 @@ def _seed() -> int:
     return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
 
 
-class FusedSkipGram(FusedSGDModel):
+class FusedSGDStep(nn.Module, Step):
+    """A step that applies its own plain-SGD update to a batch, with no autograd graph.
+
+    Some objectives are fastest as one fused loop that computes a pair's gradient and applies
+    it before the next pair (word2vec's skip-gram on CPU: `FusedSkipGram`). The trainer keeps
+    everything else: the learning-rate schedule (``lr`` is the scheduled rate), checkpoints,
+    resume, logging and evaluation. It accepts only what such a step honours: ``sgd`` without
+    momentum, weight decay or clipping, full precision, on one of its ``devices``, in one
+    process or several with ``hogwild``. The loss it returns is a sum over pairs.
+    """
+
+    devices: tuple[str, ...] = ("cpu",)  # device types its step runs on
+
+    def __init__(self, *, hogwild: bool = False) -> None:
+        super().__init__()
+        self.hogwild = hogwild
+
+    def sgd_step(self, batch: PairBatch, lr: float) -> torch.Tensor:
+        """Update the parameters in place for ``batch``; return the batch's summed loss (0-d)."""
+        raise NotImplementedError
+
+    def check(self, model: nn.Module, config, accelerator) -> None:
+        ignored = {
+            "optimizer": config.optimizer != "sgd",
+            "momentum": config.momentum != 0,
+            "weight_decay": config.weight_decay != 0,
+            "grad_clip": config.grad_clip != 0,
+            "mixed_precision": config.mixed_precision != "no",
+        }
+        bad = [name for name, is_bad in ignored.items() if is_bad]
+        if bad:
+            raise ValueError(
+                "a fused SGD step applies plain SGD in full precision itself; it cannot honour "
+                + ", ".join(f"{name}={getattr(config, name)!r}" for name in bad)
+                + " (use optimizer='sgd', momentum=0, weight_decay=0, no clipping, no mixed "
+                "precision)"
+            )
+        device, processes = accelerator.device, accelerator.num_processes
+        if device.type not in self.devices or (processes > 1 and not self.hogwild):
+            raise ValueError(
+                f"{type(self).__name__} updates its tables itself: it runs on "
+                f"{' or '.join(self.devices)}, in one process or several with hogwild "
+                f"(here: {device}, {processes} processes, hogwild={self.hogwild})"
+            )
+
+    def prepare(self, model: nn.Module, optimizer, accelerator):
+        model, optimizer = super().prepare(model, optimizer, accelerator)
+        if not self.hogwild:
+            self.to(accelerator.device)  # its buffers follow the tables
+        return model, optimizer
+
+    def reduction(self, unwrapped: nn.Module) -> str:
+        return "sum"
+
+    def __call__(self, batch: PairBatch, ctx: StepContext) -> ContrastiveOutput:
+        loss = self.sgd_step(batch, ctx.lr)  # the optimizer only holds the scheduled lr
+        ctx.watch(loss)
+        return ContrastiveOutput(loss)
+
+
+class FusedSkipGram(FusedSGDStep):
     """Skip-gram with negative sampling over a `Word2Vec`'s tables, one fused update per pair.
 
     Per (centre, context) pair: the centre's input vector is scored against the context word's
@@ -56,6 +118,9 @@ class FusedSkipGram(FusedSGDModel):
     device (tables moved there, e.g. by the trainer) the step is a Triton kernel whose programs
     each walk ``pairs_per_program`` pairs.
 
+    Train with ``Trainer(word2vec, pairs, config, step=FusedSkipGram(word2vec))``: the trainer
+    checkpoints and evaluates the `Word2Vec`, the step updates its tables.
+
     Args:
         word2vec: the model to train (its tables are updated in place; float32, CPU).
         negative: noise words per pair (word2vec ``-negative``).
@@ -63,9 +128,12 @@ class FusedSkipGram(FusedSGDModel):
         threads: OpenMP threads on the CPU (``None``: ``torch.get_num_threads()`` at each step).
         pairs_per_program: on a GPU, pairs each kernel program walks in order; fewer programs
             a step means fewer concurrent, colliding updates of frequent words' rows.
+        hogwild: several CPU processes on one machine share the tables (word2vec's threads
+            across processes).
 
     Example:
         >>> from multicon.text import Vocabulary, Word2Vec
+        >>> from multicon.pairs.base import PairBatch
         >>> w2v = Word2Vec.from_vocab(Vocabulary(["a", "b", "c", "d"], [4, 3, 2, 1]), dim=8)
         >>> step = FusedSkipGram(w2v, negative=2, threads=1)
         >>> batch = PairBatch(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([1, 0]))
@@ -76,14 +144,15 @@ class FusedSkipGram(FusedSGDModel):
 
     def __init__(
         self,
-        word2vec: Word2Vec,
+        word2vec: nn.Module,
         *,
         negative: int = 5,
         ns_exponent: float = 0.75,
         threads: int | None = None,
         pairs_per_program: int = 32,
+        hogwild: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(hogwild=hogwild)
         if negative < 1:
             raise ValueError(f"negative must be >= 1, got {negative}")
         if threads is not None and threads < 1:
@@ -97,7 +166,7 @@ class FusedSkipGram(FusedSGDModel):
                     "FusedSkipGram updates float32 tables on the CPU or a CUDA device; got "
                     f"{t.dtype} on {t.device}"
                 )
-        weights = noise_weights(word2vec._require_vocab().counts, ns_exponent).contiguous()
+        weights = noise_weights(word2vec.require_vocab().counts, ns_exponent).contiguous()
         self.word2vec, self.negative, self.threads = word2vec, negative, threads
         self.pairs_per_program = pairs_per_program
         lib = _library()  # not kept on the module, which then still copies and pickles
@@ -110,6 +179,11 @@ class FusedSkipGram(FusedSGDModel):
         self.register_buffer("_alias", alias.to(tables[0].device), persistent=False)
 
     devices = ("cpu", "cuda")
+
+    def check(self, model: nn.Module, config, accelerator) -> None:
+        if model is not self.word2vec:
+            raise ValueError("model: train the Word2Vec this FusedSkipGram was built with")
+        super().check(model, config, accelerator)
 
     def sample_noise(self, count: int, seed: int | None = None) -> torch.Tensor:
         """``count`` noise word ids drawn as the step draws them (on the tables' device)."""

@@ -1,4 +1,8 @@
-"""A momentum (EMA) copy of an encoder, as MoCo and BYOL keep one for their keys."""
+"""A momentum (EMA) copy of an encoder, as MoCo, BYOL and ALBEF keep one for their keys.
+
+`MomentumEncoder` is an encoder (use it in `BatchKeys`, as a queue's fill, as a distillation
+teacher) that owns its online encoder and moves towards it in `after_step`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import math
 
 import torch
 from torch import nn
+
+from multicon.keys.base import AfterStep
 
 
 def cosine_momentum(base: float, final: float, progress: float) -> float:
@@ -38,28 +44,46 @@ def shared_with_copy(encoder: nn.Module) -> list[object]:
     return shared
 
 
-class MomentumEncoder(nn.Module):
-    """A frozen copy of ``encoder`` updated as ``θ_k ← m θ_k + (1 - m) θ_q``.
+class MomentumEncoder(AfterStep):
+    """A frozen copy of ``encoder`` updated as ``θ_k ← m θ_k + (1 - m) θ_q`` after each step.
 
     The momentum follows `cosine_momentum` from ``base`` to ``final`` over training. Buffers
     (BatchNorm statistics) are copied, not averaged. The copy runs without gradient. Frozen
-    parts of ``encoder`` are shared with it, not copied (`shared_with_copy`).
+    parts of ``encoder`` are shared with it, not copied (`shared_with_copy`). The online
+    encoder is held too (``online``), so the copy knows what it follows.
+
+    Args:
+        encoder: the online encoder; it must have trainable parameters (the EMA of a locked
+            tower is the tower).
+        momentum: the base momentum, or ``(base, final)``; a float rises to 1.
 
     Example:
         >>> import torch
         >>> online = torch.nn.Linear(4, 2)
-        >>> ema = MomentumEncoder(online, base=0.9)
+        >>> ema = MomentumEncoder(online, momentum=0.9)
         >>> with torch.no_grad(): _ = online.weight.add_(1.0)
-        >>> m = ema.update(online, progress=0.0)
-        >>> round(m, 2)
+        >>> round(ema.after_step(None, progress=0.0)["momentum"], 2)
         0.9
     """
 
-    def __init__(self, encoder: nn.Module, base: float = 0.99, final: float = 1.0) -> None:
+    is_ema_copy = True  # `multicon.keys.base.output_dim` reads through to the encoder
+
+    def __init__(self, encoder: nn.Module, momentum: float | tuple[float, float] = 0.99) -> None:
         super().__init__()
+        if isinstance(encoder, MomentumEncoder):
+            raise TypeError("encoder is already a MomentumEncoder: give the online encoder")
+        base, final = (momentum, 1.0) if isinstance(momentum, float | int) else momentum
         if not 0.0 <= base <= final <= 1.0:
-            raise ValueError(f"need 0 <= base <= final <= 1, got base={base}, final={final}")
+            raise ValueError(
+                f"momentum: need 0 <= base <= final <= 1, got base={base}, final={final}"
+            )
+        if not any(p.requires_grad for p in encoder.parameters()):
+            raise ValueError(
+                "momentum: the encoder has no trainable parameters (a locked tower?): its EMA "
+                "copy would be the encoder itself; use its keys directly"
+            )
         self.base, self.final = base, final
+        self.online = encoder
         self.encoder = copy.deepcopy(encoder, memo={id(x): x for x in shared_with_copy(encoder)})
         for p in self.encoder.parameters():
             p.requires_grad_(False)
@@ -69,8 +93,14 @@ class MomentumEncoder(nn.Module):
         return self.encoder(*args, **kwargs)
 
     @torch.no_grad()
-    def update(self, online: nn.Module, progress: float) -> float:
-        """EMA step towards ``online``; returns the momentum used."""
+    def after_step(self, pending, progress: float, *, diagnostics: bool = False) -> dict:
+        """EMA step towards the online encoder; logs the momentum used."""
+        return {"momentum": self.update(progress)}
+
+    @torch.no_grad()
+    def update(self, progress: float) -> float:
+        """EMA step towards the online encoder; returns the momentum used."""
+        online = self.online
         m = cosine_momentum(self.base, self.final, progress)
         ema_params, online_params = list(self.encoder.parameters()), list(online.parameters())
         if len(ema_params) != len(online_params):

@@ -1,0 +1,11 @@
+"""How the trainer turns a batch into an update: one strategy per file.
+
+`AutogradStep` (the default): forward, backward, optimizer step, the model's `after_step`.
+`FusedSkipGram`: word2vec's per-pair SGD loop (C on a CPU, Triton on a GPU), no autograd.
+"""
+
+from multicon.steps.autograd import AutogradStep
+from multicon.steps.base import Step, StepContext
+from multicon.steps.fused_skipgram import FusedSGDStep, FusedSkipGram
+
+__all__ = ["AutogradStep", "FusedSGDStep", "FusedSkipGram", "Step", "StepContext"]
