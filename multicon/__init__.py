@@ -12,6 +12,7 @@ Example:
     torch.Size([])
 """
 
+from multicon import keys, losses, methods, steps
 from multicon.checkpoint import latest_checkpoint
 from multicon.data import (
     CaptionDataset,
@@ -51,7 +52,6 @@ from multicon.eval import (
     zero_shot_accuracy,
 )
 from multicon.false_negatives import RelatedIds, related_by_captions
-from multicon import keys, losses, methods, steps
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 from multicon.keys import (
     BatchKeys,

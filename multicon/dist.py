@@ -70,3 +70,16 @@ def rank_offset(x: torch.Tensor) -> int:
     if world_size() == 1:
         return 0
     return sum(_sizes(x)[: rank()])
+
+
+def launch_state():
+    """Accelerate's process state as the `Accelerator` will see it.
+
+    ``PartialState`` is a singleton: created without ``cpu=True`` under ``accelerate launch
+    --cpu`` (ACCELERATE_USE_CPU) it would pin the run to one process, so every caller goes
+    through here, which passes the flag along.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

@@ -1,6 +1,6 @@
 """What the image recipes (SimCLR, MoCo) share: data and encoder flags, and the run itself.
 
-A recipe picks the method (a `ContrastiveModel` combination and a view preset); `run_image_recipe`
+A recipe picks the method (a `multicon.methods` composition and a view preset); `run_image_recipe`
 loads the data, makes the pairs (device views or CPU workers), trains with the kNN monitor, and
 writes beside the checkpoint: the encoder (``model/``, Hub format), ``knn_curve.png``,
 ``retrievals.png`` and ``summary.json``.
@@ -20,7 +20,9 @@ from typing import Literal
 import torch
 
 from multicon.data.images import ImageData, load_images
-from multicon.encoders.vision import ImageEncoder, launch_state, sync_batchnorm
+from multicon.dist import launch_state
+from multicon.encoders.heads import ProjectionHead
+from multicon.encoders.vision import ImageEncoder, sync_batchnorm
 from multicon.eval.features import KNNMonitor
 from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
 from multicon.hub import HubArgs, save_run
@@ -84,7 +86,9 @@ class ImageEncoderArgs:
     head_layers: int = 2
     head_batch_norm: bool = True
     head_last_batch_norm: bool = False
-    predictor_hidden_dim: int = 0
+    predictor_hidden_dim: int = field(
+        default=0, metadata={"help": "MoCo v3's 2-layer predictor width (0: the method's)."}
+    )
     channels_last: bool = False
     compile: bool = field(default=False, metadata={"help": "torch.compile the backbones."})
     scale_lr: bool = field(
@@ -100,9 +104,15 @@ class ImageEncoderArgs:
             head_layers=self.head_layers,
             head_batch_norm=self.head_batch_norm,
             head_last_batch_norm=self.head_last_batch_norm,
-            predictor_hidden_dim=self.predictor_hidden_dim,
             channels_last=self.channels_last,
         )
+
+    def build_predictor(self) -> ProjectionHead:
+        """MoCo v3's predictor: 2 layers ``out_dim → predictor_hidden_dim → out_dim``."""
+        if self.predictor_hidden_dim < 1:
+            width = self.predictor_hidden_dim
+            raise ValueError(f"--predictor_hidden_dim must be >= 1, got {width}")
+        return ProjectionHead(self.out_dim, self.predictor_hidden_dim, self.out_dim, num_layers=2)
 
 
 def load_splits(args: ImageDataArgs) -> tuple[ImageData, ImageData]:
@@ -130,14 +140,13 @@ def scaled_config(config: TrainConfig, scale_lr: bool) -> TrainConfig:
     return dataclasses.replace(config, lr=config.lr * global_batch / 256)
 
 
-def prepare_encoders(model: ContrastiveModel, args: ImageEncoderArgs) -> ContrastiveModel:
-    """SyncBatchNorm under several GPU processes; optional torch.compile of the backbones."""
-    model = sync_batchnorm(model)
+def prepare_encoder(encoder: ImageEncoder, args: ImageEncoderArgs) -> ImageEncoder:
+    """SyncBatchNorm under several GPU processes; optional torch.compile of the backbone.
+    Done before the method is built, so its momentum copies are made of the prepared encoder."""
+    encoder = sync_batchnorm(encoder)
     if args.compile:
-        for enc in (model.query_encoder, getattr(model.momentum_query, "encoder", None)):
-            if enc is not None:
-                enc.backbone.compile()  # in place: state_dict keys stay the same
-    return model
+        encoder.backbone.compile()  # in place: state_dict keys stay the same
+    return encoder
 
 
 def run_image_recipe(
@@ -162,8 +171,8 @@ def run_image_recipe(
             "images; lower --batch_size"
         )
     torch.manual_seed(config.seed)
-    encoder = encoder_args.build()
-    model = prepare_encoders(build_model(encoder), encoder_args)
+    encoder = prepare_encoder(encoder_args.build(), encoder_args)
+    model = build_model(encoder)
     config = scaled_config(config, encoder_args.scale_lr)
     if data_args.views_on == "device":
         pairs = DeviceViewPairs(train, query_views, key_views, seed=config.seed)
@@ -177,18 +186,17 @@ def run_image_recipe(
         temperature=data_args.knn_temperature,
         max_train=data_args.knn_max_train,
     )
-    trainer = Trainer(model, pairs, config, evaluate=monitor)
+    trainer = Trainer(model, pairs, config, evaluate=lambda _: monitor(encoder))
     device = trainer.accelerator.device
     model.to(device)
-    before = monitor(model)["knn_top1"] if trainer.accelerator.is_main_process else float("nan")
+    before = monitor(encoder)["knn_top1"] if trainer.accelerator.is_main_process else float("nan")
     start = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:
         return {}
     out = Path(config.output_dir)
-    unwrapped: ContrastiveModel = trainer.accelerator.unwrap_model(trainer.model)
-    train_feats, test_feats = monitor.features(unwrapped)
+    train_feats, test_feats = monitor.features(encoder)
     from multicon.eval.knn import knn_accuracy
 
     after = knn_accuracy(
@@ -207,7 +215,7 @@ def run_image_recipe(
     dataset = Path(data_args.data.rstrip("/")).name  # "cifar10" for a folder or a Hub name
     save_run(  # SyncBN keeps BatchNorm's state keys
         model_dir,
-        unwrapped.query_encoder,
+        encoder,
         model_name=f"{name.lower().replace(' ', '-')}-{encoder_args.arch}-{dataset}",
         method_tags=[name.split()[0].lower(), "image"],
         datasets=[dataset],

@@ -96,16 +96,20 @@ def clip(
     learnable: bool = True,
     *,
     related: RelatedIds | None = None,
+    logit_scale: torch.Tensor | None = None,
 ) -> ContrastiveModel:
     """CLIP (Radford et al. 2021): symmetric InfoNCE over the global batch of image–text
-    pairs, with a learnable temperature (logit scale clamped at 100). ``related``: ids whose
-    keys are not scored as each other's negatives (`multicon.related_by_captions`)."""
+    pairs, with a learnable temperature (logit scale clamped at 100). The two encoders may be
+    one module (a symmetric in-batch loss over two views). ``related``: ids whose keys are not
+    scored as each other's negatives (`multicon.related_by_captions`). ``logit_scale``: a
+    ``log(1/τ)`` tensor to share instead of a new one (a `DualEncoder`'s ``log_logit_scale``,
+    so the saved model keeps its learned temperature; it then sets τ and whether it learns)."""
     return ContrastiveModel(
         [
             Direction(image_encoder, BatchKeys(text_encoder)),
             Direction(text_encoder, BatchKeys(image_encoder), reverse=True),
         ],
-        _clip_loss(temperature, learnable, related),
+        _clip_loss(temperature, learnable, related, logit_scale),
     )
 
 
@@ -121,6 +125,7 @@ def albef(
     learnable: bool = True,
     online_batch_keys: bool = False,
     related: RelatedIds | None = None,
+    logit_scale: torch.Tensor | None = None,
 ) -> ContrastiveModel:
     """ALBEF's image–text contrastive loss (Li et al. 2021): CLIP whose keys come from EMA
     copies of both towers, each direction also scoring a queue of ``queue_size`` past keys,
@@ -153,7 +158,7 @@ def albef(
     teacher = Distillation([ema_image, ema_text], distill) if distill else None
     return ContrastiveModel(
         [Direction(image_encoder, to_text), Direction(text_encoder, to_image, reverse=True)],
-        _clip_loss(temperature, learnable, related),
+        _clip_loss(temperature, learnable, related, logit_scale),
         distill=teacher,
     )
 
@@ -166,6 +171,7 @@ def clip_feature_queue(
     learnable: bool = True,
     *,
     related: RelatedIds | None = None,
+    logit_scale: torch.Tensor | None = None,
 ) -> ContrastiveModel:
     """CLIP where each locked tower's keys are also scored from a queue of its backbone
     features, re-projected through its current projection every step (`FeatureQueue`: exact
@@ -187,7 +193,7 @@ def clip_feature_queue(
             Direction(image_encoder, keys(text_encoder, "feature_queue")),
             Direction(text_encoder, keys(image_encoder, "reverse_feature_queue"), reverse=True),
         ],
-        _clip_loss(temperature, learnable, related),
+        _clip_loss(temperature, learnable, related, logit_scale),
     )
 
 
@@ -248,5 +254,16 @@ def word2vec_infonce(
     return ContrastiveModel([Direction(word2vec.input_embeddings, keys)], InfoNCE(temperature))
 
 
-def _clip_loss(temperature: float, learnable: bool, related: RelatedIds | None) -> InfoNCE:
-    return InfoNCE(temperature, learnable=learnable, max_logit_scale=100.0, related=related)
+def _clip_loss(
+    temperature: float,
+    learnable: bool,
+    related: RelatedIds | None,
+    logit_scale: torch.Tensor | None,
+) -> InfoNCE:
+    return InfoNCE(
+        temperature,
+        learnable=learnable,
+        max_logit_scale=100.0,
+        related=related,
+        log_logit_scale=logit_scale,
+    )

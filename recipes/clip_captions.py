@@ -27,12 +27,10 @@ import torch
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
+from multicon.caption_recipe import build_contrastive_model
 from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
-from multicon.encoders.dual_args import (
-    DualEncoderArgs,
-    build_contrastive_model,
-    build_dual_encoder,
-)
+from multicon.dist import launch_state
+from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
@@ -87,11 +85,7 @@ def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
 def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, tokenizer_dir: Path):
     """The dual encoder; under several processes, a tokenizer trained on the captions is trained
     once by the main process and loaded by the others, so every rank has the same vocabulary."""
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    # the same process group the trainer's Accelerator will join (it reads the flag too)
-    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    state = launch_state()  # the process group the trainer's Accelerator will join
     trains_tokenizer = not (args.tokenizer or args.text_model)
     with state.main_process_first():
         if trains_tokenizer and not state.is_main_process:
@@ -186,14 +180,15 @@ def main(argv: list[str] | None = None) -> dict:
         transform=model.image_transform(train=True),
         max_length=data.max_length,
     )
+    related = None
     if margs.false_negative_threshold:
         if not margs.text_model:
             raise ValueError(
                 "--false_negative_threshold judges captions with a pretrained text model: give "
                 "--text_model (and --freeze_text)"
             )
-        model.loss.related = related_by_captions(model, train, margs.false_negative_threshold)
-    contrastive = build_contrastive_model(model, margs)
+        related = related_by_captions(model, train, margs.false_negative_threshold)
+    contrastive = build_contrastive_model(model, margs, related)
 
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))
@@ -234,13 +229,11 @@ def main(argv: list[str] | None = None) -> dict:
         "skipped": {"train": dict(train.skipped), "test": dict(test.skipped)},
         "truncated_captions": pairs.num_truncated,
         "related_images_per_image": (
-            round(model.loss.related.counts().float().mean().item(), 2)
-            if model.loss.related is not None
-            else 0.0
+            round(related.counts().float().mean().item(), 2) if related is not None else 0.0
         ),
         "steps": result.global_step,
         "final_loss": round(result.loss, 4),
-        "temperature": round(model.loss.temperature, 4),
+        "temperature": round(model.temperature, 4),
         "train_seconds": round(seconds, 1),
         "command": " ".join(
             ["python", "recipes/clip_captions.py", *(argv if argv is not None else sys.argv[1:])]

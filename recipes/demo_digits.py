@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from transformers import HfArgumentParser
 
-from multicon import AffineViewPairs, ContrastiveModel, InfoNCE, TrainConfig, Trainer, knn_accuracy
+from multicon import AffineViewPairs, TrainConfig, Trainer, knn_accuracy, methods
 from multicon.data import load_digits
 from multicon.encoders.small_cnn import SmallConvEncoder
 from multicon.hub import HubArgs, save_run
@@ -56,10 +56,11 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(config.seed)
     train, test = load_digits(args.test_fraction, seed=config.seed)
     encoder = SmallConvEncoder(in_channels=1, width=args.width, proj_dim=args.proj_dim)
-    model = ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(args.temperature))
+    # symmetric InfoNCE over the batch, one encoder for both views (CLIP's loss with a fixed τ)
+    model = methods.clip(encoder, encoder, args.temperature, learnable=False)
 
-    def evaluate(m: ContrastiveModel) -> dict[str, float]:
-        enc = m.query_encoder
+    def evaluate(_=None) -> dict[str, float]:
+        enc = encoder
         was_training = enc.training
         enc.eval()
         acc = knn_accuracy(
@@ -72,14 +73,14 @@ def main(argv: list[str] | None = None) -> dict:
         enc.train(was_training)
         return {"knn_top1": acc}
 
-    before = evaluate(model)["knn_top1"]
+    before = evaluate()["knn_top1"]
     start = time.perf_counter()
     trainer = Trainer(
         model, AffineViewPairs(train.images, seed=config.seed), config, evaluate=evaluate
     )
     result = trainer.fit()
     seconds = time.perf_counter() - start
-    after = evaluate(model)["knn_top1"]
+    after = evaluate()["knn_top1"]
 
     model_dir = Path(config.output_dir) / "model"
     summary = {

@@ -27,6 +27,7 @@ from typing import Literal
 
 from transformers import HfArgumentParser
 
+from multicon import methods
 from multicon.hub import HubArgs
 from multicon.image_recipe import (
     CIFAR10_SGD_PRESET,
@@ -35,9 +36,6 @@ from multicon.image_recipe import (
     num_processes,
     run_image_recipe,
 )
-from multicon.loss import InfoNCE
-from multicon.model import ContrastiveModel
-from multicon.negatives import MomentumQueue
 from multicon.pairs.views import MoCoV2Views, moco_v3_views
 from multicon.train import TrainConfig
 
@@ -75,28 +73,22 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--queue_size must be >= 0, got {args.queue_size}")
     if not v3 and 0 < args.queue_size < global_batch:
         raise ValueError(
-            f"queue of {args.queue_size} keys is smaller than the global batch of {global_batch}; "
-            "raise --queue_size (MoCo enqueues a whole batch per step)"
+            f"--queue_size {args.queue_size} is smaller than the global batch of "
+            f"{global_batch}; raise --queue_size (MoCo enqueues a whole batch per step)"
         )
     momentum = (args.key_momentum, args.key_momentum_final)
 
     def build_model(encoder):
         if v3:
-            model = ContrastiveModel(
-                encoder, symmetric=True, momentum=momentum, loss=InfoNCE(temperature)
-            )
-            model.momentum_query.encoder.use_predictor = False  # keys skip the predictor
-            return model
+            return methods.moco_v3(encoder, encoder_args.build_predictor(), momentum, temperature)
         # queue_size 0 is the queue's ablation: the same loss over the batch's momentum keys
-        queue = None
-        if args.queue_size:
-            queue = MomentumQueue(args.queue_size, encoder_args.out_dim, in_batch=False)
-        return ContrastiveModel(
+        return methods.moco_v2(
             encoder,
-            negatives=queue,
-            momentum=momentum,
+            args.queue_size,
+            encoder_args.out_dim,
+            momentum,
+            temperature,
             symmetric=args.symmetric,
-            loss=InfoNCE(temperature),
         )
 
     def views(size: int):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+from multicon import methods
 from multicon.hub import HubArgs
 from multicon.image_recipe import (
     CIFAR10_SGD_PRESET,
@@ -28,8 +29,6 @@ from multicon.image_recipe import (
     ImageEncoderArgs,
     run_image_recipe,
 )
-from multicon.loss import InfoNCE
-from multicon.model import ContrastiveModel
 from multicon.pairs.views import SimCLRViews
 from multicon.train import TrainConfig
 
@@ -49,9 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
 
     def build_model(encoder):
-        return ContrastiveModel(
-            encoder, symmetric=True, queries_as_negatives=True, loss=InfoNCE(args.temperature)
-        )
+        return methods.simclr(encoder, args.temperature)
 
     def views(size: int):
         return SimCLRViews(size=size, scale=(args.crop_min_scale, 1.0)), None

@@ -36,7 +36,7 @@ from typing import Literal
 import torch
 from transformers import HfArgumentParser
 
-from multicon import TrainConfig, Trainer, native
+from multicon import TrainConfig, Trainer, methods, native
 from multicon.data.corpus import (
     TextCorpus,
     encode_corpus,
@@ -47,8 +47,10 @@ from multicon.data.corpus import (
 )
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
 from multicon.hub import HubArgs, save_run
+from multicon.optim import build_optimizer
 from multicon.pairs.context import ContextPairs
-from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
+from multicon.steps import AutogradStep, FusedSkipGram
+from multicon.text import Vocabulary, Word2Vec
 
 WORD_EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "word-eval"
 
@@ -103,6 +105,24 @@ class Word2VecArgs:
         default=True,
         metadata={"help": "Sparse table gradients (with several processes only under --hogwild)."},
     )
+    hogwild: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU processes on one machine update one shared copy of the tables without "
+            "gradient sync (word2vec's parallelism)."
+        },
+    )
+    row_clip: float = field(
+        default=0.0,
+        metadata={
+            "help": "torch kernel, sgd: cap the step of each table row (a word) at this multiple "
+            "of its norm (large batches; 0: off)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.row_clip < 0:
+            raise ValueError(f"--row_clip must be >= 0, got {self.row_clip}")
 
 
 @dataclass
@@ -157,7 +177,7 @@ def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
     return {name: round(acc, 4) for name, acc in r.section_accuracy().items()}
 
 
-def resolve_kernel(kernel: str, config: TrainConfig) -> str:
+def resolve_kernel(kernel: str, args: Word2VecArgs) -> str:
     """'fused' or 'torch' for ``kernel``: 'auto' takes the fused loop for a CPU run it can serve
     (one process, or hogwild; no row_clip) when a C compiler is found."""
     if kernel != "auto":
@@ -165,7 +185,7 @@ def resolve_kernel(kernel: str, config: TrainConfig) -> str:
     forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
     on_cpu = forced_cpu or not torch.cuda.is_available()
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    if not on_cpu or not (single or config.hogwild) or config.row_clip:
+    if not on_cpu or not (single or args.hogwild) or args.row_clip:
         return "torch"
     try:
         native.load("sgns")
@@ -206,7 +226,7 @@ def warn_kernel_settings(kernel: str, w2v_args: Word2VecArgs, config: TrainConfi
     # measured on enwiki17m (docs/word2vec.md): plain SGD diverged from 65,536 pairs a step with
     # shared noise words, from 32,768 with word2vec's exact objective
     diverged = 65536 if w2v_args.shared_negatives else 32768
-    if config.batch_size >= diverged and not config.row_clip:
+    if config.batch_size >= diverged and not w2v_args.row_clip:
         warnings.warn(
             f"batches of {config.batch_size} pairs sum thousands of gradients into a frequent "
             f"word's row at once; from {diverged:,} pairs plain SGD diverged on enwiki17m with "
@@ -225,7 +245,7 @@ def train(
     # which x86 CPUs compute ~100x slower (measured: 64 noise words, 27.8 s -> 17.4 s); flushing
     # them to zero changed no figure
     torch.set_flush_denormal(True)
-    kernel = resolve_kernel(w2v_args.kernel, config)
+    kernel = resolve_kernel(w2v_args.kernel, w2v_args)
     warn_kernel_settings(kernel, w2v_args, config)
     t0 = time.perf_counter()
     corpus = load_corpus(data)
@@ -236,26 +256,48 @@ def train(
     # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense
     # ones, unless they share one copy of the tables (hogwild: no gradient sync at all)
     single = int(os.environ.get("WORLD_SIZE", "1")) == 1
-    sparse = w2v_args.sparse and (single or config.hogwild)
+    sparse = w2v_args.sparse and (single or w2v_args.hogwild)
     w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
+    optimizer = None
     if kernel == "fused":
-        model = FusedSkipGram(
+        model, step = (
             w2v,
-            negative=w2v_args.negative,
-            ns_exponent=w2v_args.ns_exponent,
-            pairs_per_program=w2v_args.pairs_per_program,
+            FusedSkipGram(
+                w2v,
+                negative=w2v_args.negative,
+                ns_exponent=w2v_args.ns_exponent,
+                pairs_per_program=w2v_args.pairs_per_program,
+                hogwild=w2v_args.hogwild,
+            ),
         )
     else:
-        model = w2v.contrastive_model(
-            negative=w2v_args.negative,
-            ns_exponent=w2v_args.ns_exponent,
+        model = methods.sgns(
+            w2v,
+            w2v_args.negative,
+            w2v_args.ns_exponent,
             shared_negatives=w2v_args.shared_negatives,
             noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
         )
+        step = AutogradStep(hogwild=w2v_args.hogwild)
+        if w2v_args.row_clip:
+
+            def optimizer(m):
+                c = config
+                return build_optimizer(
+                    m, c.optimizer, c.lr, c.weight_decay, c.momentum, row_clip=w2v_args.row_clip
+                )
+
     pairs = ContextPairs(
         encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed
     )
-    trainer = Trainer(model, pairs, config, evaluate=lambda _: word_scores(w2v, eval_args))
+    trainer = Trainer(
+        model,
+        pairs,
+        config,
+        step=step,
+        optimizer=optimizer,
+        evaluate=lambda _: word_scores(w2v, eval_args),
+    )
     t1 = time.perf_counter()
     result = trainer.fit()
     train_s = time.perf_counter() - t1

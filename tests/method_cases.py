@@ -92,8 +92,9 @@ def run(model: torch.nn.Module, case: str, named: dict[str, torch.nn.Module], af
         for p_name, p in module.named_parameters()
         if p.requires_grad
     }
-    extra = {n: p for n, p in model.named_parameters() if "log_logit_scale" in n}
-    params.update({"log_logit_scale": p for p in extra.values()})
+    scale = next((p for n, p in model.named_parameters() if "log_logit_scale" in n), None)
+    if scale is not None:  # a learnable temperature
+        params["log_logit_scale"] = scale
     for step, batch in enumerate(batches(case)):
         torch.manual_seed(100 + step)  # noise draws
         for p in params.values():

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from method_cases import encoders, run
+
 from multicon import methods
 
 REFS = json.loads((Path(__file__).parent / "method_references.json").read_text())

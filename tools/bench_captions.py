@@ -22,8 +22,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import HfArgumentParser
 
+from multicon.caption_recipe import build_contrastive_model
 from multicon.encoders.dual import DualEncoder
-from multicon.encoders.dual_args import DualEncoderArgs, build_contrastive_model, tower_specs
+from multicon.encoders.dual_args import DualEncoderArgs, tower_specs
 from multicon.pairs.base import PairBatch
 
 

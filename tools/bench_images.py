@@ -26,9 +26,8 @@ from typing import Literal
 import torch
 from transformers import HfArgumentParser
 
+from multicon import methods
 from multicon.encoders import ImageEncoder
-from multicon.loss import InfoNCE
-from multicon.model import ContrastiveModel
 from multicon.pairs import PairBatch
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import SimCLRViews
@@ -70,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     views = SimCLRViews(size=args.image_size)
     torch.manual_seed(0)
     encoder = ImageEncoder(args.arch, cifar_stem=args.cifar_stem, channels_last=args.channels_last)
-    model = ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(0.5)).to(device)
+    # symmetric InfoNCE over the batch's other views (one encoder, CLIP's loss at a fixed τ)
+    model = methods.clip(encoder, encoder, 0.5, learnable=False).to(device)
     if args.compile:
         encoder.compile()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

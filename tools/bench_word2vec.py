@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -87,7 +87,6 @@ def word2vec_config(output_dir: str, bench, **length) -> TrainConfig:
         batch_size=bench.batch_size,
         optimizer="sgd",
         lr=bench.lr,
-        row_clip=bench.row_clip,
         momentum=0.0,
         weight_decay=0.0,
         schedule="linear",
@@ -104,6 +103,7 @@ def run_hogwild(tmp: str, data, w2v, ev, bench: BenchArgs) -> dict:
     tables (``--hogwild``), each given ``threads`` torch threads; rank 0's report."""
     config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
     flags = {**asdict(data), **asdict(w2v), **asdict(ev), **asdict(config), "hogwild": True}
+    flags["row_clip"] = bench.row_clip
     argv = [f"--{k}={v}" for k, v in flags.items() if not isinstance(v, list | dict)]
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(bench.processes)),
@@ -158,9 +158,11 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     costs such as building the accelerator and the final checkpoint cancel out); the two kinds of
     run alternate, twice, so load from other jobs hits both alike. The minimum of each is kept.
     """
+    from multicon import methods
     from multicon.data.corpus import encode_corpus
     from multicon.pairs.context import ContextPairs
-    from multicon.text import FusedSkipGram, Word2Vec
+    from multicon.steps import FusedSkipGram
+    from multicon.text import Word2Vec
     from multicon.train import Trainer
 
     corpus = recipe.load_corpus(data)
@@ -168,27 +170,30 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     encoded = encode_corpus(corpus, vocab)
     pairs = ContextPairs(encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample)
     n = min(bench.overhead_steps, pairs.num_batches(bench.batch_size) // 2)
-    kernel = recipe.resolve_kernel(w2v_args.kernel, word2vec_config("", bench))
+    kernel = recipe.resolve_kernel(w2v_args.kernel, replace(w2v_args, row_clip=bench.row_clip))
 
     def model():
+        """(what the trainer trains, the step that trains it)"""
         w2v = Word2Vec.from_vocab(vocab, w2v_args.dim)
         if kernel == "fused":
-            return FusedSkipGram(w2v, negative=w2v_args.negative, ns_exponent=w2v_args.ns_exponent)
-        return w2v.contrastive_model(
-            negative=w2v_args.negative,
-            ns_exponent=w2v_args.ns_exponent,
+            step = FusedSkipGram(w2v, negative=w2v_args.negative, ns_exponent=w2v_args.ns_exponent)
+            return w2v, step
+        return methods.sgns(
+            w2v,
+            w2v_args.negative,
+            w2v_args.ns_exponent,
             shared_negatives=w2v_args.shared_negatives,
             noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
-        )
+        ), None
 
     def bare(steps: int) -> float:
-        m = model()
+        m, fused = model()
         opt = SGD(m.parameters(), lr=bench.lr, momentum=0.0, row_clip=bench.row_clip)
         batches = pairs.batches(bench.batch_size, epoch=0, device="cpu")
         start = time.perf_counter()
         for _, batch in zip(range(steps), batches, strict=False):
-            if kernel == "fused":
-                m.sgd_step(batch, bench.lr)
+            if fused is not None:
+                fused.sgd_step(batch, bench.lr)
                 continue
             out = m(batch)
             out.loss.backward()
@@ -200,7 +205,15 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     def trainer(steps: int) -> float:
         with tempfile.TemporaryDirectory() as tmp:
             config = word2vec_config(tmp, bench, max_steps=steps)
-            t = Trainer(model(), pairs, config)
+            m, fused = model()
+            optimizer = None
+            if bench.row_clip:
+
+                def optimizer(module):
+                    clip = bench.row_clip
+                    return SGD(module.parameters(), lr=bench.lr, momentum=0.0, row_clip=clip)
+
+            t = Trainer(m, pairs, config, step=fused, optimizer=optimizer)
             start = time.perf_counter()
             t.fit()
             return time.perf_counter() - start

@@ -1,29 +1,29 @@
 """A dual encoder (CLIP): an image tower and a text tower embedding into one space.
 
 `DualEncoder` is what users keep: towers, the learned temperature and the tokenizer, saved
-together (``model.safetensors`` + ``config.json`` + tokenizer files). It plugs into the shared
-engine through `contrastive_model`, which builds CLIP (in-batch negatives) or ALBEF-style
-(momentum towers + two queues) training from the same towers.
+together (``model.safetensors`` + ``config.json`` + tokenizer files). It knows no engine: train
+it with `multicon.methods.clip` (in-batch negatives), `albef` (momentum towers + two queues) or
+`clip_feature_queue` over its towers, sharing its ``log_logit_scale`` so the saved model keeps
+the temperature it learned.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from multicon.encoders.hf_models import transformer_config
 from multicon.encoders.image import ResNetImageTower, ViTImageTower
 from multicon.encoders.text import TextTower
 from multicon.encoders.tower import Tower
 from multicon.hub.model import HubModel
-from multicon.loss import InfoNCE
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from multicon.pairs.views import IMAGENET_MEAN, IMAGENET_STD
 
 
 def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tower:
@@ -52,8 +52,10 @@ class DualEncoder(
         embed_dim: shared embedding size.
         image_size: side of the square images the image tower sees.
         freeze_image, freeze_text: lock that tower's backbone (locked-image/text tuning).
-        temperature: initial InfoNCE temperature (learned, logit scale clamped at 100).
-        learn_temperature: learn the temperature (CLIP); ``False`` keeps it fixed.
+        temperature: initial InfoNCE temperature, held as ``log_logit_scale = log(1/τ)``
+            (CLIP's logit scale; the loss clamps it at 100).
+        learn_temperature: learn the temperature (CLIP): ``log_logit_scale`` is a parameter;
+            ``False`` keeps it a fixed buffer.
 
     Build one with pretrained parts through `create`; reload a saved one with
     ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``).
@@ -99,7 +101,13 @@ class DualEncoder(
         self.text = TextTower(
             text_tower["config"], embed_dim=embed_dim, frozen=freeze_text, **text_kwargs
         )
-        self.loss = InfoNCE(temperature, learnable=learn_temperature, max_logit_scale=100.0)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        log_scale = torch.tensor(math.log(1.0 / temperature))
+        if learn_temperature:
+            self.log_logit_scale = nn.Parameter(log_scale)
+        else:
+            self.register_buffer("log_logit_scale", log_scale)
         self.embed_dim, self.image_size = embed_dim, image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.tokenizer = None
@@ -134,6 +142,11 @@ class DualEncoder(
                 _load_backbone(tower, weights)
         model.tokenizer = tokenizer
         return model
+
+    @property
+    def temperature(self) -> float:
+        """The current temperature, ``1 / min(exp(log_logit_scale), 100)``."""
+        return float(1.0 / self.log_logit_scale.detach().float().exp().clamp(max=100.0))
 
     # -- encoding ---------------------------------------------------------------------------
     example_input = "torch.rand(2, 3, model.image_size, model.image_size)"  # for the model card
@@ -193,74 +206,6 @@ class DualEncoder(
         tokens = {k: v.to(self._device()) for k, v in tokens.items()}
         z = self.text(tokens)
         return F.normalize(z, dim=-1) if normalize else z
-
-    # -- training ---------------------------------------------------------------------------
-    def contrastive_model(
-        self,
-        *,
-        queue_size: int = 0,
-        momentum: float | tuple[float, float] | None = 0.995,
-        online_batch_keys: bool = False,
-        distill: float = 0.0,
-        feature_queues: bool = False,
-    ):
-        """The shared engine's model for this dual encoder.
-
-        ``queue_size=0``: CLIP, symmetric InfoNCE over in-batch negatives (gathered across
-        processes with gradient). ``queue_size>0``: each direction also scores a queue of past
-        keys (image ids mask captions of the same image), so a small batch sees ``queue_size``
-        more negatives. The keys come from momentum copies of both towers (ALBEF), or with
-        ``momentum=None`` from the online towers themselves (cross-batch memory, XBM: this
-        step's keys keep their gradient, as in CLIP, and are enqueued detached).
-        ``online_batch_keys=True`` (with momentum): this step's keys come from the online towers
-        with gradient, as in CLIP, and only the queues hold momentum keys. ``distill`` (with
-        momentum towers; ALBEF uses 0.4): momentum distillation, soft labels from the momentum
-        towers (`ContrastiveModel`). ``feature_queues=True``: a locked tower's direction
-        queues its backbone features instead, re-projected by its current projection each step
-        (`FeatureQueue`: exact keys, no momentum towers); a trained tower's direction keeps
-        in-batch negatives.
-        """
-        from multicon.model import ContrastiveModel
-        from multicon.negatives import FeatureQueue, InBatchNegatives, MomentumQueue
-
-        if queue_size <= 0:
-            if distill or feature_queues:
-                name = "distill" if distill else "feature_queues"
-                raise ValueError(f"{name} needs a queue: give queue_size > 0")
-            return ContrastiveModel(self.image, self.text, symmetric=True, loss=self.loss)
-        if feature_queues:
-            if not (self.text.frozen or self.image.frozen):
-                raise ValueError(
-                    "feature_queues queue a locked tower's features: freeze the text or the "
-                    "image tower (freeze_text / freeze_image)"
-                )
-            if distill or online_batch_keys:
-                raise ValueError(
-                    "feature_queues use no momentum towers: distill and online_batch_keys need them"
-                )
-
-            def negatives_for(tower):
-                return FeatureQueue(tower, queue_size) if tower.frozen else InBatchNegatives()
-
-            return ContrastiveModel(
-                self.image,
-                self.text,
-                symmetric=True,
-                loss=self.loss,
-                negatives=negatives_for(self.text),
-                reverse_negatives=negatives_for(self.image),
-            )
-        return ContrastiveModel(
-            self.image,
-            self.text,
-            symmetric=True,
-            loss=self.loss,
-            momentum=momentum,
-            online_batch_keys=online_batch_keys,
-            distill=distill,
-            negatives=MomentumQueue(queue_size, self.embed_dim),
-            reverse_negatives=MomentumQueue(queue_size, self.embed_dim),
-        )
 
     # -- saving -----------------------------------------------------------------------------
     def _save_pretrained(self, save_directory: Path) -> None:

@@ -162,26 +162,3 @@ def build_dual_encoder(
         temperature=args.temperature,
         learn_temperature=args.learn_temperature,
     )
-
-
-def build_contrastive_model(model: DualEncoder, args: DualEncoderArgs):
-    """``model.contrastive_model`` with the negatives ``args`` describe: in-batch (CLIP), or a
-    queue of ``queue_size`` keys from momentum towers (ALBEF, with ``distill`` its momentum
-    distillation) or, with ``momentum_towers`` false, from the online towers (XBM); with
-    ``feature_queues``, a locked tower's queue of features (`FeatureQueue`).
-
-    Example:
-        >>> args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16,
-        ...                        queue_size=8, momentum_towers=False)
-        >>> model = build_dual_encoder(args, ["a red square", "a blue circle"] * 9, 16)
-        >>> build_contrastive_model(model, args).momentum_query is None
-        True
-    """
-    momentum = (args.key_momentum, args.key_momentum_final) if args.momentum_towers else None
-    return model.contrastive_model(
-        queue_size=args.queue_size,
-        momentum=momentum,
-        online_batch_keys=args.online_batch_keys,
-        distill=args.distill,
-        feature_queues=args.feature_queues,
-    )

@@ -50,10 +50,11 @@ def resnet_backbone(
 class ImageEncoder(
     HubModel, tags=["image-feature-extraction"], pipeline_tag="image-feature-extraction"
 ):
-    """ResNet backbone + projection head (+ optional predictor): the image side of SimCLR/MoCo.
+    """ResNet backbone + projection head: the image side of SimCLR/MoCo.
 
-    ``forward(x)`` gives what the contrastive loss sees (projection, then predictor if there is
-    one and ``use_predictor`` is on); ``features(x)`` gives the backbone features that kNN and
+    ``forward(x)`` gives what the contrastive loss sees (the projection); MoCo v3's predictor
+    is the method's (`multicon.methods.moco_v3`), not the encoder's. ``features(x)`` gives the
+    backbone features that kNN and
     linear probes evaluate. Saved with ``save_pretrained`` (model.safetensors + config.json) and
     rebuilt with ``ImageEncoder.from_pretrained(folder)``.
 
@@ -63,7 +64,6 @@ class ImageEncoder(
         head_hidden_dim, out_dim, head_layers: projection head shape.
         head_batch_norm: BatchNorm in the head's hidden layers (SimCLR, MoCo v3; not MoCo v2).
         head_last_batch_norm: affine-free BatchNorm on the output (MoCo v3).
-        predictor_hidden_dim: > 0 adds MoCo v3's 2-layer predictor after the head.
         channels_last: keep weights and inputs in channels-last memory format (faster convs on
             GPUs with tensor cores).
 
@@ -86,7 +86,6 @@ class ImageEncoder(
         head_layers: int = 2,
         head_batch_norm: bool = True,
         head_last_batch_norm: bool = False,
-        predictor_hidden_dim: int = 0,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
@@ -101,13 +100,7 @@ class ImageEncoder(
             batch_norm=head_batch_norm,
             last_batch_norm=head_last_batch_norm,
         )
-        self.predictor = (
-            ProjectionHead(out_dim, predictor_hidden_dim, out_dim, num_layers=2)
-            if predictor_hidden_dim > 0
-            else None
-        )
-        # the momentum (key) copy of a MoCo v3 encoder turns this off: keys skip the predictor
-        self.use_predictor = True
+        self.out_dim = out_dim
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -127,10 +120,7 @@ class ImageEncoder(
         return self.backbone(self._check(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.head(self.features(x))
-        if self.predictor is not None and self.use_predictor:
-            z = self.predictor(z)
-        return z
+        return self.head(self.features(x))
 
 
 def sync_batchnorm(module: nn.Module, num_processes: int | None = None) -> nn.Module:
@@ -147,6 +137,8 @@ def sync_batchnorm(module: nn.Module, num_processes: int | None = None) -> nn.Mo
         True
     """
     if num_processes is None:
+        from multicon.dist import launch_state
+
         state = launch_state()
         num_processes, device = state.num_processes, state.device
     else:
@@ -154,15 +146,3 @@ def sync_batchnorm(module: nn.Module, num_processes: int | None = None) -> nn.Mo
     if num_processes <= 1 or device.type == "cpu":
         return module
     return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-
-
-def launch_state():
-    """Accelerate's process state as the `Accelerator` will see it.
-
-    ``PartialState`` is a singleton: created without ``cpu=True`` under ``accelerate launch
-    --cpu`` (ACCELERATE_USE_CPU) it would pin the run to one process, so pass the flag along.
-    """
-    from accelerate import PartialState
-    from accelerate.utils import parse_flag_from_env
-
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))

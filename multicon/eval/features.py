@@ -112,18 +112,15 @@ class KNNMonitor:
         self.views, self.k, self.temperature = views, k, temperature
         self.batch_size = batch_size
 
-    def encoder_of(self, model: nn.Module) -> nn.Module:
-        """The query encoder of a `ContrastiveModel`, or the module itself."""
-        return getattr(model, "query_encoder", model)
-
-    def features(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.encoder_of(model)
+    def features(self, encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train and test features of ``encoder`` (the trained image encoder)."""
+        enc = encoder
         train = extract_features(enc, self.train_images, self.views, batch_size=self.batch_size)
         test = extract_features(enc, self.test_images, self.views, batch_size=self.batch_size)
         return train, test
 
-    def __call__(self, model: nn.Module) -> dict[str, float]:
-        train, test = self.features(model)
+    def __call__(self, encoder: nn.Module) -> dict[str, float]:
+        train, test = self.features(encoder)
         acc = knn_accuracy(
             train, self.train_labels, test, self.test_labels, k=self.k, temperature=self.temperature
         )

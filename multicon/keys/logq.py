@@ -26,7 +26,8 @@ class LogQCorrection(KeySource):
         >>> from multicon.keys.batch import BatchKeys
         >>> from multicon.keys.base import StepInputs, View
         >>> from multicon.pairs.base import PairBatch
-        >>> source = LogQCorrection(BatchKeys(torch.nn.Embedding(3, 4)), torch.tensor([0.5, 0.25, 0.25]))
+        >>> freq = torch.tensor([0.5, 0.25, 0.25])
+        >>> source = LogQCorrection(BatchKeys(torch.nn.Embedding(3, 4)), freq)
         >>> ids = torch.tensor([0, 2])
         >>> ks = source(View(StepInputs(PairBatch(ids, ids, ids)), reverse=False))
         >>> [round(x, 3) for x in ks.logit_offset.tolist()]

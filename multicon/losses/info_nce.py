@@ -63,6 +63,9 @@ class InfoNCE(nn.Module):
         normalize: score by cosine similarity (True) or raw dot product (word2vec).
         related: `RelatedIds` whose related keys are not scored as a query's negatives
             (false negatives).
+        log_logit_scale: a 0-d tensor ``log(1/τ)`` owned elsewhere to use instead of a new one
+            (a `DualEncoder`'s, so the saved model keeps the temperature it learned): learned
+            if it is an `nn.Parameter`; ``temperature`` and ``learnable`` are then unused.
 
     Example:
         >>> import torch
@@ -83,6 +86,7 @@ class InfoNCE(nn.Module):
         max_logit_scale: float = 100.0,
         normalize: bool = True,
         related: RelatedIds | None = None,
+        log_logit_scale: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -94,6 +98,14 @@ class InfoNCE(nn.Module):
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize
         self.related = related
+        if log_logit_scale is not None:  # shared with its owner (a DualEncoder)
+            if log_logit_scale.dim() != 0:
+                raise ValueError("log_logit_scale must be a 0-d tensor")
+            if isinstance(log_logit_scale, nn.Parameter):
+                self.log_logit_scale = log_logit_scale
+            else:
+                self.register_buffer("log_logit_scale", log_logit_scale)
+            return
         log_scale = torch.tensor(math.log(1.0 / temperature))
         if learnable:
             self.log_logit_scale = nn.Parameter(log_scale)

@@ -35,7 +35,7 @@ def _keep(key_ids: torch.Tensor, query_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _softplus(x: torch.Tensor) -> torch.Tensor:
-    # log1p runs as a scalar loop on CPU; this form vectorises (see multicon.losses.sigmoid.softplus)
+    # log1p runs as a scalar loop on CPU; this form vectorises (multicon.losses.sigmoid.softplus)
     return x.clamp(min=0) + torch.log(1 + torch.exp(-x.abs()))
 
 

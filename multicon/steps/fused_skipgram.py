@@ -16,7 +16,6 @@ import ctypes
 import functools
 
 import torch
-
 from torch import nn
 
 from multicon import native

@@ -16,8 +16,8 @@ import torch
 
 from multicon import native
 from multicon.data.corpus import TextCorpus, encode_corpus
-from multicon.pairs.context import ContextPairs
 from multicon.methods import sgns
+from multicon.pairs.context import ContextPairs
 from multicon.steps.fused_skipgram import FusedSkipGram
 from multicon.text.vocab import Vocabulary
 from multicon.text.word2vec import Word2Vec
