@@ -31,6 +31,7 @@ from multicon.keys import (
     OtherQueries,
     PositiveAndQueue,
     noise_weights,
+    output_dim,
 )
 from multicon.losses import InfoNCE, SigmoidLoss
 from multicon.model import ContrastiveModel, Direction, Distillation
@@ -104,6 +105,7 @@ def clip(
     scored as each other's negatives (`multicon.related_by_captions`). ``logit_scale``: a
     ``log(1/τ)`` tensor to share instead of a new one (a `DualEncoder`'s ``log_logit_scale``,
     so the saved model keeps its learned temperature; it then sets τ and whether it learns)."""
+    _check_same_dim(image_encoder, text_encoder)
     return ContrastiveModel(
         [
             Direction(image_encoder, BatchKeys(text_encoder)),
@@ -137,6 +139,7 @@ def albef(
     """
     if queue_size < 1:
         raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+    _check_same_dim(image_encoder, text_encoder)
     if momentum is None:
         if distill:
             raise ValueError("distill needs momentum towers (the teacher): give momentum")
@@ -176,6 +179,7 @@ def clip_feature_queue(
     """CLIP where each locked tower's keys are also scored from a queue of its backbone
     features, re-projected through its current projection every step (`FeatureQueue`: exact
     keys, no momentum copy); a trained tower's direction keeps in-batch keys."""
+    _check_same_dim(image_encoder, text_encoder)
     locked = [t for t in (image_encoder, text_encoder) if isinstance(t, Tower) and t.frozen]
     if not locked:
         raise ValueError(
@@ -267,3 +271,12 @@ def _clip_loss(
         related=related,
         log_logit_scale=logit_scale,
     )
+
+
+def _check_same_dim(image_encoder: nn.Module, text_encoder: nn.Module) -> None:
+    """Two towers must embed into one space: refuse sizes they declare and that differ."""
+    a, b = output_dim(image_encoder), output_dim(text_encoder)
+    if a is not None and b is not None and a != b:
+        raise ValueError(
+            f"image_encoder and text_encoder embed to {a} and {b}: they must share one size"
+        )

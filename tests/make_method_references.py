@@ -3,11 +3,11 @@
 import json
 
 import torch
-
 from method_cases import WithPredictor, encoders, run
 from multicon.loss import InfoNCE
-from multicon.model import ContrastiveModel
 from multicon.negatives import FeatureQueue, InBatchNegatives, LogQCorrection, MomentumQueue
+
+from multicon.model import ContrastiveModel
 
 torch.set_default_dtype(torch.float64)
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from caption_fixtures import concepts, frozen_minilm_dual, write_shapes_jsonl
 
+from multicon import methods
 from multicon.data.captions import CaptionFolder
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.tokenization import train_sentencepiece_tokenizer
@@ -17,8 +18,12 @@ from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.pairs.captions import CaptionPairs
 
 
-def _train(model, corpus, tokenizer, *, steps: int, batch_size: int = 32, **negatives) -> None:
-    cm = model.contrastive_model(**negatives)
+def _train(model, corpus, tokenizer, *, steps: int, batch_size: int = 32, queue: int = 0) -> None:
+    scale = model.log_logit_scale  # the dual encoder keeps the temperature it learns
+    if queue:
+        cm = methods.clip_feature_queue(model.image, model.text, queue, logit_scale=scale)
+    else:
+        cm = methods.clip(model.image, model.text, logit_scale=scale)
     pairs = CaptionPairs(corpus, tokenizer, transform=model.image_transform(train=False))
     loader = torch.utils.data.DataLoader(
         pairs, batch_size=batch_size, shuffle=True, collate_fn=pairs.collate, drop_last=True
@@ -93,8 +98,7 @@ def test_locked_text_tower_with_a_feature_queue_learns_coloured_shapes(tmp_path)
         train = CaptionFolder(write_shapes_jsonl(tmp_path, "train", per_concept=4, seed=0))
         test = CaptionFolder(write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1))
         model = frozen_minilm_dual(minilm.get_model_path())
-        _train(model, train, model.tokenizer, steps=200, batch_size=4, queue_size=64,
-               feature_queues=True)  # fmt: skip
+        _train(model, train, model.tokenizer, steps=200, batch_size=4, queue=64)
         recall = evaluate_retrieval(model, test)
     finally:
         torch.set_num_threads(threads)

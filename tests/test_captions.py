@@ -13,6 +13,7 @@ from caption_fixtures import frozen_minilm_dual
 from PIL import Image
 from transformers import AutoTokenizer, BertConfig, BertModel
 
+from multicon import methods
 from multicon.data.captions import CaptionDataset, CaptionFolder, load_caption_dataset
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.dual_args import DualEncoderArgs, tower_specs
@@ -23,7 +24,8 @@ from multicon.encoders.tokenization import (
 )
 from multicon.eval.retrieval import retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy, zero_shot_classifier
-from multicon.pairs.base import Pair
+from multicon.keys import MomentumEncoder
+from multicon.pairs.base import Pair, PairBatch
 from multicon.pairs.captions import CaptionPairs
 
 CAPTIONS = ["a red square", "a blue circle", "a green triangle on black", "two small dogs"] * 10
@@ -270,7 +272,7 @@ def test_zero_shot_input_errors(tokenizer):
 def test_dual_encoder_round_trips_with_its_tokenizer(tmp_path, tokenizer):
     model = tiny_dual(tokenizer, freeze_text=True).eval()
     with torch.no_grad():
-        model.loss.log_logit_scale.fill_(3.0)
+        model.log_logit_scale.fill_(3.0)
     texts = ["a red square", "two small dogs"]
     images = [Image.new("RGB", (40, 30), c) for c in ("red", "blue")]
     expected_t, expected_i = model.encode_text(texts), model.encode_image(images)
@@ -282,17 +284,19 @@ def test_dual_encoder_round_trips_with_its_tokenizer(tmp_path, tokenizer):
     )
     assert torch.allclose(again.encode_text(texts), expected_t, atol=1e-6)
     assert torch.allclose(again.encode_image(images), expected_i, atol=1e-6)
-    assert again.loss.log_logit_scale.item() == 3.0
+    assert again.log_logit_scale.item() == 3.0
 
 
 def test_fixed_temperature_is_not_trained_and_round_trips(tmp_path, tokenizer):
     model = tiny_dual(tokenizer, temperature=0.1, learn_temperature=False)
-    assert not model.loss.learnable
-    assert all(p is not model.loss.log_logit_scale for p in model.parameters())
+    assert not isinstance(model.log_logit_scale, torch.nn.Parameter)
+    assert all(p is not model.log_logit_scale for p in model.parameters())
+    assert not clip_of(model).loss.learnable  # a method sharing it does not learn it either
     model.save_pretrained(tmp_path)
     again = DualEncoder.from_pretrained(tmp_path)
-    assert not again.loss.learnable and abs(again.loss.temperature - 0.1) < 1e-6
-    assert tiny_dual(tokenizer).loss.learnable  # CLIP's default: learned
+    assert abs(again.temperature - 0.1) < 1e-6
+    assert not isinstance(again.log_logit_scale, torch.nn.Parameter)
+    assert clip_of(tiny_dual(tokenizer)).loss.learnable  # CLIP's default: learned
 
 
 def test_group_norm_image_tower_is_batch_independent_and_round_trips(tmp_path, tokenizer):
@@ -336,6 +340,29 @@ def _albef_batch(model, tokenizer, n=4):
     return PairBatch(torch.rand(n, 3, 32, 32, generator=g), tokens, torch.arange(n))
 
 
+def clip_of(model):
+    return methods.clip(model.image, model.text, logit_scale=model.log_logit_scale)
+
+
+def albef_of(model, momentum=0.9, online_batch_keys=False):
+    """ALBEF's queues of 8 over ``model``'s towers, no distillation."""
+    return methods.albef(
+        model.image,
+        model.text,
+        8,
+        model.embed_dim,
+        momentum,
+        distill=0.0,
+        online_batch_keys=online_batch_keys,
+        logit_scale=model.log_logit_scale,
+    )
+
+
+def queues_of(cm):
+    """(the caption queue, the image queue) of a two-way queued model."""
+    return cm.directions[0].keys.sources[1], cm.directions[1].keys.sources[1]
+
+
 def test_frozen_text_tower_runs_once_per_step_with_momentum_towers(tokenizer, monkeypatch):
     """ALBEF-style training embeds the captions with the online text tower and its momentum
     copy: with the text tower locked, the copy shares its backbone (one copy in memory) and
@@ -344,11 +371,12 @@ def test_frozen_text_tower_runs_once_per_step_with_momentum_towers(tokenizer, mo
 
     torch.manual_seed(0)
     model = tiny_dual(tokenizer, freeze_text=True)
-    albef = model.contrastive_model(queue_size=8, momentum=0.9)
-    text_copy = albef.momentum_key.encoder
+    albef = albef_of(model, momentum=0.9)
+    text_queue, image_queue = queues_of(albef)
+    text_copy = text_queue.fill.encoder.encoder
     assert text_copy.backbone is model.text.backbone  # shared, not copied
     assert text_copy.projection is not model.text.projection  # the projection trains: an EMA
-    assert albef.momentum_query.encoder.backbone is not model.image.backbone
+    assert image_queue.fill.encoder.encoder.backbone is not model.image.backbone
     calls = []
     model.text.backbone.register_forward_hook(lambda *_: calls.append(1))
     batch = _albef_batch(model, tokenizer)
@@ -363,14 +391,15 @@ def test_frozen_text_tower_runs_once_per_step_with_momentum_towers(tokenizer, mo
 
 def test_momentum_copy_of_a_frozen_tower_keeps_averaging_its_projection(tokenizer):
     model = tiny_dual(tokenizer, freeze_text=True)
-    albef = model.contrastive_model(queue_size=8, momentum=0.5)
+    albef = albef_of(model, momentum=0.5)
+    text_copy = queues_of(albef)[0].fill.encoder.encoder
     backbone_before = {k: v.clone() for k, v in model.text.backbone.state_dict().items()}
-    proj_before = albef.momentum_key.encoder.projection.weight.clone()
+    proj_before = text_copy.projection.weight.clone()
     with torch.no_grad():
         model.text.projection.weight.add_(1.0)
     albef.after_step(albef(_albef_batch(model, tokenizer)), progress=0.0)
     expected = 0.5 * proj_before + 0.5 * model.text.projection.weight
-    assert torch.allclose(albef.momentum_key.encoder.projection.weight, expected)
+    assert torch.allclose(text_copy.projection.weight, expected)
     for k, v in model.text.backbone.state_dict().items():
         assert torch.equal(v, backbone_before[k])
 
@@ -427,8 +456,7 @@ def test_create_loads_local_pretrained_text_weights_and_vit_tower(tmp_path, toke
 def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
     torch.manual_seed(0)
     model = tiny_dual(tokenizer)
-    cm = model.contrastive_model(queue_size=8, momentum=0.9)
-    assert cm.momentum_query is not None and cm.momentum_key is not None
+    cm = albef_of(model, momentum=0.9)
     images = torch.randn(4, 3, 32, 32)
     tokens = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red square"])
     from multicon.pairs.base import PairBatch
@@ -438,7 +466,7 @@ def test_queue_variant_keeps_two_queues_of_image_ids(tokenizer):
         assert torch.isfinite(out.loss)
         out.loss.backward()
         cm.after_step(out, progress=step / 2)
-    for queue in (cm.negatives, cm.reverse_negatives):
+    for queue in queues_of(cm):
         stored_keys, stored_ids = queue.stored()
         assert sorted(stored_ids.tolist()) == list(range(8))
         assert stored_keys.shape == (8, 16)
@@ -463,9 +491,10 @@ def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum
         out.loss.backward()
         return out, [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    clip_out, clip_grads = grads(model.contrastive_model())
-    cm = model.contrastive_model(queue_size=8, momentum=momentum, online_batch_keys=True).eval()
-    assert (cm.momentum_query is None) == (momentum is None)
+    clip_out, clip_grads = grads(clip_of(model))
+    cm = albef_of(model, momentum=momentum, online_batch_keys=momentum is not None).eval()
+    text_queue, image_queue = queues_of(cm)
+    assert isinstance(text_queue.fill.encoder, MomentumEncoder) == (momentum is not None)
     out, queue_grads = grads(cm)
     torch.testing.assert_close(out.loss, clip_out.loss)
     assert len(queue_grads) == len(clip_grads)
@@ -475,24 +504,23 @@ def test_queue_with_online_batch_keys_is_clip_plus_past_keys(tokenizer, momentum
     torch.optim.SGD(model.parameters(), lr=0.5).step()
     cm.after_step(out, progress=0.0)
     batch2 = PairBatch(images.flip(0), tokens, torch.arange(4, 8))
-    image_tower = model.image if momentum is None else cm.momentum_query
-    text_tower = model.text if momentum is None else cm.momentum_key
+    image_tower, text_tower = image_queue.fill.encoder, text_queue.fill.encoder
     with torch.no_grad():  # unnormalised tower outputs, as queued
         want_image, want_text = image_tower(batch2.query), text_tower(tokens)
         online_text = model.text(tokens)
     assert (momentum is None) == torch.allclose(want_text, online_text)
     out2 = cm(batch2)
     cm.after_step(out2, progress=0.5)
-    for queue, want in ((cm.negatives, want_text), (cm.reverse_negatives, want_image)):
+    for queue, want in ((text_queue, want_text), (image_queue, want_image)):
         stored_keys, stored_ids = queue.stored()
         assert stored_ids.tolist() == list(range(8))
         torch.testing.assert_close(stored_keys[4:], want, atol=1e-5, rtol=1e-5)
 
     # both queues full: each logs its own drift, the text queue as queue_*, images as reverse_*
     out3 = cm(batch)
-    text_keys, image_keys = out3.pending[0][1], out3.pending[1][1]
-    want_text = cm.negatives.similarity_by_age(text_keys)
-    want_image = cm.reverse_negatives.similarity_by_age(image_keys)
+    text_keys, image_keys = out3.pending[text_queue][0], out3.pending[image_queue][0]
+    want_text = text_queue.similarity_by_age(text_keys)
+    want_image = image_queue.similarity_by_age(image_keys)
     drift = cm.after_step(out3, progress=0.9, diagnostics=True)
     assert drift["queue_cos_new"] == pytest.approx(want_text[0].item())
     assert drift["queue_cos_old"] == pytest.approx(want_text[-1].item())
@@ -505,15 +533,18 @@ def test_feature_queue_scores_a_locked_towers_past_captions_exactly(tokenizer):
     through the projection as it is now, so after a training step the queued keys are what the
     text tower gives now (a queue of keys would hold the old ones), and the loss trains the
     projection through them. The image direction (a trained tower) stays in-batch."""
-    from multicon.loss import KeySet
-    from multicon.negatives import FeatureQueue, InBatchNegatives
+    from multicon.keys import BatchKeys, FeatureQueue, batch_keyset
+    from multicon.losses import KeySet
     from multicon.pairs.base import PairBatch
 
     torch.manual_seed(0)
     model = tiny_dual(tokenizer, freeze_text=True).eval()  # eval: passes agree exactly
-    cm = model.contrastive_model(queue_size=8, feature_queues=True).eval()
-    assert isinstance(cm.negatives, FeatureQueue) and cm.negatives.tower is model.text
-    assert isinstance(cm.reverse_negatives, InBatchNegatives) and cm.momentum_query is None
+    cm = methods.clip_feature_queue(
+        model.image, model.text, 8, logit_scale=model.log_logit_scale
+    ).eval()
+    queue = cm.directions[0].keys.sources[1]
+    assert isinstance(queue, FeatureQueue) and queue.tower is model.text
+    assert isinstance(cm.directions[1].keys, BatchKeys)
     images = torch.randn(4, 3, 32, 32)
     old = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red square"])
     new = model.tokenize(["a green triangle on black", "two dogs", "a circle", "a red dog"])
@@ -521,9 +552,11 @@ def test_feature_queue_scores_a_locked_towers_past_captions_exactly(tokenizer):
 
     out = cm(PairBatch(images, old, first))
     out.loss.backward()
+    with torch.no_grad():
+        keys_then = model.text(old)  # the keys the old captions had when they were queued
     torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5).step()
     cm.after_step(out, progress=0.0)
-    stored, stored_ids = cm.negatives.stored()
+    stored, stored_ids = queue.stored()
     assert stored_ids.tolist() == [0, 1, 2, 3]
     with torch.no_grad():
         torch.testing.assert_close(stored, model.text.features(old))
@@ -531,8 +564,8 @@ def test_feature_queue_scores_a_locked_towers_past_captions_exactly(tokenizer):
     def step_two_loss(queued_keys):
         q, t = model.image(images.flip(0)), model.text(new)
         keys = KeySet(torch.cat([t, queued_keys]), torch.cat([second, first]), torch.arange(4))
-        reverse = InBatchNegatives()(q, second)
-        return (model.loss(q, keys, second) + model.loss(t, reverse, second)) / 2
+        reverse = batch_keyset(q, second)
+        return (cm.loss(q, keys, second) + cm.loss(t, reverse, second)) / 2
 
     model.zero_grad()
     loss = cm(PairBatch(images.flip(0), new, second)).loss
@@ -544,63 +577,62 @@ def test_feature_queue_scores_a_locked_towers_past_captions_exactly(tokenizer):
     torch.testing.assert_close(loss, want)
     torch.testing.assert_close(grad, model.text.projection.weight.grad)
     with torch.no_grad():  # and not the keys they had when they were queued
-        assert not torch.allclose(loss, step_two_loss(out.pending[0][1]))
+        assert not torch.allclose(loss, step_two_loss(keys_then))
 
 
 def test_feature_queue_on_a_locked_image_tower_serves_caption_queries(tokenizer):
     """With the image tower locked instead, the image side gets the feature queue (reverse
     direction) and image queries keep in-batch caption keys."""
-    from multicon.negatives import FeatureQueue, InBatchNegatives
+    from multicon.keys import BatchKeys, FeatureQueue, StepInputs, View
     from multicon.pairs.base import PairBatch
 
     torch.manual_seed(0)
     model = tiny_dual(tokenizer, freeze_image=True)
-    cm = model.contrastive_model(queue_size=8, feature_queues=True)
-    assert isinstance(cm.negatives, InBatchNegatives)
-    assert isinstance(cm.reverse_negatives, FeatureQueue)
-    assert cm.reverse_negatives.tower is model.image
+    cm = methods.clip_feature_queue(model.image, model.text, 8)
+    assert isinstance(cm.directions[0].keys, BatchKeys)
+    queue = cm.directions[1].keys.sources[1]
+    assert isinstance(queue, FeatureQueue) and queue.tower is model.image
     images = torch.randn(4, 3, 32, 32)
     tokens = model.tokenize(["a red square", "a blue circle", "two small dogs", "a red dog"])
     out = cm(PairBatch(images, tokens, torch.arange(4)))
     out.loss.backward()
     cm.after_step(out, progress=0.0)
-    stored, stored_ids = cm.reverse_negatives.stored()
+    stored, stored_ids = queue.stored()
     assert stored_ids.tolist() == [0, 1, 2, 3]
     with torch.no_grad():
         torch.testing.assert_close(stored, model.image.locked_features(images))
-    keys = cm.reverse_negatives(model.image(images), torch.arange(4, 8)).keys
-    assert keys.shape == (8, 16)
+    view = View(StepInputs(PairBatch(images, tokens, torch.arange(4, 8))), reverse=True)
+    assert cm.directions[1].keys(view).keys.shape == (8, 16)  # this batch, then the queue
 
 
 def test_feature_queue_errors(tokenizer):
-    from multicon.model import ContrastiveModel
-    from multicon.negatives import FeatureQueue, InBatchNegatives
+    from dataclasses import replace
+
+    from multicon.caption_recipe import build_contrastive_model
+    from multicon.encoders.dual_args import DualEncoderArgs
+    from multicon.keys import BatchKeys, Chain, FeatureQueue, StepInputs, View
 
     trained = tiny_dual(tokenizer)
-    with pytest.raises(ValueError, match="freeze the text or the image tower"):
-        trained.contrastive_model(queue_size=8, feature_queues=True)
+    with pytest.raises(ValueError, match="a feature queue needs a locked tower"):
+        methods.clip_feature_queue(trained.image, trained.text, 8)
     with pytest.raises(ValueError, match="needs a locked tower"):
         FeatureQueue(trained.text, 8)
     locked = tiny_dual(tokenizer, freeze_text=True)
-    with pytest.raises(ValueError, match="feature_queues needs a queue"):
-        locked.contrastive_model(feature_queues=True)
-    with pytest.raises(ValueError, match="distill and online_batch_keys need them"):
-        locked.contrastive_model(queue_size=8, feature_queues=True, distill=0.4)
-    queue, in_batch = FeatureQueue(locked.text, 8), InBatchNegatives()
-    with pytest.raises(ValueError, match="use it without momentum"):
-        ContrastiveModel(
-            locked.image, locked.text, symmetric=True, negatives=queue,
-            reverse_negatives=in_batch, momentum=0.9,
-        )  # fmt: skip
-    with pytest.raises(ValueError, match="must hold the key encoder"):
-        ContrastiveModel(locked.text, locked.image, negatives=queue)
-    with pytest.raises(ValueError, match="must hold the query encoder"):
-        ContrastiveModel(locked.image, locked.text, symmetric=True, negatives=queue)
+    args = DualEncoderArgs(feature_queues=True)
+    with pytest.raises(ValueError, match="--feature_queues needs a queue"):
+        build_contrastive_model(locked, args)
+    with pytest.raises(ValueError, match="--distill and --online_batch_keys need them"):
+        build_contrastive_model(locked, replace(args, queue_size=8, distill=0.4))
+    with pytest.raises(ValueError, match="needs a locked tower"):  # not an EMA copy of one
+        FeatureQueue(MomentumEncoder(locked.text, 0.9), 8)
+    queue = FeatureQueue(locked.text, 8)
+    with pytest.raises(ValueError, match="must follow BatchKeys over its own tower"):
+        Chain(BatchKeys(locked.image), queue)
     tokens = locked.tokenize(["a red square", "two small dogs"])
-    with pytest.raises(ValueError, match="2 inputs for 3 keys"):
-        queue.update(torch.randn(3, 16), torch.arange(3), inputs=tokens)
-    with pytest.raises(ValueError, match="dim 16 but got keys of shape"):
-        queue(torch.randn(2, 8), torch.arange(2))
+    view = View(StepInputs(PairBatch(torch.randn(2, 3, 32, 32), tokens, torch.arange(2))), False)
+    queue(view)
+    with pytest.raises(ValueError, match="2 features for 3 key ids"):
+        queue.after_step((tokens, torch.arange(3)), progress=0.0)
 
 
 def test_frozen_pretrained_minilm_text_tower_loads_offline():

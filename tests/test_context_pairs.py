@@ -4,9 +4,15 @@ import pytest
 import torch
 
 from multicon.data.corpus import EncodedCorpus
-from multicon.loss import InfoNCE, KeySet, NegativeSamplingLoss, contrastive_logits
-from multicon.negatives import InBatchNegatives, LogQCorrection, SampledNegatives
+from multicon.keys import BatchKeys, LogQCorrection, NoiseKeys, StepInputs, View
+from multicon.losses import InfoNCE, KeySet, SigmoidLoss, contrastive_logits
+from multicon.pairs import PairBatch
 from multicon.pairs.context import ContextPairs, keep_probability
+
+
+def view_of(key_ids: torch.Tensor) -> View:
+    """A step whose key inputs are ids (word2vec's context words)."""
+    return View(StepInputs(PairBatch(key_ids, key_ids, key_ids)), reverse=False)
 
 
 def _positions_corpus(n=1000, offsets=(0, 3, 100, 101, 500, 1000)):
@@ -82,7 +88,7 @@ def test_window_must_be_positive():
 
 def test_sampled_negatives_follow_unigram_power():
     counts = torch.tensor([800.0, 100.0, 100.0, 0.0])
-    neg = SampledNegatives(torch.nn.Embedding(4, 2), counts, k=5, ns_exponent=0.75)
+    neg = NoiseKeys(torch.nn.Embedding(4, 2), counts, k=5, ns_exponent=0.75)
     torch.manual_seed(0)
     draws = neg.sample((200_000,), torch.device("cpu"))
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
@@ -93,9 +99,9 @@ def test_sampled_negatives_follow_unigram_power():
 
 def test_noise_equal_to_positive_is_never_scored_as_negative():
     table = torch.nn.Embedding(2, 3)
-    neg = SampledNegatives(table, torch.tensor([1.0, 1.0]), k=8)
+    neg = NoiseKeys(table, torch.tensor([1.0, 1.0]), k=8)
     key_ids = torch.tensor([0, 1, 0, 1])
-    ks = neg(table(key_ids), key_ids)
+    ks = neg(view_of(key_ids))
     logits = contrastive_logits(torch.randn(4, 3), ks, logit_scale=1.0, query_ids=key_ids)
     same = ks.key_ids == key_ids.unsqueeze(1)
     assert same.any()  # with 2 words some noise equals the positive ...
@@ -138,7 +144,7 @@ def test_negative_sampling_loss_gradient_is_word2vecs_update():
         own_keys=pos,
         own_ids=torch.tensor([4]),
     )
-    NegativeSamplingLoss("sum")(q, ks, torch.tensor([1])).backward()
+    SigmoidLoss("sum")(q, ks, torch.tensor([1])).backward()
     s_pos, s_neg = torch.sigmoid(q @ pos.T), torch.sigmoid(q @ noise.T)
     # word2vec: neu1e += (label - σ(q·k)) k; the loss gradient is its negative
     expected = -((1 - s_pos) * pos + ((0 - s_neg).T * noise).sum(0, keepdim=True))
@@ -148,8 +154,8 @@ def test_negative_sampling_loss_gradient_is_word2vecs_update():
 def test_logq_correction_turns_batch_frequency_into_target():
     key_freq = torch.tensor([0.7, 0.2, 0.1])
     target = torch.tensor([0.5, 0.3, 0.2])
-    neg = LogQCorrection(InBatchNegatives(), key_freq, target)
-    ks = neg(torch.randn(3, 2), torch.tensor([0, 1, 2]))
+    neg = LogQCorrection(BatchKeys(torch.nn.Embedding(3, 2)), key_freq, target)
+    ks = neg(view_of(torch.tensor([0, 1, 2])))
     assert torch.allclose(ks.logit_offset, (target / key_freq).log(), atol=1e-6)
     # the importance-weighted partition under Q equals the one under P
     scores = torch.randn(3)

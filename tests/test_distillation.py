@@ -6,10 +6,9 @@ import torch.nn.functional as F
 
 from multicon import (
     ContrastiveModel,
-    InfoNCE,
-    MomentumQueue,
     PairBatch,
     distillation_targets,
+    methods,
     soft_cross_entropy,
 )
 
@@ -44,16 +43,11 @@ def test_distillation_targets_are_distributions_weighted_to_the_positive():
 
 def _albef(distill: float) -> ContrastiveModel:
     torch.manual_seed(0)
-    return ContrastiveModel(
-        torch.nn.Linear(6, 5),
-        torch.nn.Linear(4, 5),
-        symmetric=True,
-        momentum=0.9,
-        negatives=MomentumQueue(16, 5),
-        reverse_negatives=MomentumQueue(16, 5),
-        loss=InfoNCE(0.1),
-        distill=distill,
-    ).double()
+    image, text = torch.nn.Linear(6, 5).double(), torch.nn.Linear(4, 5).double()
+    model = methods.albef(
+        image, text, 16, 5, momentum=0.9, distill=distill, temperature=0.1, learnable=False
+    )
+    return model.double()
 
 
 def test_distilled_loss_at_init_is_the_mix_of_cross_entropy_and_self_entropy():
@@ -66,7 +60,8 @@ def test_distilled_loss_at_init_is_the_mix_of_cross_entropy_and_self_entropy():
         torch.arange(8),
     )
     plain, distilled = _albef(0.0), _albef(0.4)
-    q, k = plain.encode_query(batch.query), plain.encode_key(batch.key)
+    q = plain.directions[0].query(batch.query)
+    k = plain.directions[1].query(batch.key)
     entropy = 0.0
     for a, b in ((q, k), (k, q)):  # both directions; the queues are empty: in-batch keys only
         p = (F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / 0.1).softmax(-1)
@@ -90,34 +85,36 @@ def test_distillation_trains_and_fills_the_queues():
         model.after_step(out, progress=step / 30)
         losses.append(out.loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    assert int(model.negatives.filled) == int(model.reverse_negatives.filled) == 16
+    queues = [d.keys.sources[1] for d in model.directions]
+    assert [int(q.filled) for q in queues] == [16, 16]
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {},  # no momentum: no teacher
-        {"momentum": 0.9, "online_batch_keys": True},
-        {"momentum": 0.9, "queries_as_negatives": True},
+        ({"momentum": None}, "distill needs momentum towers"),  # no teacher
+        ({"online_batch_keys": True}, "online_batch_keys replaces them"),
     ],
 )
-def test_distill_needs_momentum_keys(kwargs):
-    with pytest.raises(ValueError, match="distill needs momentum"):
-        ContrastiveModel(torch.nn.Linear(4, 4), distill=0.4, **kwargs)
+def test_distill_needs_momentum_keys(kwargs, message):
+    image, text = torch.nn.Linear(4, 4), torch.nn.Linear(3, 4)
+    with pytest.raises(ValueError, match=message):
+        methods.albef(image, text, 8, 4, distill=0.4, **kwargs)
 
 
 def test_distill_weight_must_be_below_one():
-    with pytest.raises(ValueError, match=r"distill must be in \[0, 1\)"):
-        ContrastiveModel(torch.nn.Linear(4, 4), momentum=0.9, distill=1.0)
+    with pytest.raises(ValueError, match=r"distill must be in \(0, 1\)"):
+        methods.albef(torch.nn.Linear(4, 4), torch.nn.Linear(3, 4), 8, 4, distill=1.0)
 
 
 def test_distill_needs_a_loss_that_takes_soft_targets():
-    from multicon import NegativeSamplingLoss
+    from multicon import Direction, Distillation, MomentumEncoder, NoiseKeys, SigmoidLoss
 
-    with pytest.raises(ValueError, match="distill needs a loss with logits"):
-        ContrastiveModel(
-            torch.nn.Linear(4, 4), momentum=0.9, distill=0.4, loss=NegativeSamplingLoss()
-        )
+    table = torch.nn.Embedding(10, 4)
+    teacher = Distillation([MomentumEncoder(table)], 0.4)
+    direction = Direction(table, NoiseKeys(table, torch.ones(10)))
+    with pytest.raises(TypeError, match="distill needs InfoNCE"):
+        ContrastiveModel([direction], SigmoidLoss(), distill=teacher)
 
 
 def test_soft_cross_entropy_refuses_a_target_of_another_shape():
@@ -126,10 +123,14 @@ def test_soft_cross_entropy_refuses_a_target_of_another_shape():
 
 
 def test_dual_encoder_distill_needs_a_queue():
+    from dataclasses import replace
+
+    from multicon.caption_recipe import build_contrastive_model
     from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 
-    args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
+    args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16, distill=0.4)
     model = build_dual_encoder(args, ["a red square", "a blue circle"] * 9, 16)
-    with pytest.raises(ValueError, match="distill needs a queue"):
-        model.contrastive_model(queue_size=0, distill=0.4)
-    assert model.contrastive_model(queue_size=8, distill=0.4).distill == 0.4
+    with pytest.raises(ValueError, match="--distill needs a queue"):
+        build_contrastive_model(model, args)
+    with_queue = build_contrastive_model(model, replace(args, queue_size=8))
+    assert with_queue.distill.weight == 0.4

@@ -12,15 +12,19 @@ import torch.multiprocessing as mp
 
 from multicon import (
     AffineViewPairs,
+    BatchKeys,
+    Chain,
     ContrastiveModel,
+    Direction,
     FeatureQueue,
     InfoNCE,
-    MomentumQueue,
     PairBatch,
     TrainConfig,
     Trainer,
+    methods,
 )
 from multicon.encoders.tower import Tower
+from multicon.keys import KeyQueue, MomentumEncoder
 
 
 def free_port() -> int:
@@ -60,16 +64,9 @@ def _bootstrap(rank: int, port: int, fn, args) -> None:
 def make_model(kind: str) -> ContrastiveModel:
     torch.manual_seed(0)
     if kind == "shared":  # SimCLR's NT-Xent: one encoder, symmetric, other queries negative too
-        return ContrastiveModel(
-            torch.nn.Linear(6, 5), symmetric=True, queries_as_negatives=True, loss=InfoNCE(0.2)
-        )
+        return methods.simclr(torch.nn.Linear(6, 5), temperature=0.2)
     if kind == "two_towers":  # CLIP-style: two encoders, learnable temperature
-        return ContrastiveModel(
-            torch.nn.Linear(6, 5),
-            torch.nn.Linear(4, 5),
-            symmetric=True,
-            loss=InfoNCE(0.1, learnable=True),
-        )
+        return methods.clip(torch.nn.Linear(6, 5), torch.nn.Linear(4, 5), 0.1, learnable=True)
     raise ValueError(kind)
 
 
@@ -118,11 +115,11 @@ def test_two_processes_equal_one_process_in_batch(kind, tmp_path):
 def _queue_worker(rank: int, out: str) -> None:
     # a file rendezvous: no TCP port that a concurrent run could take between pick and bind
     dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2)
-    queue = MomentumQueue(size=10, dim=3)
+    queue = KeyQueue(BatchKeys(torch.nn.Identity()), size=10, dim=3)
     keys = torch.full((3, 3), float(rank + 1)) + torch.arange(3.0).unsqueeze(1) / 10
     ids = torch.arange(3) + 100 * rank
-    queue.update(keys, ids)  # 6 keys: fills slots 0..5
-    queue.update(keys + 10, ids + 1000)  # 6 more: slots 6..9 then wraps to 0..1
+    queue.enqueue(keys, ids)  # 6 keys: fills slots 0..5
+    queue.enqueue(keys + 10, ids + 1000)  # 6 more: slots 6..9 then wraps to 0..1
     torch.save(
         {"keys": queue.keys.clone(), "ids": queue.ids.clone(), "ptr": queue.ptr.clone()},
         f"{out}/rank{rank}.pt",
@@ -161,15 +158,20 @@ class LockedEncoder(Tower):
 def _train(out_dir: str, batch_size: int, negatives: str) -> int:
     torch.manual_seed(0)
     images = torch.rand(48, 1, 8, 8, generator=torch.Generator().manual_seed(3))
-    if negatives == "momentum_queue":
-        model = ContrastiveModel(
-            NoBatchNormEncoder(), negatives=MomentumQueue(40, 16), momentum=0.9, loss=InfoNCE(0.2)
-        )
+    if negatives == "momentum_queue":  # MoCo v2 as its recipe builds it: own key, then queue
+        model = methods.moco_v2(NoBatchNormEncoder(), 40, 16, momentum=0.9, temperature=0.2)
+    elif negatives == "momentum_queue_in_batch":  # the batch's momentum keys, then the queue
+        encoder = NoBatchNormEncoder()
+        ema = MomentumEncoder(encoder, 0.9)
+        keys = Chain(BatchKeys(ema), KeyQueue(BatchKeys(ema), 40, 16))
+        model = ContrastiveModel([Direction(encoder, keys)], InfoNCE(0.2))
     elif negatives == "feature_queue":  # queued features of every rank, re-projected each step
         locked = LockedEncoder()
-        model = ContrastiveModel(locked, negatives=FeatureQueue(locked, 40), loss=InfoNCE(0.2))
+        keys = Chain(BatchKeys(locked), FeatureQueue(locked, 40))
+        model = ContrastiveModel([Direction(locked, keys)], InfoNCE(0.2))
     else:
-        model = ContrastiveModel(NoBatchNormEncoder(), symmetric=True, loss=InfoNCE(0.2))
+        encoder = NoBatchNormEncoder()
+        model = methods.clip(encoder, encoder, 0.2, learnable=False)
     config = TrainConfig(
         output_dir=out_dir,
         epochs=2,
@@ -192,7 +194,9 @@ def _trainer_worker(rank: int, out_dir: str, negatives: str) -> None:
         raise RuntimeError("accelerate did not start two processes")
 
 
-@pytest.mark.parametrize("negatives", ["in_batch", "momentum_queue", "feature_queue"])
+@pytest.mark.parametrize(
+    "negatives", ["in_batch", "momentum_queue", "momentum_queue_in_batch", "feature_queue"]
+)
 def test_trainer_on_two_processes_gives_one_process_parameters(negatives):
     with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
         _train(one, batch_size=12, negatives=negatives)

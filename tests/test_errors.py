@@ -6,18 +6,23 @@ import pytest
 import torch
 
 from multicon import (
+    BatchKeys,
     BatchPairGenerator,
-    ContrastiveModel,
-    InBatchNegatives,
     MapPairGenerator,
-    MomentumQueue,
     NonFiniteLossError,
     Pair,
     PairBatch,
     TrainConfig,
     Trainer,
     latest_checkpoint,
+    methods,
 )
+from multicon.keys import KeyQueue, StepInputs, View, batch_keyset
+
+
+def symmetric(encoder):
+    """Symmetric in-batch InfoNCE with one encoder."""
+    return methods.clip(encoder, encoder, 0.1, learnable=False)
 
 
 def config(tmp_path, **kw):
@@ -38,8 +43,12 @@ def test_mismatched_query_and_key_batch_sizes():
 
 
 def test_mismatched_query_and_key_embedding_shapes():
-    model = ContrastiveModel(torch.nn.Linear(4, 8), torch.nn.Linear(4, 6), symmetric=True)
-    with pytest.raises(ValueError, match=r"same shape, got \(5, 8\) and \(5, 6\)"):
+    with pytest.raises(ValueError, match="embed to 8 and 6"):  # told when the model is built
+        methods.clip(torch.nn.Linear(4, 8), torch.nn.Linear(4, 6))
+    image, text = torch.nn.Sequential(torch.nn.Linear(4, 8)), torch.nn.Linear(4, 6)
+    image.out_dim = None  # an encoder that does not say: caught at the first step
+    model = methods.clip(image, text)
+    with pytest.raises(ValueError, match=r"keys must be \(N, 8\).*got \(5, 6\)"):
         model(PairBatch(torch.randn(5, 4), torch.randn(5, 4), torch.arange(5)))
 
 
@@ -50,20 +59,24 @@ def test_key_id_must_be_integer_vector():
 
 def test_batch_of_one_with_in_batch_negatives():
     with pytest.raises(ValueError, match="at least 2 pairs"):
-        InBatchNegatives()(torch.randn(1, 8), torch.arange(1))
+        batch_keyset(torch.randn(1, 8), torch.arange(1))
 
 
 def test_queue_dim_differs_from_key_dim():
-    queue = MomentumQueue(16, dim=8)
-    with pytest.raises(ValueError, match="dim 8 but got keys of shape"):
-        queue(torch.randn(4, 6), torch.arange(4))
+    with pytest.raises(ValueError, match="dim 8 does not match the fill encoder's output size 6"):
+        KeyQueue(BatchKeys(torch.nn.Linear(4, 6)), 16, dim=8)
+    queue = KeyQueue(BatchKeys(torch.nn.Identity()), 16, dim=8)  # an encoder that does not say
+    x = torch.randn(4, 6)
+    with pytest.raises(ValueError, match="queue holds keys of dim 8"):
+        queue(View(StepInputs(PairBatch(x, x, torch.arange(4))), reverse=False))
     with pytest.raises(ValueError, match="dim 8"):
-        queue.update(torch.randn(4, 6), torch.arange(4))
+        queue.enqueue(torch.randn(4, 6), torch.arange(4))
 
 
 def test_queue_smaller_than_batch():
-    with pytest.raises(ValueError, match="smaller than the global batch"):
-        MomentumQueue(4, 2).update(torch.randn(8, 2), torch.arange(8))
+    queue = KeyQueue(BatchKeys(torch.nn.Identity()), 4, 2)
+    with pytest.raises(ValueError, match="queue_size 4 is smaller than the global batch of 8"):
+        queue.enqueue(torch.randn(8, 2), torch.arange(8))
 
 
 class Empty(BatchPairGenerator):
@@ -75,7 +88,7 @@ class Empty(BatchPairGenerator):
 
 
 def test_empty_generator(tmp_path):
-    model = ContrastiveModel(torch.nn.Linear(2, 2))
+    model = symmetric(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="has no pairs"):
         Trainer(model, Empty(), config(tmp_path)).fit()
 
@@ -90,12 +103,12 @@ class Few(MapPairGenerator):
 
 def test_batch_larger_than_dataset(tmp_path):
     with pytest.raises(ValueError, match="larger than the dataset of 3 pairs"):
-        Trainer(ContrastiveModel(torch.nn.Linear(2, 2)), Few(), config(tmp_path)).fit()
+        Trainer(symmetric(torch.nn.Linear(2, 2)), Few(), config(tmp_path)).fit()
 
 
 def test_not_a_pair_generator(tmp_path):
     with pytest.raises(TypeError, match="MapPairGenerator or a BatchPairGenerator"):
-        Trainer(ContrastiveModel(torch.nn.Linear(2, 2)), [1, 2, 3], config(tmp_path))
+        Trainer(symmetric(torch.nn.Linear(2, 2)), [1, 2, 3], config(tmp_path))
 
 
 class Blowup(BatchPairGenerator):
@@ -117,7 +130,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_pa
     """On an accelerator the check is read only at logged steps, evaluations and checkpoints
     (no host sync a step): the error still names the first bad step, and no checkpoint is
     written after it (here it surfaces at step 20's end-of-epoch checkpoint)."""
-    model = ContrastiveModel(torch.nn.Linear(4, 4), symmetric=True)
+    model = symmetric(torch.nn.Linear(4, 4))
     trainer = Trainer(model, Blowup(), config(tmp_path, epochs=3, log_every=1000))
     trainer._defer_finite_check = deferred
     with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 13 \(epoch 1\)") as err:

@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from caption_fixtures import frozen_minilm_dual
 
+from multicon import methods
 from multicon.false_negatives import RelatedIds, related_by_captions
-from multicon.loss import InfoNCE, KeySet, info_nce
-from multicon.model import ContrastiveModel
-from multicon.negatives import MomentumQueue
+from multicon.keys import StepInputs, View
+from multicon.losses import InfoNCE, KeySet, info_nce
 from multicon.pairs.base import PairBatch
 
 
@@ -97,16 +97,14 @@ def test_masked_loss_is_the_loss_without_the_related_keys():
 def test_queue_and_distillation_teacher_leave_related_keys_out():
     torch.manual_seed(0)
     related = RelatedIds([[1], [0], [], [], [], [], [], []])
-    loss = InfoNCE(temperature=0.1, related=related)
-    enc = torch.nn.Linear(6, 4)
-    model = ContrastiveModel(
-        enc, loss=loss, momentum=0.9, negatives=MomentumQueue(8, 4), distill=0.4
-    )
+    image, text = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+    model = methods.albef(image, text, 8, 4, momentum=0.9, distill=0.4, related=related)
+    loss = model.loss
     first = PairBatch(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([1, 2]))
     model.after_step(model(first), progress=0.0)  # id 1 and id 2 are queued
     batch = PairBatch(torch.randn(2, 6), torch.randn(2, 6), torch.tensor([0, 3]))
-    keys = model.negatives(model.momentum_query(batch.key), batch.key_id)
-    logits = loss.logits(enc(batch.query), keys, batch.key_id)
+    keys = model.directions[0].keys(View(StepInputs(batch), reverse=False))
+    logits = loss.logits(image(batch.query), keys, batch.key_id)
     # query id 0 against [its key, id 3's key, queued id 1, queued id 2]: id 1 is related
     assert torch.isinf(logits[0, 2]) and torch.isfinite(logits[0, [0, 1, 3]]).all()
     assert torch.isfinite(logits[1]).all()

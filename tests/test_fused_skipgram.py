@@ -11,11 +11,12 @@ import pytest
 import torch
 from test_word2vec_learning import _topic_precision, _train
 
-from multicon import native
+from multicon import methods, native
 from multicon.optim import SGD
 from multicon.pairs.base import PairBatch
 from multicon.pairs.context import ContextPairs
-from multicon.text import FusedSkipGram, Vocabulary, Word2Vec, fused_skipgram
+from multicon.steps import FusedSkipGram, fused_skipgram
+from multicon.text import Vocabulary, Word2Vec
 from multicon.train import TrainConfig, Trainer
 
 
@@ -49,8 +50,8 @@ def test_one_step_equals_the_shared_engines_summed_sgd_step():
     noise = torch.tensor([[20, 21], [22, 23], [12, 25]])
 
     engine_w2v = _copy(w2v)
-    engine = engine_w2v.contrastive_model(negative=2)
-    engine.negatives.sample = lambda shape, device: noise.view(shape)  # the same noise words
+    engine = methods.sgns(engine_w2v, negative=2)
+    engine.directions[0].keys.sample = lambda shape, device: noise.view(shape)  # same noise
     out = engine(batch)
     out.loss.backward()
     SGD(engine.parameters(), lr=0.1, momentum=0.0).step()
@@ -100,8 +101,10 @@ def test_fused_training_learns_topic_neighbours(topic_corpus, tmp_path, threads)
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
-    model = FusedSkipGram(w2v, negative=5, threads=threads)
-    result = _train(model, pairs, tmp_path, epochs=3, batch_size=512, optimizer="sgd", lr=0.025)
+    step = FusedSkipGram(w2v, negative=5, threads=threads)
+    result = _train(
+        w2v, pairs, tmp_path, step=step, epochs=3, batch_size=512, optimizer="sgd", lr=0.025
+    )
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     precision = _topic_precision(w2v)
     assert precision > 0.9, precision  # chance: about 0.04
@@ -120,7 +123,7 @@ def test_fused_training_resumes_exactly(topic_corpus, tmp_path):
             momentum=0.0, weight_decay=0.0, schedule="constant", log_with="",
             progress_bar=False, eval_every=0, resume=resume,
         )  # fmt: skip
-        Trainer(FusedSkipGram(w2v, threads=1), pairs, config).fit()
+        Trainer(w2v, pairs, config, step=FusedSkipGram(w2v, threads=1)).fit()
         return w2v.vectors
 
     straight = run(tmp_path / "a", 2)
@@ -159,7 +162,6 @@ def test_bad_input_is_named():
         {"momentum": 0.9},
         {"weight_decay": 1e-4},
         {"grad_clip": 1.0},
-        {"row_clip": 1.0},
         {"mixed_precision": "bf16"},
     ],
     ids=lambda s: next(iter(s)),
@@ -171,7 +173,8 @@ def test_trainer_refuses_settings_a_fused_step_would_ignore(topic_corpus, tmp_pa
     config = TrainConfig(output_dir=str(tmp_path), log_with="", **{**base, **setting})
     name = next(iter(setting))
     with pytest.raises(ValueError, match=f"cannot honour {name}="):
-        Trainer(FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4)), pairs, config)
+        w2v = Word2Vec.from_vocab(vocab, dim=4)
+        Trainer(w2v, pairs, config, step=FusedSkipGram(w2v))
 
 
 def test_no_compiler_is_a_clear_error(tmp_path, monkeypatch):
@@ -213,10 +216,20 @@ def test_trainer_runs_a_fused_model_on_the_cpu_only(topic_corpus, tmp_path, devi
     accelerator = SimpleNamespace(
         device=torch.device(device), num_processes=processes, process_index=0
     )
-    model = FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4))
-    trainer = Trainer(model, pairs, config, accelerator=accelerator)
+    w2v = Word2Vec.from_vocab(vocab, dim=4)
     with pytest.raises(ValueError, match=f"runs on cpu or cuda.*{device}, {processes} processes"):
-        trainer.fit()
+        Trainer(w2v, pairs, config, step=FusedSkipGram(w2v), accelerator=accelerator)
+
+
+def test_a_fused_step_trains_the_model_it_was_built_with(topic_corpus, tmp_path):
+    vocab, encoded = topic_corpus
+    pairs = ContextPairs(encoded, vocab.counts, window=3, seed=0)
+    config = TrainConfig(
+        output_dir=str(tmp_path), optimizer="sgd", momentum=0.0, weight_decay=0.0, log_with=""
+    )
+    step = FusedSkipGram(Word2Vec.from_vocab(vocab, dim=4))
+    with pytest.raises(ValueError, match="model: train the Word2Vec this FusedSkipGram"):
+        Trainer(Word2Vec.from_vocab(vocab, dim=4), pairs, config, step=step)
 
 
 def test_a_compiler_without_openmp_gives_a_one_thread_kernel(tmp_path, monkeypatch):
@@ -254,7 +267,8 @@ _TRITON_SCRIPT = """
 import json
 import torch
 from multicon.pairs.base import PairBatch
-from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
+from multicon.steps import FusedSkipGram
+from multicon.text import Vocabulary, Word2Vec
 from multicon.text.sgns_triton import sample_noise_triton
 
 def tables(seed=0):

@@ -9,10 +9,12 @@ import torch.distributed as dist
 from test_distributed import run_two_processes
 from test_word2vec_learning import _topic_precision, _write_corpus
 
+from multicon import methods
 from multicon.data.corpus import TextCorpus, encode_corpus
 from multicon.hogwild import SHM, check_hogwild, share_parameters
 from multicon.pairs.context import ContextPairs
-from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
+from multicon.steps import AutogradStep, FusedSkipGram
+from multicon.text import Vocabulary, Word2Vec
 from multicon.train import TrainConfig, Trainer
 
 
@@ -68,13 +70,13 @@ def _word2vec_worker(rank: int, out: str, kernel: str) -> None:
         log_with="",
         progress_bar=False,
         eval_every=0,
-        hogwild=True,
     )
     if kernel == "fused":  # word2vec's per-pair C loop, each process on its own share of pairs
-        model = FusedSkipGram(w2v, negative=5, threads=1)
+        model, step = w2v, FusedSkipGram(w2v, negative=5, threads=1, hogwild=True)
     else:
-        model = w2v.contrastive_model(negative=5, shared_negatives=4, noise_group=64)
-    trainer = Trainer(model, pairs, config)
+        model = methods.sgns(w2v, 5, shared_negatives=4, noise_group=64)
+        step = AutogradStep(hogwild=True)
+    trainer = Trainer(model, pairs, config, step=step)
     trainer.fit()
     if trainer.accelerator.num_processes != 2:
         raise RuntimeError("accelerate did not start two processes")

@@ -429,13 +429,12 @@ def word2vec() -> tuple[HubModel, torch.Tensor]:
 def image_encoder() -> tuple[HubModel, torch.Tensor]:
     from multicon.encoders import ImageEncoder
 
-    model = ImageEncoder(  # MoCo v3 shape (3-layer head, last BN, predictor), channels-last
+    model = ImageEncoder(  # MoCo v3 shape (3-layer head, last BN), channels-last
         "resnet18",
         head_hidden_dim=16,
         out_dim=8,
         head_layers=3,
         head_last_batch_norm=True,
-        predictor_hidden_dim=16,
         channels_last=True,
     )
     model.train()

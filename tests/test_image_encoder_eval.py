@@ -4,7 +4,7 @@ import pytest
 import torch
 from textures import texture_images, write_image_folder
 
-from multicon import ContrastiveModel
+from multicon import methods
 from multicon.data import ImageData, load_images
 from multicon.encoders import ImageEncoder, sync_batchnorm
 from multicon.eval import KNNMonitor, extract_features, linear_probe
@@ -14,7 +14,7 @@ SMALL = dict(arch="resnet18", cifar_stem=False, head_hidden_dim=32, out_dim=8)
 
 
 def test_save_and_rebuild(tmp_path):
-    enc = ImageEncoder(**SMALL, predictor_hidden_dim=16).eval()
+    enc = ImageEncoder(**SMALL).eval()
     x = torch.randn(2, 3, 16, 16)
     enc.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "config.json").is_file()
@@ -22,15 +22,15 @@ def test_save_and_rebuild(tmp_path):
     assert torch.allclose(enc(x), again(x)) and torch.allclose(enc.features(x), again.features(x))
 
 
-def test_predictor_is_skipped_by_momentum_copy():
-    enc = ImageEncoder(**SMALL, predictor_hidden_dim=16)
-    model = ContrastiveModel(enc, symmetric=True, momentum=0.99)
-    model.momentum_query.encoder.use_predictor = False
-    model.eval()
+def test_moco_v3_keys_skip_the_predictor_and_queries_pass_it():
+    from multicon.encoders import ProjectionHead
+
+    enc = ImageEncoder(**SMALL)
+    model = methods.moco_v3(enc, ProjectionHead(8, 16, 8, num_layers=2), momentum=0.99).eval()
     x = torch.randn(3, 3, 16, 16)
-    online_head = enc.head(enc.features(x))
-    assert torch.allclose(model.momentum_query(x), online_head, atol=1e-6)  # same weights, no pred
-    assert not torch.allclose(enc(x), online_head)
+    ema = model.directions[0].keys.encoder
+    assert torch.allclose(ema(x), enc(x), atol=1e-6)  # same weights, no predictor
+    assert not torch.allclose(model.directions[0].query(x), enc(x))
 
 
 def test_channels_last_gives_same_output():
@@ -67,7 +67,7 @@ def test_extract_features_and_knn_monitor():
     assert feats.shape == (16, 512) and enc.training  # mode restored
     # a 24 px view config resizes 16 px images
     assert extract_features(enc, data.images[:2], SimCLRViews(size=24)).shape == (2, 512)
-    metrics = KNNMonitor(data, data, SimCLRViews(size=16), k=1)(ContrastiveModel(enc))
+    metrics = KNNMonitor(data, data, SimCLRViews(size=16), k=1)(enc)
     assert metrics["knn_top1"] == 1.0  # every test image is its own nearest neighbour
 
 

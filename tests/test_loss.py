@@ -64,17 +64,13 @@ def test_same_id_keys_are_masked_but_positive_kept():
 
 
 def test_symmetric_form_through_the_model_matches_reference():
-    from multicon import ContrastiveModel, PairBatch
+    from multicon import PairBatch, methods
 
-    model = ContrastiveModel(
-        torch.nn.Linear(4, 6).double(),
-        torch.nn.Linear(3, 6).double(),
-        symmetric=True,
-        loss=InfoNCE(0.1),
-    )
+    image, text = torch.nn.Linear(4, 6).double(), torch.nn.Linear(3, 6).double()
+    model = methods.clip(image, text, temperature=0.1, learnable=False)
     a, b, ids = torch.randn(5, 4).double(), torch.randn(5, 3).double(), torch.arange(5)
     loss = model(PairBatch(a, b, ids)).loss
-    qa, qb = model.query_encoder(a), model.key_encoder(b)
+    qa, qb = image(a), text(b)
     ref = (
         reference_info_nce(qa, qb, ids, ids, ids, 0.1)
         + reference_info_nce(qb, qa, ids, ids, ids, 0.1)
@@ -151,14 +147,13 @@ def reference_nt_xent(za, zb, temperature):
 
 
 def test_queries_as_negatives_is_nt_xent():
-    from multicon import ContrastiveModel, PairBatch
+    from multicon import PairBatch, methods
 
-    model = ContrastiveModel(
-        torch.nn.Linear(4, 6).double(), symmetric=True, queries_as_negatives=True, loss=InfoNCE(0.5)
-    )
+    encoder = torch.nn.Linear(4, 6).double()
+    model = methods.simclr(encoder, temperature=0.5)
     a, b = torch.randn(5, 4).double(), torch.randn(5, 4).double()
     loss = model(PairBatch(a, b, torch.arange(5))).loss
-    ref = reference_nt_xent(model.query_encoder(a), model.query_encoder(b), 0.5)
+    ref = reference_nt_xent(encoder(a), encoder(b), 0.5)
     assert abs(loss.item() - ref.item()) < 1e-9
-    plain = ContrastiveModel(model.query_encoder, symmetric=True, loss=InfoNCE(0.5))
+    plain = methods.clip(encoder, encoder, temperature=0.5, learnable=False)  # no query keys
     assert abs(plain(PairBatch(a, b, torch.arange(5))).loss.item() - ref.item()) > 1e-3

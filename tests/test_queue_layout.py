@@ -6,21 +6,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multicon import ContrastiveModel
-from multicon.loss import InfoNCE, KeySet
-from multicon.negatives import MomentumQueue
+from multicon import methods
+from multicon.keys import BatchKeys, KeyQueue, PositiveAndQueue, StepInputs, View
+from multicon.losses import InfoNCE, KeySet
 from multicon.pairs import PairBatch
 
 
 def test_own_keys_layout_equals_per_query_copies():
     torch.manual_seed(0)
     b, k, d = 6, 10, 4
-    queue = MomentumQueue(k, d, in_batch=False)
-    queue.update(torch.randn(k, d), torch.arange(k))
+    queue = KeyQueue(BatchKeys(nn.Identity()), k, d)
+    queue.enqueue(torch.randn(k, d), torch.arange(k))
     ids = torch.tensor([0, 3, 20, 21, 22, 23])  # ids 0 and 3 also sit in the queue
     q = torch.randn(b, d, requires_grad=True)
     keys = torch.randn(b, d)
-    shared = queue(keys, ids)
+    view = View(StepInputs(PairBatch(keys, keys, ids)), reverse=False)
+    shared = PositiveAndQueue(queue)(view)
     assert shared.keys.shape == (k, d) and shared.own_keys.shape == (b, d)  # no per-query copy
     queued, queued_ids = queue.stored()
     copies = KeySet(
@@ -46,12 +47,8 @@ def test_moco_v2_steps_match_a_hand_written_reference():
     torch.manual_seed(0)
     size, dim, b, tau, m, lr = 12, 4, 4, 0.1, 0.9, 0.5
     encoder = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, dim))
-    model = ContrastiveModel(
-        encoder,
-        negatives=MomentumQueue(size, dim, in_batch=False),
-        momentum=(m, m),
-        loss=InfoNCE(tau),
-    )
+    model = methods.moco_v2(encoder, size, dim, momentum=(m, m), temperature=tau)
+    source = model.directions[0].keys
     ref_q = copy.deepcopy(encoder)
     ref_k = copy.deepcopy(encoder).requires_grad_(False)
     queue = torch.empty(0, dim)
@@ -85,10 +82,10 @@ def test_moco_v2_steps_match_a_hand_written_reference():
         assert torch.allclose(out.loss, ref_loss, atol=1e-6), step
         for ours, theirs in zip(encoder.parameters(), ref_q.parameters(), strict=True):
             assert torch.allclose(ours, theirs, atol=1e-6)
-        ema = model.momentum_query.encoder
+        ema = source.queue.fill.encoder.encoder
         for ours, theirs in zip(ema.parameters(), ref_k.parameters(), strict=True):
             assert torch.allclose(ours, theirs, atol=1e-6)
-        stored, _ = model.negatives.stored()
+        stored, _ = source.queue.stored()
         if len(stored) == size:  # a full ring: oldest slot first, as the reference keeps it
-            stored = stored.roll(-int(model.negatives.ptr), 0)
+            stored = stored.roll(-int(source.queue.ptr), 0)
         assert torch.allclose(F.normalize(stored, dim=1), queue, atol=1e-6)

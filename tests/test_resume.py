@@ -7,14 +7,12 @@ import torch
 
 from multicon import (
     AffineViewPairs,
-    ContrastiveModel,
-    InfoNCE,
     MapPairGenerator,
-    MomentumQueue,
     Pair,
     TrainConfig,
     Trainer,
     latest_checkpoint,
+    methods,
 )
 from multicon.checkpoint import checkpoint_dir, list_checkpoints
 from multicon.encoders.small_cnn import SmallConvEncoder
@@ -24,9 +22,7 @@ def make_model():
     torch.manual_seed(0)
     encoder = SmallConvEncoder(in_channels=1, width=4, proj_dim=8, proj_hidden_dim=16)
     # momentum encoder + queue: their state must come back from the checkpoint too
-    return ContrastiveModel(
-        encoder, negatives=MomentumQueue(20, 8), momentum=0.9, loss=InfoNCE(0.2)
-    )
+    return methods.moco_v2(encoder, 20, 8, momentum=0.9, temperature=0.2)
 
 
 def config(out, **kw):
@@ -86,7 +82,8 @@ class Deterministic(MapPairGenerator):
 def test_resume_map_style_from_explicit_path(tmp_path):
     def model():
         torch.manual_seed(0)
-        return ContrastiveModel(torch.nn.Linear(6, 4), symmetric=True)
+        encoder = torch.nn.Linear(6, 4)
+        return methods.clip(encoder, encoder, 0.1, learnable=False)
 
     full = model()
     Trainer(full, Deterministic(), config(tmp_path / "full", batch_size=6)).fit()

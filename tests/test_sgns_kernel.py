@@ -4,11 +4,17 @@ plain autograd / torch form of the same computation."""
 import pytest
 import torch
 
-from multicon import KeySet
-from multicon.loss import NegativeSamplingLoss, contrastive_logits, softplus
-from multicon.negatives import SampledNegatives
+from multicon import KeySet, PairBatch
+from multicon.keys import NoiseKeys, StepInputs, View
+from multicon.losses import SigmoidLoss, contrastive_logits, softplus
+from multicon.losses.sigmoid_kernel import sgns_own_keys_loss
 from multicon.optim import SGD
-from multicon.sgns_kernel import sgns_own_keys_loss
+
+
+def noise_keys(source: NoiseKeys, key_ids: torch.Tensor):
+    """``source``'s key set for a batch whose key inputs are ``key_ids``."""
+    batch = PairBatch(torch.zeros_like(key_ids), key_ids, key_ids)
+    return source(View(StepInputs(batch), reverse=False))
 
 
 def autograd_sgns(q, own, keys, key_ids, query_ids, scale, weight):
@@ -90,27 +96,23 @@ def test_joint_rows_must_hold_the_own_and_noise_keys():
 def test_word2vec_one_lookup_gives_the_two_lookup_loss_and_gradients():
     """The default model embeds each context word with its noise in one lookup of the output
     table; with the same noise draws it gives the loss and table gradients of two lookups."""
-    from multicon import PairBatch
-    from multicon.model import ContrastiveModel
+    from multicon import methods
+    from multicon.model import ContrastiveModel, Direction
     from multicon.text import Vocabulary, Word2Vec
 
     vocab = Vocabulary([f"w{i}" for i in range(30)], list(range(60, 0, -2)))
     batch = PairBatch(torch.randint(0, 30, (10,)), (k := torch.randint(0, 30, (10,))), k)
     results = []
-    for embed in (True, False):
+    for joint in (True, False):
         torch.manual_seed(0)
         w2v = Word2Vec.from_vocab(vocab, dim=6)
         torch.nn.init.normal_(w2v.output_embeddings.weight)  # word2vec starts it at zero
-        model = w2v.contrastive_model(shared_negatives=4, noise_group=5)
-        assert model.negatives.embed_positives
-        if not embed:
-            model.negatives.embed_positives = False
-            model = ContrastiveModel(
-                w2v.input_embeddings,
-                w2v.output_embeddings,
-                negatives=model.negatives,
-                loss=model.loss,
-            )
+        model = methods.sgns(w2v, shared_negatives=4, noise_group=5)
+        noise = model.directions[0].keys
+        assert noise.joint_lookup
+        if not joint:
+            noise.joint_lookup = False
+            model = ContrastiveModel([Direction(w2v.input_embeddings, noise)], model.loss)
         torch.manual_seed(1)
         loss = model(batch).loss
         loss.backward()
@@ -121,20 +123,26 @@ def test_word2vec_one_lookup_gives_the_two_lookup_loss_and_gradients():
     assert results[0][2].abs().sum() > 0
 
 
-def test_sampled_negatives_need_keys_unless_they_embed_the_positives():
-    neg = SampledNegatives(torch.nn.Embedding(10, 4), torch.ones(10), k=3)
-    with pytest.raises(ValueError, match="keys are required"):
-        neg(None, torch.tensor([1, 7]))
+def test_joint_lookup_needs_id_key_inputs():
+    neg = NoiseKeys(torch.nn.Embedding(10, 4), torch.ones(10), k=3)
+    batch = PairBatch(torch.randn(2, 4), torch.randn(2, 4), torch.tensor([1, 7]))
+    with pytest.raises(ValueError, match="joint_lookup needs key inputs"):
+        neg(View(StepInputs(batch), reverse=False))
 
 
-def test_negatives_that_embed_positives_refuse_a_symmetric_or_momentum_model():
-    from multicon.model import ContrastiveModel
+def test_noise_keys_cannot_be_scored_both_ways_or_chained():
+    from multicon.keys import BatchKeys, Chain
+    from multicon.model import ContrastiveModel, Direction
 
     table = torch.nn.Embedding(10, 4)
-    neg = SampledNegatives(table, torch.ones(10), k=3, embed_positives=True)
-    for kwargs in ({"symmetric": True}, {"momentum": 0.99}, {"queries_as_negatives": True}):
-        with pytest.raises(ValueError, match="embed the positives themselves"):
-            ContrastiveModel(table, table, negatives=neg, **kwargs)
+    neg = NoiseKeys(table, torch.ones(10), k=3)
+    with pytest.raises(TypeError, match="keys of its own"):
+        Chain(BatchKeys(table), neg)
+    with pytest.raises(TypeError, match="keys of its own"):
+        Chain(neg, BatchKeys(table))
+    # a sigmoid loss over anything but noise keys is refused when the model is built
+    with pytest.raises(ValueError, match="sigmoid loss over BatchKeys"):
+        ContrastiveModel([Direction(table, BatchKeys(table))], SigmoidLoss("sum"))
 
 
 def test_negative_sampling_loss_takes_the_fused_path_only_for_its_layout():
@@ -147,7 +155,7 @@ def test_negative_sampling_loss_takes_the_fused_path_only_for_its_layout():
         own_keys=own,
         own_ids=ids,
     )
-    loss = NegativeSamplingLoss("mean", negative_weight=2.0)
+    loss = SigmoidLoss("mean", negative_weight=2.0)
     expected = autograd_sgns(q, own, noise, ks.key_ids, ids, 1.0, 2.0) / 4
     assert torch.allclose(loss(q, ks, ids), expected, atol=1e-6)
     # with a logit offset the generic path runs, and gives the same numbers at offset 0
@@ -185,8 +193,8 @@ def test_groups_that_do_not_divide_the_batch_are_rejected():
 @pytest.mark.parametrize("batch", [8, 7])
 def test_sampled_negatives_share_a_draw_per_group(batch):
     table = torch.nn.Embedding(50, 3)
-    neg = SampledNegatives(table, torch.ones(50), k=5, group_size=4)
-    ks = neg(torch.randn(batch, 3), torch.arange(batch))
+    neg = NoiseKeys(table, torch.ones(50), k=5, group_size=4)
+    ks = noise_keys(neg, torch.arange(batch))
     if batch % 4 == 0:  # two groups of four: one draw each
         assert ks.keys.shape == (2, 5, 3)
         assert torch.equal(ks.keys, table(ks.key_ids))
@@ -196,7 +204,7 @@ def test_sampled_negatives_share_a_draw_per_group(batch):
         assert torch.equal(ks.key_ids[4], ks.key_ids[6])
         assert not torch.equal(ks.key_ids[3], ks.key_ids[4])
     with pytest.raises(ValueError, match="group_size"):
-        SampledNegatives(table, torch.ones(50), group_size=0)
+        NoiseKeys(table, torch.ones(50), group_size=0)
 
 
 def test_sgd_sparse_fast_path_matches_torch_sgd():
@@ -261,7 +269,6 @@ def test_row_clip_on_an_accelerator_sums_densely_to_the_same_step():
 
 def test_row_clip_bad_settings_are_refused():
     from multicon.optim import build_optimizer
-    from multicon.train import TrainConfig
 
     params = torch.nn.Embedding(3, 2, sparse=True).parameters()
     with pytest.raises(ValueError, match="row_clip must be >= 0"):
@@ -270,14 +277,14 @@ def test_row_clip_bad_settings_are_refused():
         SGD(torch.nn.Embedding(3, 2).parameters(), lr=0.1, momentum=0.9, row_clip=1.0)
     with pytest.raises(ValueError, match="option of the 'sgd' optimizer"):
         build_optimizer(torch.nn.Linear(2, 2), "adamw", 0.1, 0.0, row_clip=1.0)
-    with pytest.raises(ValueError, match="row_clip must be >= 0"):
-        TrainConfig(row_clip=-0.5)
 
 
 def test_noise_group_without_shared_negatives_is_refused():
+    from multicon import methods
     from multicon.text import Vocabulary, Word2Vec
 
     w2v = Word2Vec.from_vocab(Vocabulary(["a", "b", "c"], [3, 2, 1]), dim=4)
     with pytest.raises(ValueError, match="noise_group needs shared_negatives"):
-        w2v.contrastive_model(negative=5, noise_group=64)
-    assert w2v.contrastive_model(shared_negatives=2, noise_group=64).negatives.group_size == 64
+        methods.sgns(w2v, negative=5, noise_group=64)
+    model = methods.sgns(w2v, shared_negatives=2, noise_group=64)
+    assert model.directions[0].keys.group_size == 64

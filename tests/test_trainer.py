@@ -5,11 +5,10 @@ import torch
 
 from multicon import (
     AffineViewPairs,
-    ContrastiveModel,
-    InfoNCE,
     TrainConfig,
     Trainer,
     latest_checkpoint,
+    methods,
 )
 
 
@@ -18,7 +17,7 @@ def small_model():
     encoder = torch.nn.Sequential(
         torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16)
     )
-    return ContrastiveModel(encoder, symmetric=True, loss=InfoNCE(0.2, learnable=True))
+    return methods.clip(encoder, encoder, 0.2, learnable=True)  # one encoder, both views
 
 
 @pytest.mark.parametrize(

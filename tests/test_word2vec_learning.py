@@ -10,10 +10,10 @@ import random
 import pytest
 import torch
 
+from multicon import methods
 from multicon.data.corpus import TextCorpus, encode_corpus
 from multicon.eval.words import most_similar
-from multicon.loss import InfoNCE
-from multicon.negatives import InBatchNegatives, LogQCorrection
+from multicon.optim import SGD
 from multicon.pairs.context import ContextPairs
 from multicon.text import Vocabulary, Word2Vec
 from multicon.text.training import train_word2vec
@@ -49,7 +49,7 @@ def _topic_precision(model: Word2Vec, topn=PER_TOPIC - 1) -> float:
     return hits / total
 
 
-def _train(model, pairs, tmp_path, **config):
+def _train(model, pairs, tmp_path, optimizer_fn=None, step=None, **config):
     cfg = TrainConfig(
         output_dir=str(tmp_path),
         log_with="",
@@ -60,7 +60,7 @@ def _train(model, pairs, tmp_path, **config):
         momentum=0.0,
         **config,
     )
-    return Trainer(model, pairs, cfg).fit()
+    return Trainer(model, pairs, cfg, step=step, optimizer=optimizer_fn).fit()
 
 
 @pytest.mark.parametrize(
@@ -74,9 +74,7 @@ def test_sgns_learns_topic_neighbours(topic_corpus, tmp_path, shared_negatives, 
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
-    model = w2v.contrastive_model(
-        negative=5, shared_negatives=shared_negatives, noise_group=noise_group
-    )
+    model = methods.sgns(w2v, 5, shared_negatives=shared_negatives, noise_group=noise_group)
     result = _train(
         model,
         pairs,
@@ -96,9 +94,7 @@ def test_infonce_with_logq_corrected_in_batch_negatives_learns_the_same(topic_co
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16, sparse=False)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
-    noise = vocab.counts.double().pow(0.75)
-    negatives = LogQCorrection(InBatchNegatives(), pairs.key_frequencies(), noise)
-    model = w2v.contrastive_model(negatives=negatives, loss=InfoNCE(0.1))
+    model = methods.word2vec_infonce(w2v, 0.1, key_freq=pairs.key_frequencies())
     _train(model, pairs, tmp_path, epochs=3, batch_size=512, optimizer="adamw", lr=0.02)
     precision = _topic_precision(w2v)
     assert precision > 0.9, precision
@@ -126,8 +122,12 @@ def test_row_clip_keeps_a_large_batch_from_diverging(tmp_path, row_clip):
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
     pairs = ContextPairs(encode_corpus(text, vocab), vocab.counts, window=3, sample=0, seed=0)
-    model = w2v.contrastive_model(negative=5, shared_negatives=16, noise_group=256)
-    config = dict(epochs=5, batch_size=8192, optimizer="sgd", lr=0.025, row_clip=row_clip)
+    model = methods.sgns(w2v, 5, shared_negatives=16, noise_group=256)
+
+    def optimizer(m):  # row clipping is an option of multicon's SGD, not of the trainer
+        return SGD(m.parameters(), lr=0.025, momentum=0.0, row_clip=row_clip)
+
+    config = dict(epochs=5, batch_size=8192, optimizer="sgd", lr=0.025, optimizer_fn=optimizer)
     if not row_clip:
         with pytest.raises(NonFiniteLossError):
             _train(model, pairs, tmp_path / "run", **config)

@@ -97,9 +97,9 @@ def output_dim(encoder: nn.Module) -> int | None:
     if isinstance(inner, nn.Module) and getattr(encoder, "is_ema_copy", False):
         encoder = inner
     for name in ("out_dim", "embed_dim", "embedding_dim"):
-        value = getattr(encoder, name, None)
-        if isinstance(value, int):
-            return value
+        if name in vars(encoder) or hasattr(type(encoder), name):
+            value = getattr(encoder, name)
+            return value if isinstance(value, int) else None  # None: it does not say
     if isinstance(encoder, nn.Linear):
         return encoder.out_features
     weight = getattr(encoder, "weight", None)

@@ -51,6 +51,17 @@ class Chain(KeySource):
                 )
         if isinstance(first, OtherQueries) or not rest:
             raise ValueError("a Chain needs a first source with the positives, then more sources")
+        from multicon.keys.batch import BatchKeys
+        from multicon.keys.feature_queue import FeatureQueue
+
+        for source in rest:  # a feature queue re-projects with its tower: the batch's key tower
+            if isinstance(source, FeatureQueue) and not (
+                isinstance(first, BatchKeys) and first.encoder is source.tower
+            ):
+                raise ValueError(
+                    "a FeatureQueue must follow BatchKeys over its own tower: it holds that "
+                    "tower's features, scored as the same direction's keys"
+                )
         self.sources = torch.nn.ModuleList([first, *rest])
 
     def check_batch(self, global_batch: int) -> None:
