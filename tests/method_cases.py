@@ -3,8 +3,9 @@
 Each case is encoders, three batches and a learning rate; `run` trains a model three plain-SGD
 steps on them and records the loss and the gradient of every named parameter at each step.
 The reference values in ``tests/method_references.json`` were recorded from the engine before
-the redesign (the flag-built ``ContrastiveModel``, commit 7dc94b4), so each named method is held
-to the composition it replaced.
+the redesign (the flag-built ``ContrastiveModel`` of commit 7dc94b4, by
+``tests/make_method_references.py`` in the commit that added this file), so each named method
+is held to the composition it replaced.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Each named method equals the flag-built engine it replaced: the same loss and gradients, in
 float64, over three SGD steps (queues filling, momentum encoders moving). The reference values
-were recorded from that engine (tests/make_method_references.py at the commit that added them)."""
+were recorded from that engine (see tests/method_cases.py)."""
 
 import json
 from pathlib import Path

@@ -43,7 +43,7 @@ class Tower(nn.Module, ABC):
         self.projection = nn.Linear(feature_dim, embed_dim, bias=False)
         self.frozen = False
         self.feature_memo = FeatureMemo()
-        self.momentum_shared = (self.feature_memo,)  # see multicon.momentum.shared_with_copy
+        self.momentum_shared = (self.feature_memo,)  # see multicon.keys.momentum.shared_with_copy
         if frozen:
             self.freeze()
 
