@@ -206,3 +206,58 @@ def test_trainer_on_two_processes_gives_one_process_parameters(negatives):
         assert a.keys() == b.keys()
         for name in a:
             assert torch.allclose(a[name].float(), b[name].float(), atol=1e-5), name
+
+
+def _word2vec_train(out_dir: str, batch_size: int) -> int:
+    """The torch kernel's SGNS (a loss summed over pairs), plain SGD, one shared noise draw a
+    step (the same draw on every rank: the same seed), on a small corpus."""
+    from multicon.data.corpus import TextCorpus, encode_corpus
+    from multicon.pairs.context import ContextPairs
+    from multicon.text import Vocabulary, Word2Vec
+
+    path = f"{out_dir}/corpus.txt"
+    words = [f"w{(i * 7) % 23}" for i in range(600)]
+    with open(path, "w") as f:
+        f.write("\n".join(" ".join(words[i : i + 12]) for i in range(0, 600, 12)))
+    corpus = TextCorpus.from_file(path)
+    vocab = Vocabulary.build(corpus, min_count=1)
+    torch.manual_seed(0)
+    w2v = Word2Vec.from_vocab(vocab, dim=8, sparse=False)  # DDP all-reduces dense gradients
+    with torch.no_grad():
+        w2v.output_embeddings.weight.normal_(0, 0.1)
+    pairs = ContextPairs(encode_corpus(corpus, vocab), vocab.counts, window=2, sample=0, seed=0)
+    model = methods.sgns(w2v, 5, shared_negatives=4, noise_group=None)
+    config = TrainConfig(
+        output_dir=f"{out_dir}/run", max_steps=6, batch_size=batch_size, optimizer="sgd",
+        lr=0.025, momentum=0.0, weight_decay=0.0, schedule="constant", log_every=2,
+        log_with="", progress_bar=False, eval_every=0,
+    )  # fmt: skip
+    trainer = Trainer(model, pairs, config)
+    result = trainer.fit()
+    if trainer.accelerator.is_main_process:
+        torch.save(
+            {
+                "state": w2v.state_dict(),
+                "losses": [h["loss"] for h in result.history if "loss" in h],
+            },
+            f"{out_dir}/final.pt",
+        )
+    return trainer.accelerator.num_processes
+
+
+def _word2vec_worker(rank: int, out_dir: str) -> None:
+    if _word2vec_train(out_dir, batch_size=32) != 2:
+        raise RuntimeError("accelerate did not start two processes")
+
+
+def test_a_summed_loss_steps_the_same_on_two_processes_as_on_one():
+    """word2vec's SGNS sums its loss over pairs; DDP averages gradients, so without scaling two
+    processes take half-size steps. The step scales a summed loss by the number of processes,
+    and the logged loss is the sum over processes."""
+    with tempfile.TemporaryDirectory() as one, tempfile.TemporaryDirectory() as two:
+        _word2vec_train(one, batch_size=64)
+        run_two_processes(_word2vec_worker, two)
+        a, b = torch.load(f"{one}/final.pt"), torch.load(f"{two}/final.pt")
+        assert a["losses"] == pytest.approx(b["losses"], rel=1e-5)
+        for name in a["state"]:
+            assert torch.allclose(a["state"][name], b["state"][name], atol=1e-6), name

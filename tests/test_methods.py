@@ -63,3 +63,83 @@ def test_method_equals_the_composition_it_replaced(case, float64):
             assert torch.allclose(
                 torch.tensor(have["grads"][name]), torch.tensor(g), rtol=1e-9, atol=1e-12
             ), (case, step, name)
+
+
+def _frozen_linear():
+    return torch.nn.Linear(4, 3).requires_grad_(False)
+
+
+def _bad_combinations():
+    from multicon import BatchKeys, Chain, ContrastiveModel, Direction, OtherQueries, SigmoidLoss
+    from multicon.keys import MomentumEncoder
+
+    enc, table = torch.nn.Linear(4, 3), torch.nn.Embedding(10, 3)
+    return {
+        "queue dim": (
+            lambda: methods.moco_v2(enc, queue_size=8, dim=5),
+            ValueError,
+            "dim 5 does not match the fill encoder's output size 3",
+        ),
+        "negative queue": (lambda: methods.moco_v2(enc, -1, 3), ValueError, "queue_size"),
+        "momentum on a locked tower": (
+            lambda: MomentumEncoder(_frozen_linear()),
+            ValueError,
+            "momentum: the encoder has no trainable parameters",
+        ),
+        "towers of two sizes": (
+            lambda: methods.albef(enc, torch.nn.Linear(5, 4), 8, 3),
+            ValueError,
+            "embed to 3 and 4",
+        ),
+        "feature queue on trained towers": (
+            lambda: methods.clip_feature_queue(enc, torch.nn.Linear(5, 3), 8),
+            ValueError,
+            "needs a locked tower",
+        ),
+        "distill without a teacher": (
+            lambda: methods.albef(enc, torch.nn.Linear(5, 3), 8, 3, momentum=None),
+            ValueError,
+            "distill needs momentum towers",
+        ),
+        "not a key source": (lambda: Direction(enc, enc), TypeError, "keys must be a KeySource"),
+        "not a loss": (
+            lambda: ContrastiveModel([Direction(enc, BatchKeys(enc))], torch.nn.MSELoss()),
+            TypeError,
+            "loss must be InfoNCE or SigmoidLoss",
+        ),
+        "sigmoid over in-batch keys": (
+            lambda: ContrastiveModel([Direction(table, BatchKeys(table))], SigmoidLoss("sum")),
+            ValueError,
+            "does not learn",
+        ),
+        "queries first in a chain": (
+            lambda: Chain(OtherQueries(), BatchKeys(enc)),
+            ValueError,
+            "first source with the positives",
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_combinations()))
+def test_bad_combinations_are_refused_when_the_model_is_built(case):
+    build, error, message = _bad_combinations()[case]
+    with pytest.raises(error, match=message):
+        build()
+
+
+def test_a_queue_smaller_than_the_global_batch_is_refused_before_training(tmp_path):
+    from multicon import AffineViewPairs, TrainConfig, Trainer
+
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    model = methods.moco_v2(encoder, queue_size=8, dim=3)
+    config = TrainConfig(output_dir=str(tmp_path), batch_size=16, log_with="", progress_bar=False)
+    with pytest.raises(ValueError, match="queue_size 8 is smaller than the global batch of 16"):
+        Trainer(model, AffineViewPairs(torch.rand(64, 1, 8, 8)), config)
+    assert not (tmp_path / "checkpoints").exists()  # refused before any work
+
+
+def test_each_method_declares_its_reduction():
+    from method_cases import encoders as make
+
+    assert methods.simclr(torch.nn.Linear(4, 3)).reduction == "mean"
+    assert methods.sgns(make("w2v_sgns")["w2v"]).reduction == "sum"
