@@ -1,8 +1,9 @@
 """tools/bench_word2vec.py runs gensim and multicon on one corpus and reports every round."""
 
 import json
+import subprocess
 
-from test_custom_generator import load_tool
+from test_custom_generator import ROOT, load_tool
 from test_word2vec_learning import _write_corpus
 
 
@@ -25,6 +26,10 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
         ]
     )
     assert json.loads(out.read_text()) == report
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True)
+    if head.returncode == 0:  # a git checkout: the record names the commit it ran from
+        assert report["code"]["commit"] == head.stdout.decode().strip()
+        assert isinstance(report["code"]["dirty"], bool)
     rounds = report["repeats"]
     assert len(rounds["gensim_words_per_second"]) == len(rounds["multicon_words_per_second"]) == 2
     assert all(w > 0 for w in rounds["multicon_words_per_second"])
@@ -33,6 +38,25 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
     for side in ("gensim", "multicon"):
         assert report[side]["vocab_size"] == 104  # 20 topics x 5 words + 4 function words
         assert report[side]["analogy_answered"] == 1
+
+
+def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):
+    code_version = load_tool("bench_word2vec").code_version
+    assert code_version(tmp_path) == {"commit": None, "dirty": None}  # not a git checkout
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    git("add", "a.py")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "a")
+    (tmp_path / "untracked.json").write_text("{}")  # a run's output is not a code change
+    assert code_version(tmp_path) == {"commit": git("rev-parse", "HEAD"), "dirty": False}
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == {"commit": git("rev-parse", "HEAD"), "dirty": True}
 
 
 def test_gpu_concurrency_simulation_reports_both_ways_of_writing(tmp_path):

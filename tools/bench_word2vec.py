@@ -72,6 +72,28 @@ class BenchArgs:
     )
 
 
+def code_version(root: str | Path = ROOT) -> dict:
+    """The git commit the benchmark runs from, and whether tracked files differ from it.
+
+    A record names the code that made it; a dirty tree means that commit alone does not
+    reproduce it. Outside a git checkout (or without git) both are None.
+    """
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
+        )
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except FileNotFoundError:  # no git on this machine
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0 or status.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
 def scores(vectors: torch.Tensor, vocab: Vocabulary, ev) -> dict[str, float]:
     r = evaluate_analogies(vectors, vocab, ev.analogies, restrict_vocab=ev.restrict_vocab)
     out = {"analogy": r.accuracy, "analogy_answered": r.answered, "analogy_oov": r.oov}
@@ -260,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
             [*([f"THP_MEM_ALLOC_ENABLE={THP_GIVEN}"] if THP_GIVEN is not None else []), "python"]
             + sys.argv
         ),
+        "code": code_version(),
         "corpus": asdict(data),
         "settings": {**asdict(w2v_args), **asdict(bench)},
         "torch_threads": w2v_args.threads or torch.get_num_threads(),
