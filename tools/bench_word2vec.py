@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -52,9 +52,6 @@ class BenchArgs:
     out: str = field(default="", metadata={"help": "Also write the JSON here."})
     batch_size: int = field(default=8192, metadata={"help": "multicon pairs per step."})
     lr: float = field(default=0.025, metadata={"help": "Initial learning rate (both)."})
-    row_clip: float = field(
-        default=0.0, metadata={"help": "multicon: cap on each row's step / its norm (0: off)."}
-    )
     workers: int = field(default=2, metadata={"help": "gensim worker threads."})
     epochs: int = 3
     seed: int = 0
@@ -125,7 +122,6 @@ def run_hogwild(tmp: str, data, w2v, ev, bench: BenchArgs) -> dict:
     tables (``--hogwild``), each given ``threads`` torch threads; rank 0's report."""
     config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
     flags = {**asdict(data), **asdict(w2v), **asdict(ev), **asdict(config), "hogwild": True}
-    flags["row_clip"] = bench.row_clip
     argv = [f"--{k}={v}" for k, v in flags.items() if not isinstance(v, list | dict)]
     command = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(bench.processes)),
@@ -192,7 +188,7 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     encoded = encode_corpus(corpus, vocab)
     pairs = ContextPairs(encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample)
     n = min(bench.overhead_steps, pairs.num_batches(bench.batch_size) // 2)
-    kernel = recipe.resolve_kernel(w2v_args.kernel, replace(w2v_args, row_clip=bench.row_clip))
+    kernel = recipe.resolve_kernel(w2v_args.kernel, w2v_args)
 
     def model():
         """(what the trainer trains, the step that trains it)"""
@@ -210,7 +206,7 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
 
     def bare(steps: int) -> float:
         m, fused = model()
-        opt = SGD(m.parameters(), lr=bench.lr, momentum=0.0, row_clip=bench.row_clip)
+        opt = SGD(m.parameters(), lr=bench.lr, momentum=0.0, row_clip=w2v_args.row_clip)
         batches = pairs.batches(bench.batch_size, epoch=0, device="cpu")
         start = time.perf_counter()
         for _, batch in zip(range(steps), batches, strict=False):
@@ -229,10 +225,10 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
             config = word2vec_config(tmp, bench, max_steps=steps)
             m, fused = model()
             optimizer = None
-            if bench.row_clip:
+            if w2v_args.row_clip:
 
                 def optimizer(module):
-                    clip = bench.row_clip
+                    clip = w2v_args.row_clip
                     return SGD(module.parameters(), lr=bench.lr, momentum=0.0, row_clip=clip)
 
             t = Trainer(m, pairs, config, step=fused, optimizer=optimizer)
