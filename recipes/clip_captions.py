@@ -22,12 +22,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
-from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
+from multicon.data.caption_sources import caption_pairs, open_captions
+from multicon.data.caption_stream import CaptionShardStream
+from multicon.data.captions import CaptionCorpus, load_caption_dataset
 from multicon.encoders.dual_args import (
     DualEncoderArgs,
     build_contrastive_model,
@@ -37,15 +40,33 @@ from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
-from multicon.pairs.captions import CaptionPairs
 
 FLICKR = "../shared/data/flickr8k-1k"
 
 
 @dataclass
 class DataArgs:
-    train_jsonl: str = field(default=f"{FLICKR}/train.jsonl", metadata={"help": "Train lines."})
-    test_jsonl: str = field(default=f"{FLICKR}/test.jsonl", metadata={"help": "Test lines."})
+    train_data: str = field(
+        default=f"{FLICKR}/train.jsonl",
+        metadata={
+            "help": "Training captions: a .csv/.tsv table, a .jsonl file, a folder of images "
+            "with .txt captions, or tar shards ('shard-{0000..0099}.tar', streamed)."
+        },
+    )
+    test_data: str = field(
+        default=f"{FLICKR}/test.jsonl",
+        metadata={"help": "Test captions: any form of --train_data (shards are indexed)."},
+    )
+    train_jsonl: str = field(default="", metadata={"help": "Older name of --train_data."})
+    test_jsonl: str = field(default="", metadata={"help": "Older name of --test_data."})
+    on_error: Literal["skip", "raise"] = field(
+        default="skip",
+        metadata={"help": "A bad record (missing/unreadable image, no caption): skip and count, "
+                  "or raise naming its file and line/key."},
+    )  # fmt: skip
+    shuffle_buffer: int = field(
+        default=1000, metadata={"help": "Samples in each shard reader's shuffle buffer."}
+    )
     dataset: str = field(
         default="",
         metadata={"help": "A `datasets` source instead of JSON lines: Hub name, 'parquet', ..."},
@@ -68,9 +89,27 @@ class DataArgs:
     zero_shot_limit: int = field(default=0, metadata={"help": "First N images only (0: all)."})
 
 
-def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
+def data_path(data: DataArgs, split: str) -> str:
+    """--{split}_data, or its older name --{split}_jsonl."""
+    new, old = getattr(data, f"{split}_data"), getattr(data, f"{split}_jsonl")
+    default = DataArgs.__dataclass_fields__[f"{split}_data"].default
+    if old and new not in (default, old):
+        raise ValueError(f"give --{split}_data or its older name --{split}_jsonl, not both")
+    return old or new
+
+
+def load_corpora(data: DataArgs) -> tuple[CaptionCorpus | CaptionShardStream, CaptionCorpus]:
+    """The training corpus (tar shards are streamed) and the test corpus."""
     if not data.dataset:
-        return CaptionFolder(data.train_jsonl), CaptionFolder(data.test_jsonl)
+        kwargs = {
+            "image_column": data.image_column,
+            "caption_columns": data.caption_columns,
+            "on_error": data.on_error,
+        }
+        return (
+            open_captions(data_path(data, "train"), stream=True, **kwargs),
+            open_captions(data_path(data, "test"), **kwargs),
+        )
     kwargs = {"data_dir": data.data_dir} if data.data_dir else {}
     return tuple(
         load_caption_dataset(
@@ -78,6 +117,7 @@ def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
             split=split,
             image_column=data.image_column,
             caption_columns=data.caption_columns,
+            on_error=data.on_error,
             **kwargs,
         )
         for split in (data.train_split, data.test_split)
@@ -179,12 +219,17 @@ def main(argv: list[str] | None = None) -> dict:
     data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
+    if margs.false_negative_threshold and isinstance(train, CaptionShardStream):
+        raise ValueError("--false_negative_threshold needs every caption up front: not on shards")
     model = build_model(margs, train, data.max_length, Path(config.output_dir) / "tokenizer")
-    pairs = CaptionPairs(
+    pairs = caption_pairs(
         train,
         model.tokenizer,
         transform=model.image_transform(train=True),
         max_length=data.max_length,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        shuffle_buffer=data.shuffle_buffer,
     )
     if margs.false_negative_threshold:
         if not margs.text_model:
@@ -218,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         model,
         model_name="clip-captions" if margs.queue_size == 0 else "clip-captions-queue",
         method_tags=method_tags(margs),
-        datasets=[data.dataset or Path(data.train_jsonl).parent.name],
+        datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
         metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
         task="image-text-retrieval",
         hyperparameters=[data, margs, config],
