@@ -69,7 +69,7 @@ class DataArgs:
     )
     dataset: str = field(
         default="",
-        metadata={"help": "A `datasets` source instead of JSON lines: Hub name, 'parquet', ..."},
+        metadata={"help": "A `datasets` source instead of --train_data: Hub name, 'parquet', ..."},
     )
     data_dir: str = field(default="", metadata={"help": "data_dir for --dataset."})
     train_split: str = "train"
