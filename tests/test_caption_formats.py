@@ -368,6 +368,11 @@ def test_recipe_trains_on_a_csv(tmp_path):
                          "--image_column", "path")  # fmt: skip
     assert summary["steps"] == 2 and summary["train_images"] == 10
     assert summary["test_captions"] == 10
+    recipe = load_script("recipes/clip_captions.py")
+    older = recipe.DataArgs(train_jsonl="old.jsonl")
+    assert recipe.data_path(older, "train") == "old.jsonl"
+    with pytest.raises(ValueError, match="give --train_data or its older name --train_jsonl"):
+        recipe.data_path(recipe.DataArgs(train_data="a.csv", train_jsonl="b.jsonl"), "train")
 
 
 def test_recipe_streams_shards_and_evaluates_on_indexed_shards(tmp_path):

@@ -110,9 +110,9 @@ def _open_tar(path: Path, mode: str) -> tarfile.TarFile:
 
 def iter_samples(path: Path, *, read_images: bool = True) -> Iterator[Sample]:
     """The samples of one shard, in order, read sequentially. With ``read_images=False`` the
-    image members are skipped (recorded with empty bytes): a cheap pass for the captions."""
+    image members are seeked over (recorded with empty bytes): a cheap pass for the captions."""
     wanted = CAPTION_EXTENSIONS + (IMAGE_EXTENSIONS if read_images else ())
-    with _open_tar(path, "r|") as tar:
+    with _open_tar(path, "r:") as tar:
         current: Sample | None = None
         try:
             for member in tar:
