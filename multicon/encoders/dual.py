@@ -52,6 +52,8 @@ class DualEncoder(
         image_tower: ``{"kind": "resnet", "arch", "cifar_stem", "norm"}`` or
             ``{"kind": "vit", "config": <transformers config dict>, "pooling"}``.
         text_tower: ``{"config": <transformers config dict>, "pooling": "mean"|"cls"}``.
+            Either tower spec may add ``"pretrained": <folder or Hub id>`` to start from those
+            weights; config.json then records the backbone's own config, never the path.
         embed_dim: shared embedding size.
         image_size: side of the square images the image tower sees.
         freeze_image, freeze_text: lock that tower's backbone (locked-image/text tuning).
@@ -59,7 +61,9 @@ class DualEncoder(
         learn_temperature: learn the temperature (CLIP); ``False`` keeps it fixed.
 
     Build one with pretrained parts through `create`; reload a saved one with
-    ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``).
+    ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``), which
+    reads only that folder and runs no code from it (a ``pretrained`` entry in its config.json
+    is ignored with a warning).
 
     Example:
         >>> bert = {"model_type": "bert", "vocab_size": 64, "hidden_size": 32,
