@@ -295,13 +295,14 @@ class DualEncoder(
         # model.safetensors, never from a path or Hub id that config.json names.
         for key in ("image_tower", "text_tower"):
             spec = config.get(key)
-            if isinstance(spec, dict) and "pretrained" in spec:
+            if isinstance(spec, dict) and spec.get("pretrained") is not None:
                 logger.warning(
                     "ignored %s 'pretrained' %r in %s: a saved model loads its own weights only",
                     key,
                     spec["pretrained"],
                     folder / "config.json",
                 )
+            if isinstance(spec, dict) and "pretrained" in spec:
                 config[key] = {k: v for k, v in spec.items() if k != "pretrained"}
         model = cls(**config)
         if (folder / "tokenizer_config.json").exists():
