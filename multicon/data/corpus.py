@@ -52,10 +52,9 @@ def whitespace_words(text: str) -> list[str]:
 
 def transformers_tokenizer(name_or_path: str) -> Tokenizer:
     """A tokenizer from `transformers` (a Hub name or a local folder) as ``str -> list[str]``."""
-    from transformers import AutoTokenizer
+    from multicon.encoders.tokenization import auto_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(name_or_path)
-    return tok.tokenize
+    return auto_tokenizer(name_or_path).tokenize
 
 
 def sentencepiece_tokenizer(model_file: str | Path) -> Tokenizer:

@@ -3,7 +3,8 @@
 Small datasets (CIFAR-10 is 150 MB as uint8) are decoded once and can then live on the training
 device, where `multicon.pairs.DeviceViewPairs` makes views without CPU workers. Three sources:
 
-* `load_cifar`: CIFAR-10/100 through torchvision (a local root; download only when asked);
+* `load_cifar`: CIFAR-10/100's python pickles (a local root; download only when asked), read by
+  an unpickler that builds only arrays, lists, dicts and text: other pickles are refused;
 * `load_hf_images`: anything `datasets` reads: a local folder of parquet files in the Hub layout
   (e.g. ``../shared/data/cifar10``: columns ``img {bytes, path}``, ``label``), a Hub name when
   online, or a loaded `datasets.Dataset`;
@@ -15,8 +16,11 @@ skipped and counted in `ImageData.skipped` (``on_error="skip"``).
 
 from __future__ import annotations
 
+import builtins
+import importlib
 import io
 import os
+import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,7 +176,7 @@ def stack_images(
     )
 
 
-# -- torchvision CIFAR ----------------------------------------------------------------------------
+# -- CIFAR python pickles -------------------------------------------------------------------------
 def load_cifar(
     root: str | os.PathLike,
     name: Literal["cifar10", "cifar100"] = "cifar10",
@@ -180,10 +184,13 @@ def load_cifar(
     *,
     download: bool = False,
 ) -> ImageData:
-    """CIFAR-10/100 from the python pickles under ``root`` via torchvision.
+    """CIFAR-10/100 from the python pickles under ``root`` (torchvision's file layout).
 
-    Files are checked for presence (not for the official checksums, so re-packed or sub-sampled
-    copies in the same format load too); ``download=True`` fetches the official archive.
+    Each file is unpickled by `read_cifar_pickle`, which builds only what CIFAR batches hold
+    (numpy arrays, lists, dicts, strings, bytes) and refuses anything else, so a crafted file
+    runs no code. Files are checked for presence (not for the official checksums, so re-packed
+    or sub-sampled copies in the same format load too); ``download=True`` fetches the official
+    archive (checksummed) through torchvision.
     """
     import torchvision
 
@@ -192,33 +199,128 @@ def load_cifar(
     classes = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
     if name not in classes:
         raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
-
     cls = classes[name]
-
-    def present(root: str | os.PathLike) -> bool:
-        folder = Path(root) / cls.base_folder
-        names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        return all((folder / f).is_file() for f in names)
-
-    class _Present(cls):  # md5 None: torchvision then checks presence only (see docstring)
-        train_list = [[f, None] for f, _ in cls.train_list]
-        test_list = [[f, None] for f, _ in cls.test_list]
-        meta = {**cls.meta, "md5": None}
-
     root = Path(root).expanduser()
     folder = root / cls.base_folder
-    if not download and not present(root):
+    batches = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
+    needed = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    if download and not all((folder / f).is_file() for f in needed):
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    if not all((folder / f).is_file() for f in needed):
         raise FileNotFoundError(
             f"no {name} python pickles in {folder} (expected "
             f"{', '.join(f for f, _ in cls.train_list + cls.test_list)}); "
             "pass download=True to fetch them"
         )
+    data, labels = [], []
+    for file in batches:
+        path = folder / file
+        entry = read_cifar_pickle(path)
+        try:
+            rows = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            targets = entry["labels"] if "labels" in entry else entry["fine_labels"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path} is not a CIFAR batch (a dict with 'data' of N x 3072 bytes and "
+                f"'labels' or 'fine_labels'): {err!r}"
+            ) from None
+        if len(targets) != len(rows):
+            raise ValueError(f"{path} has {len(rows)} images but {len(targets)} labels")
+        data.append(rows)
+        labels += list(targets)
+    meta_path = folder / cls.meta["filename"]
+    meta = read_cifar_pickle(meta_path)
+    if cls.meta["key"] not in meta:
+        raise ValueError(f"{meta_path} has no {cls.meta['key']!r} (the class names)")
+    images = torch.from_numpy(np.ascontiguousarray(np.concatenate(data)))
+    return ImageData(images, torch.tensor(labels, dtype=torch.long), list(meta[cls.meta["key"]]))
+
+
+# What CIFAR's pickles may name: numpy's array and scalar reconstruction (under numpy 1's and
+# numpy 2's module names) and the builtins of plain data. Pickles name other callables to run
+# them: refused.
+_NUMPY_CORE = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
+_PLAIN_BUILTINS = ("list", "dict", "tuple", "bytes", "bytearray", "str", "int", "float", "bool")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def __init__(self, file) -> None:
+        super().__init__(file, encoding="latin1")  # the official files were pickled by Python 2
+
+    def find_class(self, module: str, name: str) -> Any:
+        package, _, submodule = module.rpartition(".")
+        if package in ("numpy.core", "numpy._core") and (submodule, name) in _NUMPY_CORE:
+            return _numpy_core(submodule, name)
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocol 2 pickles
+            return _latin1_encode
+        if module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS:
+            return getattr(builtins, name)
+        raise _Refused(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Refused(f"persistent id {pid!r}")
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+def _numpy_core(submodule: str, name: str) -> Any:
+    try:  # numpy 2 (numpy.core is its deprecated alias)
+        return getattr(importlib.import_module(f"numpy._core.{submodule}"), name)
+    except ImportError:  # numpy 1
+        return getattr(importlib.import_module(f"numpy.core.{submodule}"), name)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol 2 pickles use it for bytes; no other codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+def read_cifar_pickle(path: str | os.PathLike) -> dict[str, Any]:
+    """Unpickle one CIFAR python file (a batch or the meta file) into its dict, safely.
+
+    Only what CIFAR files hold is built: numpy arrays and scalars, lists, dicts, strings, bytes
+    and numbers. Any other global a pickle names (a function it would call, a class it would
+    build) is refused with a `ValueError` naming the file and the global; nothing runs.
+
+    Example:
+        >>> import os, pickle, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "test_batch")
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump({"data": np.zeros((1, 3072), np.uint8), "labels": [3]}, f)
+        >>> read_cifar_pickle(path)["labels"]
+        [3]
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump({"labels": [print]}, f)
+        >>> read_cifar_pickle(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: refused to unpickle .../test_batch: it names builtins.print, and a CIFAR ...
+        >>> os.remove(path); os.rmdir(os.path.dirname(path))
+    """
+    path = Path(path)
     try:
-        ds = _Present(str(root), train=split == "train", download=download)
-    except Exception as err:  # torchvision unpickles; name the folder on failure
-        raise ValueError(f"cannot read {name} pickles in {folder}: {err}") from err
-    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-    return ImageData(images, torch.tensor(ds.targets), list(ds.classes))
+        with open(path, "rb") as file:
+            content = _CifarUnpickler(file).load()
+    except _Refused as refused:
+        raise ValueError(
+            f"refused to unpickle {path}: it names {refused}, and a CIFAR file holds only numpy "
+            "arrays, lists, dicts, strings and bytes (other pickles are never loaded)"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as err:
+        raise ValueError(f"{path} is not a CIFAR python pickle: {err!r}") from None
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"{path} is not a CIFAR file: it holds a {type(content).__name__}, not a dict"
+        )
+    return content
 
 
 # -- datasets (parquet / Hub) ---------------------------------------------------------------------

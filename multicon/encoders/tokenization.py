@@ -8,9 +8,42 @@ loads it back with no sentencepiece model file.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+
+def auto_tokenizer(name_or_path: str | Path):
+    """``AutoTokenizer.from_pretrained`` that never runs a repository's code.
+
+    transformers is told ``trust_remote_code=False`` (so it neither asks nor imports), and a
+    local ``tokenizer_config.json`` that names custom classes (``auto_map``) is refused with a
+    `ValueError` naming the file.
+
+    Example:
+        >>> tok = train_sentencepiece_tokenizer(["a red square", "a blue circle"] * 20,
+        ...                                     vocab_size=30, max_length=8)
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = tok.save_pretrained(d)
+        ...     auto_tokenizer(d)("a red circle")["input_ids"] == tok("a red circle")["input_ids"]
+        True
+    """
+    from transformers import AutoTokenizer
+
+    config = Path(name_or_path) / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map")
+        except (ValueError, AttributeError) as err:
+            raise ValueError(f"{config} is not a JSON object: {err}") from None
+        if auto_map:
+            raise ValueError(
+                f"{config} asks to run code (auto_map {auto_map!r}); multicon never runs code "
+                "from a model folder: use a tokenizer that transformers itself provides"
+            )
+    return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
 
 
 def load_tokenizer(name_or_path: str | Path, *, max_length: int | None = None):
@@ -25,12 +58,10 @@ def load_tokenizer(name_or_path: str | Path, *, max_length: int | None = None):
         ...     load_tokenizer(d)("a red circle")["input_ids"] == tok("a red circle")["input_ids"]
         True
     """
-    from transformers import AutoTokenizer
-
     path = Path(name_or_path)
     if str(name_or_path).startswith((".", "/")) and not path.exists():
         raise FileNotFoundError(f"tokenizer folder {path} does not exist")
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    tokenizer = auto_tokenizer(name_or_path)
     if max_length is not None:
         tokenizer.model_max_length = max_length
     if tokenizer.pad_token is None:

@@ -17,8 +17,13 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 CARD_NAME = "README.md"
-# Hyperparameter names whose values are never written (tokens passed as recipe flags).
-_SECRET_NAME = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
+# Names whose values are never written, at any depth (a token passed as a recipe flag, an auth
+# header in a nested config): anything that looks like a credential. "tokenizer" is not one.
+_SECRET_NAME = re.compile(
+    r"token(?!i[sz])|auth|secret|passw|passphrase|credential|cookie|bearer"
+    r"|(api|access|private|secret|signing)[_-]?key",
+    re.IGNORECASE,
+)
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -192,11 +197,12 @@ def _public_module(cls: type) -> str:
 
 
 def public_hyperparameters(hyperparameters: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """Flatten a mapping, dataclass or list of them into ``{name: value}``, dropping secrets.
+    """Flatten a mapping, dataclass or list of them into ``{name: value}``, dropping every name
+    that looks like a credential (token, auth, password, secret, api_key ...), nested ones too.
 
     Example:
-        >>> public_hyperparameters({"lr": 0.1, "hub_token": "hf_x"})
-        {'lr': 0.1}
+        >>> public_hyperparameters({"lr": 0.1, "hub_token": "hf_x", "hub": {"Authorization": "x"}})
+        {'lr': 0.1, 'hub': {}}
     """
     if hyperparameters is None:
         return {}
@@ -212,7 +218,21 @@ def public_hyperparameters(hyperparameters: Mapping[str, Any] | Any) -> dict[str
             "hyperparameters must be a mapping, a dataclass or a list of them, got "
             f"{type(hyperparameters).__name__}"
         )
-    return {str(k): v for k, v in hyperparameters.items() if not _SECRET_NAME.search(str(k))}
+    return _without_secrets(hyperparameters)
+
+
+def _without_secrets(value: Any) -> Any:
+    """``value`` with every credential-looking key dropped from its mappings, at any depth."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {
+            str(k): _without_secrets(v) for k, v in value.items() if not _SECRET_NAME.search(str(k))
+        }
+    if isinstance(value, list | tuple):
+        kept = [_without_secrets(v) for v in value]
+        return kept if isinstance(value, list) else tuple(kept)
+    return value
 
 
 def _eval_results(
