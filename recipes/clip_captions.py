@@ -67,6 +67,16 @@ class DataArgs:
     zero_shot_label_column: str = "label"
     zero_shot_limit: int = field(default=0, metadata={"help": "First N images only (0: all)."})
 
+    def __post_init__(self) -> None:
+        if self.max_length < 3:
+            raise ValueError(
+                "--max_length must be at least 3 (a start token, an end token and one word), "
+                f"got {self.max_length}"
+            )
+        for name in ("show_images", "zero_shot_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+
 
 def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
     if not data.dataset:
