@@ -8,6 +8,7 @@ page); the body has a usage snippet, the training hyperparameters and the result
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -230,6 +231,8 @@ def _eval_results(
         for name, value in metrics.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise TypeError(f"metric {name!r} must be a number, got {value!r}")
+            if not math.isfinite(value):  # NaN in the card's YAML reads as a measured value
+                raise ValueError(f"metric {name!r} is {value}: leave out what was not measured")
             results.append(
                 EvalResult(
                     task_type=task,
