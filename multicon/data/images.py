@@ -26,6 +26,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from multicon.data.parquet import check_parquet_files
+
 OnError = Literal["raise", "skip"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 #: PIL modes converted to RGB; others (16-bit, float) have no faithful 8-bit RGB form.
@@ -261,6 +263,8 @@ def load_hf_images(
         if path.is_dir():
             files = sorted(p.suffix for p in path.rglob("*") if p.is_file())
             builder = "parquet" if ".parquet" in files else "imagefolder"
+            if builder == "parquet":
+                check_parquet_files(path)
             ds = datasets.load_dataset(builder, data_dir=str(path), split=split)
             where = str(path)
         elif path.exists():
