@@ -136,9 +136,10 @@ class Trainer:
         ...             x = self.x[idx].to(device)
         ...             yield PairBatch(x + 0.05 * torch.randn_like(x), x, idx.to(device))
         >>> model = ContrastiveModel(torch.nn.Linear(8, 4), symmetric=True)
-        >>> cfg = TrainConfig(output_dir=tempfile.mkdtemp(), epochs=2, batch_size=16,
-        ...                   log_with="", progress_bar=False)
-        >>> Trainer(model, Jitter(torch.randn(64, 8)), cfg).fit().global_step
+        >>> with tempfile.TemporaryDirectory() as out:
+        ...     cfg = TrainConfig(output_dir=out, epochs=2, batch_size=16, log_with="",
+        ...                       progress_bar=False)
+        ...     Trainer(model, Jitter(torch.randn(64, 8)), cfg).fit().global_step
         8
     """
 

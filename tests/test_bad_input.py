@@ -437,4 +437,6 @@ def test_doctest_examples_remove_their_temporary_files(tmp_path, monkeypatch, na
     for test in finder.find(module):
         runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # torch.compile's cache (one per user, reused by every run) is not an example's leftover
+    left = [p.name for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")]
+    assert left == []

@@ -93,7 +93,8 @@ class CaptionFolder(CaptionCorpus):
         >>> import json, tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> Image.new("RGB", (8, 8), "red").save(d / "a.png")
         >>> lines = [{"image": "a.png", "captions": ["red", " "]},
         ...          {"image": "gone.png", "captions": ["x"]}]
@@ -101,6 +102,7 @@ class CaptionFolder(CaptionCorpus):
         >>> corpus = CaptionFolder(d / "train.jsonl")
         >>> len(corpus), corpus.captions, dict(corpus.skipped)
         (1, [['red']], {'empty_caption': 1, 'missing_image': 1})
+        >>> tmp.cleanup()
     """
 
     def __init__(

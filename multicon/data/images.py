@@ -336,13 +336,15 @@ def load_image_folder(
     Example:
         >>> import pathlib, tempfile
         >>> from PIL import Image
-        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = pathlib.Path(tmp.name)
         >>> for name in ("cat", "dog"):
         ...     (root / name).mkdir()
         ...     Image.new("RGB", (8, 6), "red").save(root / name / "0.png")
         >>> data = load_image_folder(root)
         >>> data.images.shape, data.labels.tolist(), data.classes
         (torch.Size([2, 3, 6, 8]), [0, 1], ['cat', 'dog'])
+        >>> tmp.cleanup()
     """
     root = Path(root).expanduser()
     if not root.is_dir():

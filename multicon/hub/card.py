@@ -148,9 +148,10 @@ def write_model_card(folder: str | Path, **card: Any) -> Path:
 
     Example:
         >>> import tempfile
-        >>> path = write_model_card(tempfile.mkdtemp(), model_name="demo", usage="print(1)",
-        ...                         metrics={"knn_top1": 0.5}, datasets=["cifar10"])
-        >>> ModelCard.load(path).data.eval_results[0].metric_type
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = write_model_card(folder, model_name="demo", usage="print(1)",
+        ...                             metrics={"knn_top1": 0.5}, datasets=["cifar10"])
+        ...     ModelCard.load(path).data.eval_results[0].metric_type
         'knn_top1'
     """
     folder = Path(folder)
