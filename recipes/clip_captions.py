@@ -28,6 +28,7 @@ from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
 from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
+from multicon.data.parquet import check_parquet_files
 from multicon.encoders.dual_args import (
     DualEncoderArgs,
     build_contrastive_model,
@@ -162,6 +163,8 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
     from datasets import load_dataset
 
     kwargs = {"data_dir": data.zero_shot_data_dir} if data.zero_shot_data_dir else {}
+    if data.zero_shot_data_dir:
+        check_parquet_files(data.zero_shot_data_dir)  # a bad file is named, not a traceback
     ds = load_dataset(data.zero_shot_dataset, split=data.zero_shot_split, **kwargs)
     if data.zero_shot_limit:
         ds = ds.select(range(min(data.zero_shot_limit, len(ds))))
