@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +197,13 @@ def _file_pieces(
     carry = b""
     with opener(path, "rb") as f:
         while True:
-            block = f.read(block_bytes)
+            try:
+                block = f.read(block_bytes)
+            except (EOFError, OSError, zlib.error) as err:  # gzip's errors never name the file
+                raise ValueError(
+                    f"{path}: the file is truncated or corrupt: reading its text after byte "
+                    f"{offset + len(carry)} failed ({err})"
+                ) from None
             data = carry + block
             if not data:
                 return

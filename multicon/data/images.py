@@ -23,11 +23,14 @@ import os
 import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from multicon.data.parquet import check_parquet_files
 
 OnError = Literal["raise", "skip"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -126,14 +129,18 @@ def stack_images(
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
     classes: list[str] | None = None,
+    limit: int | None = None,
 ) -> ImageData:
     """Decode ``(name, bytes_or_path, label)`` items into one `ImageData`.
 
     All images must share one size unless ``size`` resizes them; the first image that differs
-    is named in the error.
+    is named in the error. With ``limit``, decoding stops at that many readable images: later
+    items are never read (``items`` may be a lazy iterator).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 or None, got {limit}")
     images, labels, skipped = [], [], []
     first: tuple[str, tuple[int, int]] | None = None
 
@@ -146,25 +153,31 @@ def stack_images(
     # PIL releases the GIL while decoding: threads give a near-linear speed-up, results in order
     from concurrent.futures import ThreadPoolExecutor
 
-    items = list(items)
+    pending = iter(items)
     with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
-        decoded = pool.map(decode, items, chunksize=256)
-        for (name, _, label), img in zip(items, decoded, strict=True):
-            if isinstance(img, ValueError):
-                if on_error == "raise":
-                    raise img
-                skipped.append(name)
-                continue
-            hw = tuple(img.shape[-2:])
-            if first is None:
-                first = (name, hw)
-            elif hw != first[1]:
-                raise ValueError(
-                    f"image {name} is {hw[0]}x{hw[1]} but {first[0]} is "
-                    f"{first[1][0]}x{first[1][1]}; pass size=... to resize every image to one size"
-                )
-            images.append(img)
-            labels.append(label)
+        while limit is None or len(images) < limit:
+            # take only as many items as images are still wanted (more after skips)
+            chunk = list(islice(pending, 1 << 14 if limit is None else limit - len(images)))
+            if not chunk:
+                break
+            for (name, _, label), img in zip(
+                chunk, pool.map(decode, chunk, chunksize=256), strict=True
+            ):
+                if isinstance(img, ValueError):
+                    if on_error == "raise":
+                        raise img
+                    skipped.append(name)
+                    continue
+                hw = tuple(img.shape[-2:])
+                if first is None:
+                    first = (name, hw)
+                elif hw != first[1]:
+                    raise ValueError(
+                        f"image {name} is {hw[0]}x{hw[1]} but {first[0]} is {first[1][0]}x"
+                        f"{first[1][1]}; pass size=... to resize every image to one size"
+                    )
+                images.append(img)
+                labels.append(label)
     if not images:
         raise ValueError(f"no readable images (skipped {len(skipped)})")
     has_labels = all(lab is not None for lab in labels)
@@ -332,13 +345,14 @@ def load_hf_images(
     label_column: str | None = None,
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    limit: int | None = None,
 ) -> ImageData:
     """Images from `datasets`: a local folder (parquet files in the Hub layout, or an
     imagefolder), a Hub dataset name, or a loaded ``datasets.Dataset``.
 
     The image column is found from its ``Image`` feature (or named ``img``/``image``), the label
     column from its ``ClassLabel`` feature (or named ``label``/``labels``); a dataset without a
-    label column gives ``labels=None``.
+    label column gives ``labels=None``. ``limit``: decode only the first N readable images.
     """
     import datasets
 
@@ -351,6 +365,8 @@ def load_hf_images(
         if path.is_dir():
             files = sorted(p.suffix for p in path.rglob("*") if p.is_file())
             builder = "parquet" if ".parquet" in files else "imagefolder"
+            if builder == "parquet":
+                check_parquet_files(path)
             ds = datasets.load_dataset(builder, data_dir=str(path), split=split)
             where = str(path)
         elif path.exists():
@@ -378,7 +394,7 @@ def load_hf_images(
             data, name = _image_cell(cell, i, where)
             yield name, data, (int(row[label_column]) if label_column else None)
 
-    return stack_images(items(), size=size, on_error=on_error, classes=classes)
+    return stack_images(items(), size=size, on_error=on_error, classes=classes, limit=limit)
 
 
 def _find_column(ds, feature_type, names, where, required=True) -> str | None:
@@ -412,21 +428,25 @@ def load_image_folder(
     *,
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    limit: int | None = None,
 ) -> ImageData:
     """Every image file under ``root``; one sub-folder per class gives labels (sorted names).
 
-    Files directly in ``root`` (no class folders) give ``labels=None``.
+    Files directly in ``root`` (no class folders) give ``labels=None``. ``limit``: decode only
+    the first N readable files (in sorted order; labels still number every class folder).
 
     Example:
         >>> import pathlib, tempfile
         >>> from PIL import Image
-        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = pathlib.Path(tmp.name)
         >>> for name in ("cat", "dog"):
         ...     (root / name).mkdir()
         ...     Image.new("RGB", (8, 6), "red").save(root / name / "0.png")
         >>> data = load_image_folder(root)
         >>> data.images.shape, data.labels.tolist(), data.classes
         (torch.Size([2, 3, 6, 8]), [0, 1], ['cat', 'dog'])
+        >>> tmp.cleanup()
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -444,7 +464,11 @@ def load_image_folder(
             yield str(p), p, label
 
     return stack_images(
-        items(), size=size, on_error=on_error, classes=class_dirs if labelled else None
+        items(),
+        size=size,
+        on_error=on_error,
+        classes=class_dirs if labelled else None,
+        limit=limit,
     )
 
 
@@ -454,8 +478,10 @@ def load_images(
     *,
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    limit: int | None = None,
 ) -> ImageData:
-    """Load ``split`` of an image dataset from wherever ``source`` points, by what is there:
+    """Load ``split`` of an image dataset from wherever ``source`` points, by what is there
+    (with ``limit``, only the first N readable images are decoded):
 
     * a folder holding ``cifar-10-batches-py`` / ``cifar-100-python`` → `load_cifar`;
     * a folder with parquet files (Hub layout) → `load_hf_images`;
@@ -467,16 +493,21 @@ def load_images(
     if not path.exists():
         if str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} does not exist")
-        return load_hf_images(str(source), split, size=size, on_error=on_error)
+        return load_hf_images(str(source), split, size=size, on_error=on_error, limit=limit)
     if not path.is_dir():
         raise ValueError(f"{path} is a file; pass the folder that holds the dataset")
     for name, folder in (("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")):
         if (path / folder).is_dir():
             if size is not None:
                 raise ValueError("CIFAR pickles are 32x32; resize views instead of the dataset")
-            return load_cifar(path, name, split)  # type: ignore[arg-type]
+            data = load_cifar(path, name, split)  # type: ignore[arg-type]
+            if limit is None:
+                return data
+            # pickles hold decoded arrays: copy the first N so the rest can be freed
+            images, labels = data.images[:limit].clone(), data.labels[:limit].clone()
+            return ImageData(images, labels, data.classes)
     if any(path.rglob("*.parquet")):
-        return load_hf_images(path, split, size=size, on_error=on_error)
+        return load_hf_images(path, split, size=size, on_error=on_error, limit=limit)
     if (path / split).is_dir():
         path = path / split
-    return load_image_folder(path, size=size, on_error=on_error)
+    return load_image_folder(path, size=size, on_error=on_error, limit=limit)

@@ -8,6 +8,7 @@ page); the body has a usage snippet, the training hyperparameters and the result
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -152,9 +153,10 @@ def write_model_card(folder: str | Path, **card: Any) -> Path:
 
     Example:
         >>> import tempfile
-        >>> path = write_model_card(tempfile.mkdtemp(), model_name="demo", usage="print(1)",
-        ...                         metrics={"knn_top1": 0.5}, datasets=["cifar10"])
-        >>> ModelCard.load(path).data.eval_results[0].metric_type
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = write_model_card(folder, model_name="demo", usage="print(1)",
+        ...                             metrics={"knn_top1": 0.5}, datasets=["cifar10"])
+        ...     ModelCard.load(path).data.eval_results[0].metric_type
         'knn_top1'
     """
     folder = Path(folder)
@@ -250,6 +252,8 @@ def _eval_results(
         for name, value in metrics.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise TypeError(f"metric {name!r} must be a number, got {value!r}")
+            if not math.isfinite(value):  # NaN in the card's YAML reads as a measured value
+                raise ValueError(f"metric {name!r} is {value}: leave out what was not measured")
             results.append(
                 EvalResult(
                     task_type=task,

@@ -74,9 +74,9 @@ class HubModel(
         ...     def forward(self, x):
         ...         return self.linear(x)
         >>> model = Projector(dim=4, out=3)
-        >>> folder = tempfile.mkdtemp()
-        >>> model.save_pretrained(folder)
-        >>> loaded = Projector.from_pretrained(folder)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model.save_pretrained(folder)
+        ...     loaded = Projector.from_pretrained(folder)
         >>> x = torch.randn(5, 4)
         >>> torch.equal(model(x), loaded(x)), loaded.linear.out_features
         (True, 3)
