@@ -31,6 +31,7 @@ from multicon import TrainConfig, Trainer
 from multicon.data.caption_sources import caption_pairs, open_captions
 from multicon.data.caption_stream import CaptionShardStream
 from multicon.data.captions import CaptionCorpus, load_caption_dataset
+from multicon.data.parquet import check_parquet_files
 from multicon.encoders.dual_args import (
     DualEncoderArgs,
     build_contrastive_model,
@@ -87,6 +88,16 @@ class DataArgs:
     zero_shot_image_column: str = "img"
     zero_shot_label_column: str = "label"
     zero_shot_limit: int = field(default=0, metadata={"help": "First N images only (0: all)."})
+
+    def __post_init__(self) -> None:
+        if self.max_length < 3:
+            raise ValueError(
+                "--max_length must be at least 3 (a start token, an end token and one word), "
+                f"got {self.max_length}"
+            )
+        for name in ("show_images", "zero_shot_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
 
 
 def data_path(data: DataArgs, split: str) -> str:
@@ -192,6 +203,8 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
     from datasets import load_dataset
 
     kwargs = {"data_dir": data.zero_shot_data_dir} if data.zero_shot_data_dir else {}
+    if data.zero_shot_data_dir:
+        check_parquet_files(data.zero_shot_data_dir)  # a bad file is named, not a traceback
     ds = load_dataset(data.zero_shot_dataset, split=data.zero_shot_split, **kwargs)
     if data.zero_shot_limit:
         ds = ds.select(range(min(data.zero_shot_limit, len(ds))))

@@ -27,13 +27,15 @@ class CaptionTable(CaptionCorpus):
         >>> import tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> Image.new("RGB", (8, 8), "red").save(d / "a.png")
         >>> _ = (d / "train.tsv").write_text("filepath\\ttitle\\na.png\\ta red square\\n")
         >>> corpus = CaptionTable(d / "train.tsv", image_column="filepath",
         ...                       caption_columns="title")
         >>> len(corpus), corpus.captions
         (1, [['a red square']])
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -102,12 +104,14 @@ class CaptionTextFolder(CaptionCorpus):
         >>> import tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> Image.new("RGB", (8, 8), "red").save(d / "a.jpg")
         >>> _ = (d / "a.txt").write_text("a red square\\n\\nall red\\n")
         >>> corpus = CaptionTextFolder(d)
         >>> corpus.captions, dict(corpus.skipped)
         ([['a red square', 'all red']], {'empty_caption': 1})
+        >>> tmp.cleanup()
     """
 
     def __init__(

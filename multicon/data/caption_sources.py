@@ -42,11 +42,13 @@ def open_captions(
         >>> import tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> Image.new("RGB", (8, 8), "red").save(d / "a.png")
         >>> _ = (d / "a.txt").write_text("a red square")
         >>> type(open_captions(str(d))).__name__
         'CaptionTextFolder'
+        >>> tmp.cleanup()
     """
     if is_shard_pattern(path):
         kwargs = {"caption_columns": caption_columns, "on_error": on_error}

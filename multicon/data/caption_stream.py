@@ -59,10 +59,11 @@ class CaptionShardStream:
         >>> class Three(CaptionCorpus):
         ...     captions, skipped = [["red"], ["blue"], ["green"]], Counter()
         ...     def _load_image(self, i): return Image.new("RGB", (4, 4), self.captions[i][0])
-        >>> stream = CaptionShardStream(write_shards(Three(), tempfile.mkdtemp(),
-        ...                                          samples_per_shard=2))
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> stream = CaptionShardStream(write_shards(Three(), tmp.name, samples_per_shard=2))
         >>> len(stream), stream.sizes, stream.flat_captions()[0]
         (3, [2, 1], ['red', 'blue', 'green'])
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -197,13 +198,14 @@ class StreamedCaptionPairs(BatchPairGenerator):
         >>> class Four(CaptionCorpus):
         ...     captions, skipped = [["red"], ["blue"], ["green"], ["white"]], Counter()
         ...     def _load_image(self, i): return Image.new("RGB", (4, 4), self.captions[i][0])
-        >>> stream = CaptionShardStream(write_shards(Four(), tempfile.mkdtemp(),
-        ...                                          samples_per_shard=2))
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> stream = CaptionShardStream(write_shards(Four(), tmp.name, samples_per_shard=2))
         >>> tok = train_sentencepiece_tokenizer(["red", "blue", "green", "white"] * 9,
         ...                                     vocab_size=20, max_length=8)
         >>> pairs = StreamedCaptionPairs(stream, tok, transform=pil_to_tensor)
         >>> [b.key_id.tolist() for b in pairs.batches(2, epoch=0, device="cpu")]
         [[1, 2], [0, 3]]
+        >>> tmp.cleanup()
     """
 
     drop_last = True

@@ -19,6 +19,8 @@ from typing import Any
 
 from PIL import Image
 
+from multicon.data.parquet import check_parquet_files
+
 
 def check_on_error(on_error: str) -> None:
     """Refuse an ``on_error`` other than ``"skip"`` or ``"raise"``."""
@@ -107,7 +109,8 @@ class CaptionFolder(CaptionCorpus):
         >>> import json, tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> Image.new("RGB", (8, 8), "red").save(d / "a.png")
         >>> lines = [{"image": "a.png", "captions": ["red", " "]},
         ...          {"image": "gone.png", "captions": ["x"]}]
@@ -115,6 +118,7 @@ class CaptionFolder(CaptionCorpus):
         >>> corpus = CaptionFolder(d / "train.jsonl")
         >>> len(corpus), corpus.captions, dict(corpus.skipped)
         (1, [['red']], {'empty_caption': 1, 'missing_image': 1})
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -133,10 +137,15 @@ class CaptionFolder(CaptionCorpus):
         self.paths: list[Path] = []
         self.captions = []
         self.skipped = Counter()
-        for lineno, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, raw in enumerate(jsonl.read_bytes().splitlines(), 1):
+            where = f"{jsonl}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                reason = f"{err.reason} at byte {err.start}"
+                raise ValueError(f"{where}: not UTF-8 text ({reason})") from None
             if not line.strip():
                 continue
-            where = f"{jsonl}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -264,6 +273,9 @@ def load_caption_dataset(
     """
     from datasets import load_dataset
 
+    for folder in (load_kwargs.get("data_dir"), path):  # local parquet files: named if bad
+        if folder and Path(folder).is_dir():
+            check_parquet_files(folder)
     dataset = load_dataset(path, split=split, **load_kwargs)
     return CaptionDataset(
         dataset,

@@ -216,7 +216,8 @@ class CaptionShards(CaptionCorpus):
         >>> import io, tarfile, tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> png = io.BytesIO(); Image.new("RGB", (8, 8), "red").save(png, "PNG")
         >>> with tarfile.open(d / "shard-0.tar", "w") as tar:
         ...     for name, data in [("a.png", png.getvalue()), ("a.txt", b"red\\nall red")]:
@@ -225,6 +226,7 @@ class CaptionShards(CaptionCorpus):
         >>> corpus = CaptionShards(str(d / "shard-{0..0}.tar"))
         >>> corpus.captions, corpus.image(0).size
         ([['red', 'all red']], (8, 8))
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -315,10 +317,11 @@ def write_shards(
         >>> class Two(CaptionCorpus):
         ...     captions, skipped = [["red"], ["blue", "sky"]], Counter()
         ...     def _load_image(self, i): return Image.new("RGB", (4, 4), ("red", "blue")[i])
-        >>> d = tempfile.mkdtemp()
-        >>> pattern = write_shards(Two(), d, samples_per_shard=1)
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> pattern = write_shards(Two(), tmp.name, samples_per_shard=1)
         >>> pattern.endswith("shard-{0..1}.tar"), CaptionShards(pattern).captions
         (True, [['red'], ['blue', 'sky']])
+        >>> tmp.cleanup()
     """
     if samples_per_shard < 1:
         raise ValueError(f"samples_per_shard must be at least 1, got {samples_per_shard}")
