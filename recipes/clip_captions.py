@@ -98,6 +98,8 @@ class DataArgs:
         for name in ("show_images", "zero_shot_limit"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"--shuffle_buffer must be at least 1, got {self.shuffle_buffer}")
 
 
 def data_path(data: DataArgs, split: str) -> str:

@@ -373,6 +373,8 @@ def test_recipe_trains_on_a_csv(tmp_path):
     assert recipe.data_path(older, "train") == "old.jsonl"
     with pytest.raises(ValueError, match="give --train_data or its older name --train_jsonl"):
         recipe.data_path(recipe.DataArgs(train_data="a.csv", train_jsonl="b.jsonl"), "train")
+    with pytest.raises(ValueError, match="--shuffle_buffer must be at least 1, got 0"):
+        recipe.DataArgs(shuffle_buffer=0)
 
 
 def test_recipe_streams_shards_and_evaluates_on_indexed_shards(tmp_path):
