@@ -5,7 +5,7 @@ duplicates of the positive: on 800 Flickr images, a queue of 512 captions holds 
 "a dog runs through the grass" for every such image. A `RelatedIds` relation, worked out once
 from a guide embedding (e.g. a frozen pretrained text model's embedding of each image's
 captions, as sentence-transformers' GISTEmbedLoss uses a guide model), lists for each id the
-other ids the loss should not score as its negatives; `multicon.loss.InfoNCE(related=...)` masks
+other ids the loss should not score as its negatives; `multicon.losses.InfoNCE(related=...)` masks
 them like keys of the query's own id.
 """
 

@@ -7,23 +7,23 @@ al. 2011). This is how word2vec and gensim use several CPU cores: updates of a s
 of one update. DistributedDataParallel instead all-reduces a dense gradient of every table every
 step, which for word2vec costs more than the step itself.
 
-The processes are the usual ones (``accelerate launch`` / ``torchrun``); each parameter is moved
-into a file under ``/dev/shm`` that rank 0 fills and every rank maps; the file is unlinked as
-soon as all ranks hold the mapping (the memory lives until the last process exits), so a run that
-stops, however it stops, leaves nothing behind once set-up is done.
+The processes are the usual ones (``accelerate launch`` / ``torchrun``). Rank 0 moves each
+parameter into an anonymous shared-memory file (``memfd_create``) that has no name in any file
+system; the other ranks map it through ``/proc/<rank 0>/fd/<n>`` and rank 0 then closes it. The
+memory lives while a process maps it, so a run that stops, however it stops (SIGKILL during
+set-up included), leaves nothing behind: there is nothing in ``/dev/shm`` to clean up.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-SHM = Path("/dev/shm")
+PROC = Path("/proc")
 
 
 def check_hogwild(device: torch.device, world_size: int) -> None:
@@ -38,8 +38,8 @@ def check_hogwild(device: torch.device, world_size: int) -> None:
             f"hogwild needs every process on one machine: {world_size} processes, "
             f"LOCAL_WORLD_SIZE={local or 'unset'} (launch with accelerate launch or torchrun)"
         )
-    if not SHM.is_dir():
-        raise ValueError(f"hogwild needs shared memory at {SHM}, which does not exist")
+    if not hasattr(os, "memfd_create") or not (PROC / "self" / "fd").is_dir():
+        raise ValueError("hogwild shares memory through memfd_create and /proc (Linux only)")
 
 
 def share_parameters(module: nn.Module) -> None:
@@ -56,25 +56,29 @@ def share_parameters(module: nn.Module) -> None:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
-    tag = [secrets.token_hex(8) if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(tag, src=0)
     params = list(module.parameters())
-    paths = [SHM / f"multicon-hogwild-{tag[0]}-{i}" for i in range(len(params))]
+    fds: list[int] = []
+    paths: list[str | None] = [None] * len(params)
     if dist.get_rank() == 0:
-        for p, path in zip(params, paths, strict=True):
-            _map(p, path).copy_(p.detach())
-    dist.barrier()
-    shared = [_map(p, path) for p, path in zip(params, paths, strict=True)]
-    dist.barrier()  # every rank holds its mapping: the names can go
-    if dist.get_rank() == 0:
-        for path in paths:
-            path.unlink()
+        for i, p in enumerate(params):
+            fd = os.memfd_create(f"multicon-hogwild-{i}", os.MFD_CLOEXEC)
+            fds.append(fd)
+            os.ftruncate(fd, p.numel() * p.element_size())
+            paths[i] = f"{PROC}/{os.getpid()}/fd/{fd}"
+            _map(p, paths[i]).copy_(p.detach())
+    try:
+        dist.broadcast_object_list(paths, src=0)
+        shared = [_map(p, path) for p, path in zip(params, paths, strict=True)]
+        dist.barrier()  # every rank holds its mapping: rank 0's descriptors can go
+    finally:
+        for fd in fds:
+            os.close(fd)
     with torch.no_grad():
         for p, memory in zip(params, shared, strict=True):
             p.data = memory
 
 
-def _map(p: torch.Tensor, path: Path) -> torch.Tensor:
-    """A tensor shaped like ``p`` backed by the file ``path`` (created, sized, if missing)."""
-    flat = torch.from_file(str(path), shared=True, size=p.numel(), dtype=p.dtype)
+def _map(p: torch.Tensor, path: str) -> torch.Tensor:
+    """A tensor shaped like ``p`` backed by the shared memory file ``path``."""
+    flat = torch.from_file(path, shared=True, size=p.numel(), dtype=p.dtype)
     return flat.view(p.shape)

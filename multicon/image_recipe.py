@@ -57,8 +57,27 @@ class ImageDataArgs:
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_max_train: int = field(default=0, metadata={"help": "kNN memory bank size (0: all)."})
-    max_train_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
-    max_test_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
+    max_train_images: int = field(
+        default=0, metadata={"help": "Decode and use only the first N (0: all)."}
+    )
+    max_test_images: int = field(
+        default=0, metadata={"help": "Decode and use only the first N (0: all)."}
+    )
+
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "knn_k")
+        _at_least(self, 0, "image_size", "knn_max_train", "max_train_images", "max_test_images")
+        if self.knn_temperature <= 0:
+            raise ValueError(f"--knn_temperature must be positive, got {self.knn_temperature}")
+
+
+def _at_least(args: object, low: int, *names: str) -> None:
+    """Raise a ValueError naming the first flag of ``names`` below ``low``."""
+    for name in names:
+        value = getattr(args, name)
+        if value < low:
+            bound = "at least 1" if low == 1 else f">= {low}"
+            raise ValueError(f"--{name} must be {bound}, got {value}")
 
 
 # lightly's CIFAR-10 benchmark schedule, shared by the SimCLR and MoCo recipes.
@@ -95,6 +114,10 @@ class ImageEncoderArgs:
         default=True, metadata={"help": "Treat --lr as the rate for a global batch of 256."}
     )
 
+    def __post_init__(self) -> None:
+        _at_least(self, 1, "out_dim", "head_hidden_dim", "head_layers")
+        _at_least(self, 0, "predictor_hidden_dim")
+
     def build(self) -> ImageEncoder:
         return ImageEncoder(
             self.arch,
@@ -117,12 +140,13 @@ class ImageEncoderArgs:
 
 def load_splits(args: ImageDataArgs) -> tuple[ImageData, ImageData]:
     """Train and test `ImageData`; the kNN monitor needs labels on both."""
-    train = load_images(args.data, args.train_split, on_error=args.on_error)
-    test = load_images(args.data, args.test_split, on_error=args.on_error)
-    if args.max_train_images:
-        train = train.subset(slice(0, args.max_train_images))
-    if args.max_test_images:
-        test = test.subset(slice(0, args.max_test_images))
+    # the first N are chosen before decoding: the rest are never read
+    train = load_images(
+        args.data, args.train_split, on_error=args.on_error, limit=args.max_train_images or None
+    )
+    test = load_images(
+        args.data, args.test_split, on_error=args.on_error, limit=args.max_test_images or None
+    )
     train.require_labels("the kNN monitor (train split)")
     test.require_labels("the kNN monitor (test split)")
     return train, test

@@ -65,11 +65,19 @@ class TrainConfig:
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in (
+            "max_steps", "weight_decay", "warmup_steps", "grad_clip", "num_workers",
+            "eval_every", "checkpoint_every", "keep_checkpoints",
+        ):  # fmt: skip
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.momentum < 1:  # 1 or more: the velocity never decays, steps grow
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass
@@ -298,7 +306,13 @@ class Trainer:
         self._check_finite()
 
     def _check_finite(self) -> None:
-        """Raise `NonFiniteLossError` if a loss so far was NaN or infinite (on any rank)."""
+        """Raise `NonFiniteLossError` if a loss so far was NaN or infinite (on any rank).
+
+        Steps and epochs are counted from 1, as checkpoint folders count steps (``step-5`` is
+        the state after 5 updates). The checkpoint it calls the last good one holds only finite
+        tensors and is not the state the failing step started from (step n's loss is computed
+        on the weights of checkpoint n-1).
+        """
         acc, first = self.accelerator, self._first_bad
         synced = acc.num_processes > 1 and not self.step.hogwild  # hogwild: no sync
         if first is None and not synced:
@@ -308,9 +322,14 @@ class Trainer:
             bad = acc.reduce(bad.to(acc.device), reduction="sum")
         if bad.item() > 0:
             value, step, epoch = first.tolist() if first is not None else (math.nan, -1, -1)
-            where = f"at step {int(step)} (epoch {int(epoch)})" if step >= 0 else "on another rank"
-            last = checkpoint.latest_checkpoint(self.checkpoint_root)
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written"
+            step = int(step) + 1 if step >= 0 else None  # recorded as the steps done before it
+            where = f"at step {step} (epoch {int(epoch) + 1})" if step else "on another rank"
+            if acc.is_main_process:  # reads the checkpoints: once, not once per rank
+                last, passed = _last_good_checkpoint(self.checkpoint_root, step)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint is good"
+                kept += f" ({'; '.join(passed)})" if passed else ""
+            else:
+                kept = "the main process names the last good checkpoint"
             raise NonFiniteLossError(
                 f"loss is {value} {where}; training stopped and {kept}. Lower the learning "
                 "rate, raise the temperature or enable grad_clip (for embedding tables under "
@@ -469,6 +488,35 @@ class _Meter:
         rate = self.samples / (now - self.tick)
         self.samples, self.tick = 0, now
         return rate
+
+
+def _last_good_checkpoint(root: Path, bad_step: int | None) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint under ``root`` whose model tensors are all finite and that the
+    failing step ``bad_step`` (1-based; None: unknown) did not start from, and why each newer
+    one was passed over."""
+    passed = []
+    for path in reversed(checkpoint.list_checkpoints(root)):
+        step = int(path.name.removeprefix("step-"))
+        if bad_step is not None and step >= bad_step - 1:
+            if step == bad_step - 1:
+                passed.append(f"step {bad_step} started from {path.name}")
+            else:  # left by an earlier, longer run
+                passed.append(f"{path.name} is from after step {bad_step}")
+            continue
+        try:  # mapped, not read into memory: a word2vec table can be GBs
+            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True, mmap=True)
+            finite = all(
+                bool(torch.isfinite(v).all())
+                for v in state["model"].values()
+                if isinstance(v, torch.Tensor) and v.is_floating_point()
+            )
+        except Exception as err:  # an unreadable checkpoint is not a good one
+            passed.append(f"{path.name} cannot be read: {err}")
+            continue
+        if finite:
+            return path, passed
+        passed.append(f"{path.name} holds non-finite model tensors")
+    return None, passed
 
 
 def _flat_config(config: TrainConfig) -> dict[str, Any]:

@@ -22,31 +22,53 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
 from multicon.caption_recipe import build_contrastive_model
-from multicon.data.captions import CaptionCorpus, CaptionFolder, load_caption_dataset
+from multicon.data.caption_sources import caption_pairs, open_captions
+from multicon.data.caption_stream import CaptionShardStream
+from multicon.data.captions import CaptionCorpus, load_caption_dataset
+from multicon.data.parquet import check_parquet_files
 from multicon.dist import launch_state
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
-from multicon.pairs.captions import CaptionPairs
 
 FLICKR = "../shared/data/flickr8k-1k"
 
 
 @dataclass
 class DataArgs:
-    train_jsonl: str = field(default=f"{FLICKR}/train.jsonl", metadata={"help": "Train lines."})
-    test_jsonl: str = field(default=f"{FLICKR}/test.jsonl", metadata={"help": "Test lines."})
+    train_data: str = field(
+        default=f"{FLICKR}/train.jsonl",
+        metadata={
+            "help": "Training captions: a .csv/.tsv table, a .jsonl file, a folder of images "
+            "with .txt captions, or tar shards ('shard-{0000..0099}.tar', streamed)."
+        },
+    )
+    test_data: str = field(
+        default=f"{FLICKR}/test.jsonl",
+        metadata={"help": "Test captions: any form of --train_data (shards are indexed)."},
+    )
+    train_jsonl: str = field(default="", metadata={"help": "Older name of --train_data."})
+    test_jsonl: str = field(default="", metadata={"help": "Older name of --test_data."})
+    on_error: Literal["skip", "raise"] = field(
+        default="skip",
+        metadata={"help": "A bad record (missing/unreadable image, no caption): skip and count, "
+                  "or raise naming its file and line/key."},
+    )  # fmt: skip
+    shuffle_buffer: int = field(
+        default=1000, metadata={"help": "Samples in each shard reader's shuffle buffer."}
+    )
     dataset: str = field(
         default="",
-        metadata={"help": "A `datasets` source instead of JSON lines: Hub name, 'parquet', ..."},
+        metadata={"help": "A `datasets` source instead of --train_data: Hub name, 'parquet', ..."},
     )
     data_dir: str = field(default="", metadata={"help": "data_dir for --dataset."})
     train_split: str = "train"
@@ -65,10 +87,40 @@ class DataArgs:
     zero_shot_label_column: str = "label"
     zero_shot_limit: int = field(default=0, metadata={"help": "First N images only (0: all)."})
 
+    def __post_init__(self) -> None:
+        if self.max_length < 3:
+            raise ValueError(
+                "--max_length must be at least 3 (a start token, an end token and one word), "
+                f"got {self.max_length}"
+            )
+        for name in ("show_images", "zero_shot_limit"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.shuffle_buffer < 1:
+            raise ValueError(f"--shuffle_buffer must be at least 1, got {self.shuffle_buffer}")
 
-def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
+
+def data_path(data: DataArgs, split: str) -> str:
+    """--{split}_data, or its older name --{split}_jsonl."""
+    new, old = getattr(data, f"{split}_data"), getattr(data, f"{split}_jsonl")
+    default = DataArgs.__dataclass_fields__[f"{split}_data"].default
+    if old and new not in (default, old):
+        raise ValueError(f"give --{split}_data or its older name --{split}_jsonl, not both")
+    return old or new
+
+
+def load_corpora(data: DataArgs) -> tuple[CaptionCorpus | CaptionShardStream, CaptionCorpus]:
+    """The training corpus (tar shards are streamed) and the test corpus."""
     if not data.dataset:
-        return CaptionFolder(data.train_jsonl), CaptionFolder(data.test_jsonl)
+        kwargs = {
+            "image_column": data.image_column,
+            "caption_columns": data.caption_columns,
+            "on_error": data.on_error,
+        }
+        return (
+            open_captions(data_path(data, "train"), stream=True, **kwargs),
+            open_captions(data_path(data, "test"), **kwargs),
+        )
     kwargs = {"data_dir": data.data_dir} if data.data_dir else {}
     return tuple(
         load_caption_dataset(
@@ -76,6 +128,7 @@ def load_corpora(data: DataArgs) -> tuple[CaptionCorpus, CaptionCorpus]:
             split=split,
             image_column=data.image_column,
             caption_columns=data.caption_columns,
+            on_error=data.on_error,
             **kwargs,
         )
         for split in (data.train_split, data.test_split)
@@ -146,6 +199,8 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
     from datasets import load_dataset
 
     kwargs = {"data_dir": data.zero_shot_data_dir} if data.zero_shot_data_dir else {}
+    if data.zero_shot_data_dir:
+        check_parquet_files(data.zero_shot_data_dir)  # a bad file is named, not a traceback
     ds = load_dataset(data.zero_shot_dataset, split=data.zero_shot_split, **kwargs)
     if data.zero_shot_limit:
         ds = ds.select(range(min(data.zero_shot_limit, len(ds))))
@@ -173,12 +228,17 @@ def main(argv: list[str] | None = None) -> dict:
     data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
+    if margs.false_negative_threshold and isinstance(train, CaptionShardStream):
+        raise ValueError("--false_negative_threshold needs every caption up front: not on shards")
     model = build_model(margs, train, data.max_length, Path(config.output_dir) / "tokenizer")
-    pairs = CaptionPairs(
+    pairs = caption_pairs(
         train,
         model.tokenizer,
         transform=model.image_transform(train=True),
         max_length=data.max_length,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        shuffle_buffer=data.shuffle_buffer,
     )
     related = None
     if margs.false_negative_threshold:
@@ -213,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         model,
         model_name="clip-captions" if margs.queue_size == 0 else "clip-captions-queue",
         method_tags=method_tags(margs),
-        datasets=[data.dataset or Path(data.train_jsonl).parent.name],
+        datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
         metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
         task="image-text-retrieval",
         hyperparameters=[data, margs, config],

@@ -127,10 +127,28 @@ class Word2VecArgs:
 
 @dataclass
 class EvalArgs:
+    """Evaluation files ('' turns one off). A file named on the command line must exist; a
+    default one that is absent (no shared data beside the checkout) is skipped with a warning."""
+
     analogies: str = str(WORD_EVAL / "questions-words.txt")
     wordsim: str = str(WORD_EVAL / "wordsim353.tsv")
     simlex: str = str(WORD_EVAL / "simlex999.txt")
     restrict_vocab: int = 30_000
+
+    def __post_init__(self) -> None:
+        if self.restrict_vocab < 1:
+            raise ValueError(f"--restrict_vocab must be at least 1, got {self.restrict_vocab}")
+        defaults = EvalArgs.__dataclass_fields__
+        for flag in ("analogies", "wordsim", "simlex"):
+            path = getattr(self, flag)
+            if not path or Path(path).is_file():
+                continue
+            if path != defaults[flag].default:
+                raise FileNotFoundError(
+                    f"--{flag}: no file {path} (pass --{flag} '' to skip this evaluation)"
+                )
+            warnings.warn(f"--{flag}: no file {path}; that evaluation is skipped", stacklevel=2)
+            setattr(self, flag, "")
 
 
 def tokenizer_for(name: str):
@@ -153,28 +171,33 @@ def load_corpus(args: CorpusArgs) -> TextCorpus:
     return TextCorpus.from_dataset(dataset, args.text_column, **kwargs)
 
 
-def word_scores(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
-    """Analogy accuracy and similarity ρ on whichever evaluation files exist."""
-    scores: dict[str, float] = {}
+def word_scores(model: Word2Vec, args: EvalArgs) -> dict[str, float | int | None]:
+    """Analogy accuracy and similarity ρ on the evaluation files given, with how many questions
+    and pairs each was measured on; a score with nothing to measure is None."""
+    scores: dict[str, float | int | None] = {}
     vectors, vocab = model.vectors, model.vocab
-    if Path(args.analogies).is_file():
+    if args.analogies:
         r = evaluate_analogies(vectors, vocab, args.analogies, restrict_vocab=args.restrict_vocab)
         scores.update(analogy=r.accuracy, analogy_answered=r.answered, analogy_oov=r.oov)
     for name, path in (("ws353", args.wordsim), ("simlex999", args.simlex)):
-        if Path(path).is_file():
+        if path:
             s = evaluate_similarity(vectors, vocab, path)
-            scores.update({name: s.spearman, f"{name}_oov": s.oov})
-    return scores
+            scores.update({name: s.spearman, f"{name}_pairs": s.pairs, f"{name}_oov": s.oov})
+    return {k: _rounded(v) for k, v in scores.items()}
 
 
-def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float]:
-    """Accuracy per section of the analogy file (empty when the file is missing)."""
-    if not Path(args.analogies).is_file():
+def _rounded(value: float | int | None) -> float | int | None:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float | None]:
+    """Accuracy per section of the analogy file (None: no question of it answered)."""
+    if not args.analogies:
         return {}
     r = evaluate_analogies(
         model.vectors, model.vocab, args.analogies, restrict_vocab=args.restrict_vocab
     )
-    return {name: round(acc, 4) for name, acc in r.section_accuracy().items()}
+    return {name: _rounded(acc) for name, acc in r.section_accuracy().items()}
 
 
 def resolve_kernel(kernel: str, args: Word2VecArgs) -> str:
@@ -290,20 +313,17 @@ def train(
     pairs = ContextPairs(
         encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed
     )
-    trainer = Trainer(
-        model,
-        pairs,
-        config,
-        step=step,
-        optimizer=optimizer,
-        evaluate=lambda _: word_scores(w2v, eval_args),
-    )
+
+    def evaluate(_) -> dict[str, float]:  # trackers take numbers: leave out what was not measured
+        return {k: v for k, v in word_scores(w2v, eval_args).items() if v is not None}
+
+    trainer = Trainer(model, pairs, config, step=step, optimizer=optimizer, evaluate=evaluate)
     t1 = time.perf_counter()
     result = trainer.fit()
     train_s = time.perf_counter() - t1
     out = Path(config.output_dir)
     main_process = trainer.accelerator.is_main_process
-    scores = {k: round(float(v), 4) for k, v in word_scores(w2v, eval_args).items()}
+    scores = word_scores(w2v, eval_args)
     if main_process:
         save_run(
             out / "model",
@@ -311,7 +331,11 @@ def train(
             model_name=f"word2vec-{Path(data.corpus).name.split('.')[0]}-{w2v_args.dim}d",
             method_tags=["word2vec", "skip-gram", "negative-sampling"],
             datasets=[data.corpus if not Path(data.corpus).is_file() else Path(data.corpus).name],
-            metrics={k: v for k, v in scores.items() if k in ("analogy", "ws353", "simlex999")},
+            metrics={
+                k: v
+                for k, v in scores.items()
+                if k in ("analogy", "ws353", "simlex999") and v is not None
+            },
             hyperparameters={**asdict(data), **asdict(w2v_args)},
         )
         # in the model folder, so the Hub repo also loads in gensim / word2vec C
@@ -358,8 +382,9 @@ def main(argv: list[str] | None = None) -> dict:
         "word2vec": asdict(w2v_args),
         **figures,
     }
-    print(json.dumps(report, indent=2))
-    (Path(config.output_dir) / "report.json").write_text(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2, allow_nan=False)  # NaN is not JSON: never write it
+    print(text)
+    (Path(config.output_dir) / "report.json").write_text(text)
     return report
 
 

@@ -138,10 +138,10 @@ def test_caption_folder_errors_name_the_file(tmp_path):
     ]
     path = write_folder(tmp_path, rows, {"ok.png": png_bytes()})
     with pytest.raises(FileNotFoundError, match="no.png"):
-        CaptionFolder(path, on_bad="error")
+        CaptionFolder(path, on_error="raise")
     (tmp_path / "images" / "no.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(ValueError, match=r"captions.jsonl:2 .*no.png.*cannot be decoded"):
-        CaptionFolder(path, on_bad="error")
+        CaptionFolder(path, on_error="raise")
     path.write_text('{"image": "images/ok.png", "captions": ["x"]}\n{"image": oops}\n')
     with pytest.raises(ValueError, match="captions.jsonl:2: not valid JSON"):
         CaptionFolder(path)

@@ -133,7 +133,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_pa
     model = symmetric(torch.nn.Linear(4, 4))
     trainer = Trainer(model, Blowup(), config(tmp_path, epochs=3, log_every=1000))
     trainer._defer_finite_check = deferred
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 13 \(epoch 1\)") as err:
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 14 \(epoch 2\)") as err:
         trainer.fit()
     last = latest_checkpoint(tmp_path / "checkpoints")
     assert last is not None and last.name == "step-000000010"

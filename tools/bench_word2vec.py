@@ -96,7 +96,7 @@ def scores(vectors: torch.Tensor, vocab: Vocabulary, ev) -> dict[str, float]:
     out = {"analogy": r.accuracy, "analogy_answered": r.answered, "analogy_oov": r.oov}
     for name, path in (("ws353", ev.wordsim), ("simlex999", ev.simlex)):
         out[name] = evaluate_similarity(vectors, vocab, path).spearman
-    return {k: round(float(v), 4) for k, v in out.items()}
+    return {k: v if v is None else round(float(v), 4) for k, v in out.items()}  # None: no answer
 
 
 def word2vec_config(output_dir: str, bench, **length) -> TrainConfig:

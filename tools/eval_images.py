@@ -44,17 +44,19 @@ class EvalArgs:
     max_test_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
     device: str = field(default="", metadata={"help": "'' picks cuda when present."})
 
+    def __post_init__(self) -> None:
+        for name in ("max_train_images", "max_test_images"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+
 
 def main(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(EvalArgs).parse_args_into_dataclasses(args=argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = ImageEncoder.from_pretrained(args.model).to(device)
-    train = load_images(args.data, args.train_split)
-    test = load_images(args.data, args.test_split)
-    if args.max_train_images:
-        train = train.subset(slice(0, args.max_train_images))
-    if args.max_test_images:
-        test = test.subset(slice(0, args.max_test_images))
+    # the first N are chosen before decoding: the rest are never read
+    train = load_images(args.data, args.train_split, limit=args.max_train_images or None)
+    test = load_images(args.data, args.test_split, limit=args.max_test_images or None)
     train_labels = train.require_labels("kNN and the linear probe (train split)")
     test_labels = test.require_labels("kNN and the linear probe (test split)")
     views = ViewConfig(

@@ -72,12 +72,15 @@ def simulate(args: argparse.Namespace) -> dict:
                     inp.index_put_((c,), q + dq)
             step += 1
     analogy = evaluate_analogies(inp, vocab, args.analogies, restrict_vocab=30000)
+    scores = {
+        "analogy": analogy.accuracy,
+        "ws353": evaluate_similarity(inp, vocab, args.wordsim).spearman,
+        "simlex999": evaluate_similarity(inp, vocab, args.simlex).spearman,
+    }
     return {
         "programs": max(1, args.batch_size // args.pairs_per_program),
         "seconds": round(time.perf_counter() - start),
-        "analogy": round(analogy.accuracy, 4),
-        "ws353": round(evaluate_similarity(inp, vocab, args.wordsim).spearman, 4),
-        "simlex999": round(evaluate_similarity(inp, vocab, args.simlex).spearman, 4),
+        **{k: v if v is None else round(v, 4) for k, v in scores.items()},  # None: no answer
     }
 
 

@@ -1,5 +1,8 @@
 """Loaders for real datasets (local files first, the Hub when online) and text corpora."""
 
+from multicon.data.caption_files import CaptionTable, CaptionTextFolder
+from multicon.data.caption_sources import caption_pairs, open_captions
+from multicon.data.caption_stream import CaptionShardStream, StreamedCaptionPairs
 from multicon.data.captions import (
     CaptionCorpus,
     CaptionDataset,
@@ -16,6 +19,7 @@ from multicon.data.images import (
     load_image_folder,
     load_images,
 )
+from multicon.data.shards import CaptionShards, write_shards
 
 __all__ = [
     "EncodedCorpus",
@@ -33,4 +37,12 @@ __all__ = [
     "CaptionDataset",
     "CaptionFolder",
     "load_caption_dataset",
+    "CaptionShardStream",
+    "CaptionShards",
+    "CaptionTable",
+    "CaptionTextFolder",
+    "StreamedCaptionPairs",
+    "caption_pairs",
+    "open_captions",
+    "write_shards",
 ]

@@ -2,7 +2,7 @@
 
 Both give a `CaptionCorpus`: ``len(corpus)`` images, ``corpus.image(i)`` (an RGB PIL image) and
 ``corpus.captions[i]`` (its non-empty captions). Bad entries are skipped and counted in
-``corpus.skipped`` (or raise, with ``on_bad="error"``): a missing image file, an image that
+``corpus.skipped`` (or raise, with ``on_error="raise"``): a missing image file, an image that
 cannot be decoded, an image with no non-empty caption; empty captions of an otherwise good image
 are dropped and counted too.
 """
@@ -19,10 +19,28 @@ from typing import Any
 
 from PIL import Image
 
+from multicon.data.parquet import check_parquet_files
 
-def _check_on_bad(on_bad: str) -> None:
-    if on_bad not in ("skip", "error"):
-        raise ValueError(f"on_bad must be 'skip' or 'error', got {on_bad!r}")
+
+def check_on_error(on_error: str) -> None:
+    """Refuse an ``on_error`` other than ``"skip"`` or ``"raise"``."""
+    if on_error not in ("skip", "raise"):
+        raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+
+
+#: why a record was bad, as raised with ``on_error="raise"``
+PROBLEMS = {
+    "missing_image": "image file not found",
+    "unreadable_image": "image cannot be decoded",
+    "missing_caption": "caption file not found",
+    "no_caption": "no non-empty caption",
+}
+
+
+def bad_record(reason: str, where: str) -> Exception:
+    """The exception ``on_error="raise"`` raises for a bad record at ``where`` (file:line/key)."""
+    err = FileNotFoundError if reason.startswith("missing_") else ValueError
+    return err(f"{where}: {PROBLEMS[reason]}")
 
 
 def clean_captions(raw: Any, where: str, skipped: Counter) -> list[str]:
@@ -71,15 +89,15 @@ class CaptionCorpus(ABC):
         owners = [i for i, caps in enumerate(self.captions) for _ in caps]
         return texts, owners
 
-    def _record(self, reason: str, where: str, on_bad: str) -> None:
-        if on_bad == "error":
-            messages = {
-                "missing_image": "image file not found",
-                "unreadable_image": "image cannot be decoded",
-                "no_caption": "no non-empty caption",
-            }
-            err = FileNotFoundError if reason == "missing_image" else ValueError
-            raise err(f"{where}: {messages[reason]}")
+    def image_bytes(self, index: int) -> bytes:
+        """Image ``index`` encoded as a file (its original bytes where the source keeps them)."""
+        buf = io.BytesIO()
+        self._load_image(index).save(buf, "PNG")
+        return buf.getvalue()
+
+    def _record(self, reason: str, where: str, on_error: str) -> None:
+        if on_error == "raise":
+            raise bad_record(reason, where)
         self.skipped[reason] += 1
 
 
@@ -91,7 +109,8 @@ class CaptionFolder(CaptionCorpus):
         >>> import json, tempfile
         >>> from pathlib import Path
         >>> from PIL import Image
-        >>> d = Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> d = Path(tmp.name)
         >>> Image.new("RGB", (8, 8), "red").save(d / "a.png")
         >>> lines = [{"image": "a.png", "captions": ["red", " "]},
         ...          {"image": "gone.png", "captions": ["x"]}]
@@ -99,6 +118,7 @@ class CaptionFolder(CaptionCorpus):
         >>> corpus = CaptionFolder(d / "train.jsonl")
         >>> len(corpus), corpus.captions, dict(corpus.skipped)
         (1, [['red']], {'empty_caption': 1, 'missing_image': 1})
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -107,9 +127,9 @@ class CaptionFolder(CaptionCorpus):
         image_root: str | Path | None = None,
         *,
         check_images: bool = True,
-        on_bad: str = "skip",
+        on_error: str = "skip",
     ) -> None:
-        _check_on_bad(on_bad)
+        check_on_error(on_error)
         jsonl = Path(jsonl)
         if not jsonl.is_file():
             raise FileNotFoundError(f"caption file {jsonl} does not exist")
@@ -117,10 +137,15 @@ class CaptionFolder(CaptionCorpus):
         self.paths: list[Path] = []
         self.captions = []
         self.skipped = Counter()
-        for lineno, line in enumerate(jsonl.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, raw in enumerate(jsonl.read_bytes().splitlines(), 1):
+            where = f"{jsonl}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                reason = f"{err.reason} at byte {err.start}"
+                raise ValueError(f"{where}: not UTF-8 text ({reason})") from None
             if not line.strip():
                 continue
-            where = f"{jsonl}:{lineno}"
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
@@ -135,7 +160,7 @@ class CaptionFolder(CaptionCorpus):
             if problem is None and not captions:
                 problem = "no_caption"
             if problem is not None:
-                self._record(problem, f"{where} ({path})", on_bad)
+                self._record(problem, f"{where} ({path})", on_error)
                 continue
             self.paths.append(path)
             self.captions.append(captions)
@@ -144,6 +169,9 @@ class CaptionFolder(CaptionCorpus):
 
     def _load_image(self, index: int) -> Image.Image:
         return Image.open(self.paths[index])
+
+    def image_bytes(self, index: int) -> bytes:
+        return self.paths[index].read_bytes()
 
 
 class CaptionDataset(CaptionCorpus):
@@ -179,11 +207,11 @@ class CaptionDataset(CaptionCorpus):
         image_column: str = "image",
         caption_columns: str | Sequence[str] = "caption",
         check_images: bool = True,
-        on_bad: str = "skip",
+        on_error: str = "skip",
     ) -> None:
         import datasets
 
-        _check_on_bad(on_bad)
+        check_on_error(on_error)
         cols = [caption_columns] if isinstance(caption_columns, str) else list(caption_columns)
         names = dataset.column_names
         for col in [image_column, *cols]:
@@ -200,6 +228,7 @@ class CaptionDataset(CaptionCorpus):
         self.captions = []
         self.skipped = Counter()
         raw = dataset.cast_column(image_column, datasets.Image(decode=False))
+        self._encoded = raw  # the same rows, images as {bytes, path}: for `image_bytes`
         for row, example in enumerate(raw.select_columns([image_column, *cols])):
             where = f"row {row}"
             captions = [
@@ -212,7 +241,7 @@ class CaptionDataset(CaptionCorpus):
             if problem is None and not captions:
                 problem = "no_caption"
             if problem is not None:
-                self._record(problem, where, on_bad)
+                self._record(problem, where, on_error)
                 continue
             self.rows.append(row)
             self.captions.append(captions)
@@ -222,6 +251,10 @@ class CaptionDataset(CaptionCorpus):
     def _load_image(self, index: int) -> Image.Image:
         return self.dataset[self.rows[index]][self.image_column]
 
+    def image_bytes(self, index: int) -> bytes:
+        ref = self._encoded[self.rows[index]][self.image_column]
+        return ref["bytes"] if ref.get("bytes") else Path(ref["path"]).read_bytes()
+
 
 def load_caption_dataset(
     path: str,
@@ -230,7 +263,7 @@ def load_caption_dataset(
     image_column: str = "image",
     caption_columns: str | Sequence[str] = "caption",
     check_images: bool = True,
-    on_bad: str = "skip",
+    on_error: str = "skip",
     **load_kwargs: Any,
 ) -> CaptionDataset:
     """`datasets.load_dataset(path, split=split, **load_kwargs)` as a `CaptionDataset`.
@@ -240,11 +273,14 @@ def load_caption_dataset(
     """
     from datasets import load_dataset
 
+    for folder in (load_kwargs.get("data_dir"), path):  # local parquet files: named if bad
+        if folder and Path(folder).is_dir():
+            check_parquet_files(folder)
     dataset = load_dataset(path, split=split, **load_kwargs)
     return CaptionDataset(
         dataset,
         image_column=image_column,
         caption_columns=caption_columns,
         check_images=check_images,
-        on_bad=on_bad,
+        on_error=on_error,
     )

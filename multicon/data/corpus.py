@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +53,9 @@ def whitespace_words(text: str) -> list[str]:
 
 def transformers_tokenizer(name_or_path: str) -> Tokenizer:
     """A tokenizer from `transformers` (a Hub name or a local folder) as ``str -> list[str]``."""
-    from transformers import AutoTokenizer
+    from multicon.encoders.tokenization import auto_tokenizer
 
-    tok = AutoTokenizer.from_pretrained(name_or_path)
-    return tok.tokenize
+    return auto_tokenizer(name_or_path).tokenize
 
 
 def sentencepiece_tokenizer(model_file: str | Path) -> Tokenizer:
@@ -197,7 +197,13 @@ def _file_pieces(
     carry = b""
     with opener(path, "rb") as f:
         while True:
-            block = f.read(block_bytes)
+            try:
+                block = f.read(block_bytes)
+            except (EOFError, OSError, zlib.error) as err:  # gzip's errors never name the file
+                raise ValueError(
+                    f"{path}: the file is truncated or corrupt: reading its text after byte "
+                    f"{offset + len(carry)} failed ({err})"
+                ) from None
             data = carry + block
             if not data:
                 return

@@ -3,7 +3,8 @@
 Small datasets (CIFAR-10 is 150 MB as uint8) are decoded once and can then live on the training
 device, where `multicon.pairs.DeviceViewPairs` makes views without CPU workers. Three sources:
 
-* `load_cifar`: CIFAR-10/100 through torchvision (a local root; download only when asked);
+* `load_cifar`: CIFAR-10/100's python pickles (a local root; download only when asked), read by
+  an unpickler that builds only arrays, lists, dicts and text: other pickles are refused;
 * `load_hf_images`: anything `datasets` reads: a local folder of parquet files in the Hub layout
   (e.g. ``../shared/data/cifar10``: columns ``img {bytes, path}``, ``label``), a Hub name when
   online, or a loaded `datasets.Dataset`;
@@ -15,15 +16,21 @@ skipped and counted in `ImageData.skipped` (``on_error="skip"``).
 
 from __future__ import annotations
 
+import builtins
+import importlib
 import io
 import os
+import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from multicon.data.parquet import check_parquet_files
 
 OnError = Literal["raise", "skip"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -122,14 +129,18 @@ def stack_images(
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
     classes: list[str] | None = None,
+    limit: int | None = None,
 ) -> ImageData:
     """Decode ``(name, bytes_or_path, label)`` items into one `ImageData`.
 
     All images must share one size unless ``size`` resizes them; the first image that differs
-    is named in the error.
+    is named in the error. With ``limit``, decoding stops at that many readable images: later
+    items are never read (``items`` may be a lazy iterator).
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be at least 1 or None, got {limit}")
     images, labels, skipped = [], [], []
     first: tuple[str, tuple[int, int]] | None = None
 
@@ -142,25 +153,31 @@ def stack_images(
     # PIL releases the GIL while decoding: threads give a near-linear speed-up, results in order
     from concurrent.futures import ThreadPoolExecutor
 
-    items = list(items)
+    pending = iter(items)
     with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
-        decoded = pool.map(decode, items, chunksize=256)
-        for (name, _, label), img in zip(items, decoded, strict=True):
-            if isinstance(img, ValueError):
-                if on_error == "raise":
-                    raise img
-                skipped.append(name)
-                continue
-            hw = tuple(img.shape[-2:])
-            if first is None:
-                first = (name, hw)
-            elif hw != first[1]:
-                raise ValueError(
-                    f"image {name} is {hw[0]}x{hw[1]} but {first[0]} is "
-                    f"{first[1][0]}x{first[1][1]}; pass size=... to resize every image to one size"
-                )
-            images.append(img)
-            labels.append(label)
+        while limit is None or len(images) < limit:
+            # take only as many items as images are still wanted (more after skips)
+            chunk = list(islice(pending, 1 << 14 if limit is None else limit - len(images)))
+            if not chunk:
+                break
+            for (name, _, label), img in zip(
+                chunk, pool.map(decode, chunk, chunksize=256), strict=True
+            ):
+                if isinstance(img, ValueError):
+                    if on_error == "raise":
+                        raise img
+                    skipped.append(name)
+                    continue
+                hw = tuple(img.shape[-2:])
+                if first is None:
+                    first = (name, hw)
+                elif hw != first[1]:
+                    raise ValueError(
+                        f"image {name} is {hw[0]}x{hw[1]} but {first[0]} is {first[1][0]}x"
+                        f"{first[1][1]}; pass size=... to resize every image to one size"
+                    )
+                images.append(img)
+                labels.append(label)
     if not images:
         raise ValueError(f"no readable images (skipped {len(skipped)})")
     has_labels = all(lab is not None for lab in labels)
@@ -172,7 +189,7 @@ def stack_images(
     )
 
 
-# -- torchvision CIFAR ----------------------------------------------------------------------------
+# -- CIFAR python pickles -------------------------------------------------------------------------
 def load_cifar(
     root: str | os.PathLike,
     name: Literal["cifar10", "cifar100"] = "cifar10",
@@ -180,10 +197,13 @@ def load_cifar(
     *,
     download: bool = False,
 ) -> ImageData:
-    """CIFAR-10/100 from the python pickles under ``root`` via torchvision.
+    """CIFAR-10/100 from the python pickles under ``root`` (torchvision's file layout).
 
-    Files are checked for presence (not for the official checksums, so re-packed or sub-sampled
-    copies in the same format load too); ``download=True`` fetches the official archive.
+    Each file is unpickled by `read_cifar_pickle`, which builds only what CIFAR batches hold
+    (numpy arrays, lists, dicts, strings, bytes) and refuses anything else, so a crafted file
+    runs no code. Files are checked for presence (not for the official checksums, so re-packed
+    or sub-sampled copies in the same format load too); ``download=True`` fetches the official
+    archive (checksummed) through torchvision.
     """
     import torchvision
 
@@ -192,33 +212,128 @@ def load_cifar(
     classes = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100}
     if name not in classes:
         raise ValueError(f"name must be 'cifar10' or 'cifar100', got {name!r}")
-
     cls = classes[name]
-
-    def present(root: str | os.PathLike) -> bool:
-        folder = Path(root) / cls.base_folder
-        names = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-        return all((folder / f).is_file() for f in names)
-
-    class _Present(cls):  # md5 None: torchvision then checks presence only (see docstring)
-        train_list = [[f, None] for f, _ in cls.train_list]
-        test_list = [[f, None] for f, _ in cls.test_list]
-        meta = {**cls.meta, "md5": None}
-
     root = Path(root).expanduser()
     folder = root / cls.base_folder
-    if not download and not present(root):
+    batches = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
+    needed = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    if download and not all((folder / f).is_file() for f in needed):
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+    if not all((folder / f).is_file() for f in needed):
         raise FileNotFoundError(
             f"no {name} python pickles in {folder} (expected "
             f"{', '.join(f for f, _ in cls.train_list + cls.test_list)}); "
             "pass download=True to fetch them"
         )
+    data, labels = [], []
+    for file in batches:
+        path = folder / file
+        entry = read_cifar_pickle(path)
+        try:
+            rows = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+            targets = entry["labels"] if "labels" in entry else entry["fine_labels"]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{path} is not a CIFAR batch (a dict with 'data' of N x 3072 bytes and "
+                f"'labels' or 'fine_labels'): {err!r}"
+            ) from None
+        if len(targets) != len(rows):
+            raise ValueError(f"{path} has {len(rows)} images but {len(targets)} labels")
+        data.append(rows)
+        labels += list(targets)
+    meta_path = folder / cls.meta["filename"]
+    meta = read_cifar_pickle(meta_path)
+    if cls.meta["key"] not in meta:
+        raise ValueError(f"{meta_path} has no {cls.meta['key']!r} (the class names)")
+    images = torch.from_numpy(np.ascontiguousarray(np.concatenate(data)))
+    return ImageData(images, torch.tensor(labels, dtype=torch.long), list(meta[cls.meta["key"]]))
+
+
+# What CIFAR's pickles may name: numpy's array and scalar reconstruction (under numpy 1's and
+# numpy 2's module names) and the builtins of plain data. Pickles name other callables to run
+# them: refused.
+_NUMPY_CORE = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
+_PLAIN_BUILTINS = ("list", "dict", "tuple", "bytes", "bytearray", "str", "int", "float", "bool")
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def __init__(self, file) -> None:
+        super().__init__(file, encoding="latin1")  # the official files were pickled by Python 2
+
+    def find_class(self, module: str, name: str) -> Any:
+        package, _, submodule = module.rpartition(".")
+        if package in ("numpy.core", "numpy._core") and (submodule, name) in _NUMPY_CORE:
+            return _numpy_core(submodule, name)
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocol 2 pickles
+            return _latin1_encode
+        if module in ("builtins", "__builtin__") and name in _PLAIN_BUILTINS:
+            return getattr(builtins, name)
+        raise _Refused(f"{module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise _Refused(f"persistent id {pid!r}")
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+def _numpy_core(submodule: str, name: str) -> Any:
+    try:  # numpy 2 (numpy.core is its deprecated alias)
+        return getattr(importlib.import_module(f"numpy._core.{submodule}"), name)
+    except ImportError:  # numpy 1
+        return getattr(importlib.import_module(f"numpy.core.{submodule}"), name)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as protocol 2 pickles use it for bytes; no other codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused(f"_codecs.encode with {encoding!r}")
+    return text.encode("latin1")
+
+
+def read_cifar_pickle(path: str | os.PathLike) -> dict[str, Any]:
+    """Unpickle one CIFAR python file (a batch or the meta file) into its dict, safely.
+
+    Only what CIFAR files hold is built: numpy arrays and scalars, lists, dicts, strings, bytes
+    and numbers. Any other global a pickle names (a function it would call, a class it would
+    build) is refused with a `ValueError` naming the file and the global; nothing runs.
+
+    Example:
+        >>> import os, pickle, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "test_batch")
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump({"data": np.zeros((1, 3072), np.uint8), "labels": [3]}, f)
+        >>> read_cifar_pickle(path)["labels"]
+        [3]
+        >>> with open(path, "wb") as f:
+        ...     pickle.dump({"labels": [print]}, f)
+        >>> read_cifar_pickle(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: refused to unpickle .../test_batch: it names builtins.print, and a CIFAR ...
+        >>> os.remove(path); os.rmdir(os.path.dirname(path))
+    """
+    path = Path(path)
     try:
-        ds = _Present(str(root), train=split == "train", download=download)
-    except Exception as err:  # torchvision unpickles; name the folder on failure
-        raise ValueError(f"cannot read {name} pickles in {folder}: {err}") from err
-    images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-    return ImageData(images, torch.tensor(ds.targets), list(ds.classes))
+        with open(path, "rb") as file:
+            content = _CifarUnpickler(file).load()
+    except _Refused as refused:
+        raise ValueError(
+            f"refused to unpickle {path}: it names {refused}, and a CIFAR file holds only numpy "
+            "arrays, lists, dicts, strings and bytes (other pickles are never loaded)"
+        ) from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError) as err:
+        raise ValueError(f"{path} is not a CIFAR python pickle: {err!r}") from None
+    if not isinstance(content, dict):
+        raise ValueError(
+            f"{path} is not a CIFAR file: it holds a {type(content).__name__}, not a dict"
+        )
+    return content
 
 
 # -- datasets (parquet / Hub) ---------------------------------------------------------------------
@@ -230,13 +345,14 @@ def load_hf_images(
     label_column: str | None = None,
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    limit: int | None = None,
 ) -> ImageData:
     """Images from `datasets`: a local folder (parquet files in the Hub layout, or an
     imagefolder), a Hub dataset name, or a loaded ``datasets.Dataset``.
 
     The image column is found from its ``Image`` feature (or named ``img``/``image``), the label
     column from its ``ClassLabel`` feature (or named ``label``/``labels``); a dataset without a
-    label column gives ``labels=None``.
+    label column gives ``labels=None``. ``limit``: decode only the first N readable images.
     """
     import datasets
 
@@ -249,6 +365,8 @@ def load_hf_images(
         if path.is_dir():
             files = sorted(p.suffix for p in path.rglob("*") if p.is_file())
             builder = "parquet" if ".parquet" in files else "imagefolder"
+            if builder == "parquet":
+                check_parquet_files(path)
             ds = datasets.load_dataset(builder, data_dir=str(path), split=split)
             where = str(path)
         elif path.exists():
@@ -276,7 +394,7 @@ def load_hf_images(
             data, name = _image_cell(cell, i, where)
             yield name, data, (int(row[label_column]) if label_column else None)
 
-    return stack_images(items(), size=size, on_error=on_error, classes=classes)
+    return stack_images(items(), size=size, on_error=on_error, classes=classes, limit=limit)
 
 
 def _find_column(ds, feature_type, names, where, required=True) -> str | None:
@@ -310,21 +428,25 @@ def load_image_folder(
     *,
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    limit: int | None = None,
 ) -> ImageData:
     """Every image file under ``root``; one sub-folder per class gives labels (sorted names).
 
-    Files directly in ``root`` (no class folders) give ``labels=None``.
+    Files directly in ``root`` (no class folders) give ``labels=None``. ``limit``: decode only
+    the first N readable files (in sorted order; labels still number every class folder).
 
     Example:
         >>> import pathlib, tempfile
         >>> from PIL import Image
-        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> root = pathlib.Path(tmp.name)
         >>> for name in ("cat", "dog"):
         ...     (root / name).mkdir()
         ...     Image.new("RGB", (8, 6), "red").save(root / name / "0.png")
         >>> data = load_image_folder(root)
         >>> data.images.shape, data.labels.tolist(), data.classes
         (torch.Size([2, 3, 6, 8]), [0, 1], ['cat', 'dog'])
+        >>> tmp.cleanup()
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -342,7 +464,11 @@ def load_image_folder(
             yield str(p), p, label
 
     return stack_images(
-        items(), size=size, on_error=on_error, classes=class_dirs if labelled else None
+        items(),
+        size=size,
+        on_error=on_error,
+        classes=class_dirs if labelled else None,
+        limit=limit,
     )
 
 
@@ -352,8 +478,10 @@ def load_images(
     *,
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
+    limit: int | None = None,
 ) -> ImageData:
-    """Load ``split`` of an image dataset from wherever ``source`` points, by what is there:
+    """Load ``split`` of an image dataset from wherever ``source`` points, by what is there
+    (with ``limit``, only the first N readable images are decoded):
 
     * a folder holding ``cifar-10-batches-py`` / ``cifar-100-python`` → `load_cifar`;
     * a folder with parquet files (Hub layout) → `load_hf_images`;
@@ -365,16 +493,21 @@ def load_images(
     if not path.exists():
         if str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} does not exist")
-        return load_hf_images(str(source), split, size=size, on_error=on_error)
+        return load_hf_images(str(source), split, size=size, on_error=on_error, limit=limit)
     if not path.is_dir():
         raise ValueError(f"{path} is a file; pass the folder that holds the dataset")
     for name, folder in (("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")):
         if (path / folder).is_dir():
             if size is not None:
                 raise ValueError("CIFAR pickles are 32x32; resize views instead of the dataset")
-            return load_cifar(path, name, split)  # type: ignore[arg-type]
+            data = load_cifar(path, name, split)  # type: ignore[arg-type]
+            if limit is None:
+                return data
+            # pickles hold decoded arrays: copy the first N so the rest can be freed
+            images, labels = data.images[:limit].clone(), data.labels[:limit].clone()
+            return ImageData(images, labels, data.classes)
     if any(path.rglob("*.parquet")):
-        return load_hf_images(path, split, size=size, on_error=on_error)
+        return load_hf_images(path, split, size=size, on_error=on_error, limit=limit)
     if (path / split).is_dir():
         path = path / split
-    return load_image_folder(path, size=size, on_error=on_error)
+    return load_image_folder(path, size=size, on_error=on_error, limit=limit)

@@ -9,6 +9,7 @@ the temperature it learned.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from multicon.encoders.text import TextTower
 from multicon.encoders.tower import Tower
 from multicon.hub.model import HubModel
 from multicon.pairs.views import IMAGENET_MEAN, IMAGENET_STD
+
+logger = logging.getLogger(__name__)
 
 
 def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tower:
@@ -49,6 +52,8 @@ class DualEncoder(
         image_tower: ``{"kind": "resnet", "arch", "cifar_stem", "norm"}`` or
             ``{"kind": "vit", "config": <transformers config dict>, "pooling"}``.
         text_tower: ``{"config": <transformers config dict>, "pooling": "mean"|"cls"}``.
+            Either tower spec may add ``"pretrained": <folder or Hub id>`` to start from those
+            weights; config.json then records the backbone's own config, never the path.
         embed_dim: shared embedding size.
         image_size: side of the square images the image tower sees.
         freeze_image, freeze_text: lock that tower's backbone (locked-image/text tuning).
@@ -58,7 +63,9 @@ class DualEncoder(
             ``False`` keeps it a fixed buffer.
 
     Build one with pretrained parts through `create`; reload a saved one with
-    ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``).
+    ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``), which
+    reads only that folder and runs no code from it (a ``pretrained`` entry in its config.json
+    is ignored with a warning).
 
     Example:
         >>> bert = {"model_type": "bert", "vocab_size": 64, "hidden_size": 32,
@@ -111,6 +118,20 @@ class DualEncoder(
         self.embed_dim, self.image_size = embed_dim, image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.tokenizer = None
+        self._record_pretrained_backbones()
+
+    def _record_pretrained_backbones(self) -> None:
+        """A tower built from ``pretrained`` weights is saved as what it is: config.json gets the
+        backbone's own config and no path (its weights go to model.safetensors), so loading
+        never needs, nor reads, the place the weights first came from."""
+        saved = self._hub_mixin_config
+        if not isinstance(saved, dict):
+            return
+        for key, tower in (("image_tower", self.image), ("text_tower", self.text)):
+            spec = saved.get(key)
+            if isinstance(spec, dict) and "pretrained" in spec:
+                spec = {k: v for k, v in spec.items() if k != "pretrained"}
+                saved[key] = {**spec, "config": transformer_config(tower.backbone.config)}
 
     @classmethod
     def create(
@@ -215,11 +236,24 @@ class DualEncoder(
 
     @classmethod
     def _from_folder(cls, folder: Path, **config: Any) -> DualEncoder:
+        # A saved model is self-contained: its towers come from config.json's configs and
+        # model.safetensors, never from a path or Hub id that config.json names.
+        for key in ("image_tower", "text_tower"):
+            spec = config.get(key)
+            if isinstance(spec, dict) and spec.get("pretrained") is not None:
+                logger.warning(
+                    "ignored %s 'pretrained' %r in %s: a saved model loads its own weights only",
+                    key,
+                    spec["pretrained"],
+                    folder / "config.json",
+                )
+            if isinstance(spec, dict) and "pretrained" in spec:
+                config[key] = {k: v for k, v in spec.items() if k != "pretrained"}
         model = cls(**config)
         if (folder / "tokenizer_config.json").exists():
-            from transformers import AutoTokenizer
+            from multicon.encoders.tokenization import auto_tokenizer
 
-            model.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model.tokenizer = auto_tokenizer(folder)
         return model
 
     @classmethod

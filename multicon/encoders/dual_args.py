@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from multicon.encoders.dual import DualEncoder
-from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+from multicon.encoders.tokenization import (
+    MIN_VOCAB_SIZE,
+    load_tokenizer,
+    train_sentencepiece_tokenizer,
+)
 
 
 @dataclass
@@ -77,6 +81,34 @@ class DualEncoderArgs:
     key_momentum_final: float = field(
         default=1.0, metadata={"help": "Momentum reached at the end (cosine schedule)."}
     )
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "embed_dim", "text_width", "text_depth", "text_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.vocab_size < MIN_VOCAB_SIZE:
+            raise ValueError(
+                f"--vocab_size must be at least {MIN_VOCAB_SIZE} (4 special tokens and one "
+                f"piece), got {self.vocab_size}"
+            )
+        if self.queue_size < 0:
+            raise ValueError(f"--queue_size must be >= 0, got {self.queue_size}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be positive, got {self.temperature}")
+        if not self.text_model:  # a pretrained text model brings its own shape
+            _divides(self.text_width, "text_width", self.text_heads, "text_heads")
+        if self.image_arch == "vit" and not self.image_weights:
+            for name in ("vit_patch_size", "vit_width", "vit_depth", "vit_heads"):
+                if getattr(self, name) < 1:
+                    raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+            _divides(self.vit_width, "vit_width", self.vit_heads, "vit_heads")
+            # a ViT cuts the image into whole patches: a remainder would be silently dropped
+            _divides(self.image_size, "image_size", self.vit_patch_size, "vit_patch_size")
+
+
+def _divides(value: int, name: str, by: int, by_name: str) -> None:
+    if value % by:
+        raise ValueError(f"--{name} {value} is not a multiple of --{by_name} {by}")
 
 
 def tower_specs(

@@ -54,7 +54,8 @@ class ViTImageTower(Tower):
         embed_dim: shared embedding size.
         pooling: "cls" or "mean".
         frozen: lock the ViT.
-        pretrained: a local folder or Hub id to load weights from (not stored in the config).
+        pretrained: a local folder or Hub id to load weights from (safetensors only, no
+            remote code; a `DualEncoder` saves the backbone's config and weights, not this path).
 
     Example:
         >>> import torch

@@ -21,7 +21,8 @@ class TextTower(Tower):
         embed_dim: shared embedding size.
         pooling: "mean" (over non-padding tokens, as sentence-transformers pool) or "cls".
         frozen: lock the transformer (locked-text tuning).
-        pretrained: a local folder or Hub id to load weights from (not stored in the config).
+        pretrained: a local folder or Hub id to load weights from (safetensors only, no
+            remote code; a `DualEncoder` saves the backbone's config and weights, not this path).
 
     Example:
         >>> import torch

@@ -8,9 +8,46 @@ loads it back with no sentencepiece model file.
 
 from __future__ import annotations
 
+import json
+import re
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+#: pad, unk, <s>, </s> and at least one piece
+MIN_VOCAB_SIZE = 5
+
+
+def auto_tokenizer(name_or_path: str | Path):
+    """``AutoTokenizer.from_pretrained`` that never runs a repository's code.
+
+    transformers is told ``trust_remote_code=False`` (so it neither asks nor imports), and a
+    local ``tokenizer_config.json`` that names custom classes (``auto_map``) is refused with a
+    `ValueError` naming the file.
+
+    Example:
+        >>> tok = train_sentencepiece_tokenizer(["a red square", "a blue circle"] * 20,
+        ...                                     vocab_size=30, max_length=8)
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     _ = tok.save_pretrained(d)
+        ...     auto_tokenizer(d)("a red circle")["input_ids"] == tok("a red circle")["input_ids"]
+        True
+    """
+    from transformers import AutoTokenizer
+
+    config = Path(name_or_path) / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map")
+        except (ValueError, AttributeError) as err:
+            raise ValueError(f"{config} is not a JSON object: {err}") from None
+        if auto_map:
+            raise ValueError(
+                f"{config} asks to run code (auto_map {auto_map!r}); multicon never runs code "
+                "from a model folder: use a tokenizer that transformers itself provides"
+            )
+    return AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
 
 
 def load_tokenizer(name_or_path: str | Path, *, max_length: int | None = None):
@@ -25,12 +62,10 @@ def load_tokenizer(name_or_path: str | Path, *, max_length: int | None = None):
         ...     load_tokenizer(d)("a red circle")["input_ids"] == tok("a red circle")["input_ids"]
         True
     """
-    from transformers import AutoTokenizer
-
     path = Path(name_or_path)
     if str(name_or_path).startswith((".", "/")) and not path.exists():
         raise FileNotFoundError(f"tokenizer folder {path} does not exist")
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    tokenizer = auto_tokenizer(name_or_path)
     if max_length is not None:
         tokenizer.model_max_length = max_length
     if tokenizer.pad_token is None:
@@ -52,6 +87,7 @@ def train_sentencepiece_tokenizer(
     transformers tokenizer (ids: 0 pad, 1 unk, 2 ``<s>``, 3 ``</s>``).
 
     ``vocab_size`` is an upper bound: a small corpus gets the largest vocabulary it supports.
+    Its lower bound is every distinct character of the captions plus the 4 special tokens.
 
     Example:
         >>> tok = train_sentencepiece_tokenizer(["a red square", "a blue circle"] * 20,
@@ -64,6 +100,11 @@ def train_sentencepiece_tokenizer(
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(
+            f"vocab_size must be at least {MIN_VOCAB_SIZE} (4 special tokens and one piece), "
+            f"got {vocab_size}"
+        )
     if model_type not in ("unigram", "bpe"):
         raise ValueError(f"sentencepiece model_type must be 'unigram' or 'bpe', got {model_type!r}")
     texts = [t.strip() for t in texts if t and t.strip()]
@@ -72,10 +113,11 @@ def train_sentencepiece_tokenizer(
     with tempfile.TemporaryDirectory() as work:
         corpus = Path(work) / "corpus.txt"
         corpus.write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n", encoding="utf-8")
-        spm.SentencePieceTrainer.train(
+        _train_sentencepiece(
+            spm,
+            vocab_size,
             input=str(corpus),
             model_prefix=str(Path(work) / "tokenizer"),
-            vocab_size=vocab_size,
             hard_vocab_limit=False,
             model_type=model_type,
             character_coverage=1.0,
@@ -102,6 +144,21 @@ def train_sentencepiece_tokenizer(
         pad_token="<pad>",
         model_max_length=max_length,
     )
+
+
+def _train_sentencepiece(spm, vocab_size: int, **options) -> None:
+    """``SentencePieceTrainer.train``, with its INTERNAL error for a vocabulary smaller than
+    the alphabet said in words."""
+    try:
+        spm.SentencePieceTrainer.train(vocab_size=vocab_size, **options)
+    except RuntimeError as err:
+        need = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(err))
+        if need is None:
+            raise
+        raise ValueError(
+            f"vocab_size {vocab_size} is too small for these captions: their distinct "
+            f"characters and the 4 special tokens need at least {need.group(1)}"
+        ) from None
 
 
 def _from_sentencepiece_model(folder: Path):

@@ -21,9 +21,10 @@ def plot_knn_curve(
 
     Example:
         >>> import tempfile, os
-        >>> out = plot_knn_curve([{"epoch": 1, "knn_top1": 0.3}, {"epoch": 2, "knn_top1": 0.5}],
-        ...                      os.path.join(tempfile.mkdtemp(), "knn.png"))
-        >>> out.stat().st_size > 0
+        >>> curve = [{"epoch": 1, "knn_top1": 0.3}, {"epoch": 2, "knn_top1": 0.5}]
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     out = plot_knn_curve(curve, os.path.join(folder, "knn.png"))
+        ...     out.stat().st_size > 0
         True
     """
     import matplotlib

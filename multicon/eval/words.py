@@ -5,7 +5,8 @@ Conventions follow word2vec's compute-accuracy and gensim's ``evaluate_word_anal
 its four words are among the ``restrict_vocab`` most frequent words (ids are frequency ranks), the
 others are counted as out-of-vocabulary; the answer is the nearest word to ``b - a + c`` by
 cosine among those words, excluding ``a``, ``b`` and ``c``; similarity pairs with an unknown word
-are counted and skipped.
+are counted and skipped. A score with nothing to measure it on (no question answered, fewer than
+two known pairs) is ``None``, never 0 or NaN.
 """
 
 from __future__ import annotations
@@ -74,17 +75,19 @@ class AnalogyResult:
         return sum(n for _, n in self.sections.values())
 
     @property
-    def accuracy(self) -> float:
-        """Correct / answered, over all sections (gensim's "Total accuracy")."""
-        return self.correct / self.answered if self.answered else 0.0
+    def accuracy(self) -> float | None:
+        """Correct / answered, over all sections (gensim's "Total accuracy"); None when no
+        question was answered (every one out of the vocabulary)."""
+        return self.correct / self.answered if self.answered else None
 
     @property
     def oov_ratio(self) -> float:
         total = self.answered + self.oov
         return self.oov / total if total else 0.0
 
-    def section_accuracy(self) -> dict[str, float]:
-        return {s: c / n if n else 0.0 for s, (c, n) in self.sections.items()}
+    def section_accuracy(self) -> dict[str, float | None]:
+        """Accuracy per section; None for a section with no question answered."""
+        return {s: c / n if n else None for s, (c, n) in self.sections.items()}
 
 
 def _read_lines(path: str | Path) -> list[str]:
@@ -131,12 +134,13 @@ def evaluate_analogies(
 
     Example:
         >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "q.txt")
-        >>> _ = open(path, "w").write(": toy\\na b c d\\na b c zzz\\n")
         >>> from multicon.text import Vocabulary
         >>> vocab = Vocabulary(["a", "b", "c", "d"], [4, 3, 2, 1])
         >>> vecs = torch.tensor([[1.0, 0, 0], [1.0, 1, 0], [0.0, 0, 1], [0.0, 1, 1]])
-        >>> r = evaluate_analogies(vecs, vocab, path)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "q.txt")
+        ...     _ = open(path, "w").write(": toy\\na b c d\\na b c zzz\\n")
+        ...     r = evaluate_analogies(vecs, vocab, path)
         >>> r.sections, r.oov
         ({'toy': (1, 1)}, 1)
     """
@@ -166,9 +170,10 @@ def evaluate_analogies(
 
 @dataclass
 class SimilarityResult:
-    """Spearman ρ between cosine similarity and human scores, over the pairs with known words."""
+    """Spearman ρ between cosine similarity and human scores, over the pairs with known words
+    (None when fewer than two pairs are known)."""
 
-    spearman: float
+    spearman: float | None
     pairs: int
     oov: int
 
@@ -229,5 +234,5 @@ def evaluate_similarity(
         sims.append(float(unit[vocab[w1]] @ unit[vocab[w2]]))
         gold.append(score)
     if len(sims) < 2:
-        return SimilarityResult(float("nan"), len(sims), oov)
+        return SimilarityResult(None, len(sims), oov)
     return SimilarityResult(spearman(torch.tensor(sims), torch.tensor(gold)), len(sims), oov)

@@ -8,6 +8,7 @@ page); the body has a usage snippet, the training hyperparameters and the result
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -17,8 +18,13 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 CARD_NAME = "README.md"
-# Hyperparameter names whose values are never written (tokens passed as recipe flags).
-_SECRET_NAME = re.compile(r"token|secret|password|passwd|api[_-]?key|credential", re.IGNORECASE)
+# Names whose values are never written, at any depth (a token passed as a recipe flag, an auth
+# header in a nested config): anything that looks like a credential. "tokenizer" is not one.
+_SECRET_NAME = re.compile(
+    r"token(?!i[sz])|auth|secret|passw|passphrase|credential|cookie|bearer"
+    r"|(api|access|private|secret|signing)[_-]?key",
+    re.IGNORECASE,
+)
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -147,9 +153,10 @@ def write_model_card(folder: str | Path, **card: Any) -> Path:
 
     Example:
         >>> import tempfile
-        >>> path = write_model_card(tempfile.mkdtemp(), model_name="demo", usage="print(1)",
-        ...                         metrics={"knn_top1": 0.5}, datasets=["cifar10"])
-        >>> ModelCard.load(path).data.eval_results[0].metric_type
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = write_model_card(folder, model_name="demo", usage="print(1)",
+        ...                             metrics={"knn_top1": 0.5}, datasets=["cifar10"])
+        ...     ModelCard.load(path).data.eval_results[0].metric_type
         'knn_top1'
     """
     folder = Path(folder)
@@ -192,11 +199,12 @@ def _public_module(cls: type) -> str:
 
 
 def public_hyperparameters(hyperparameters: Mapping[str, Any] | Any) -> dict[str, Any]:
-    """Flatten a mapping, dataclass or list of them into ``{name: value}``, dropping secrets.
+    """Flatten a mapping, dataclass or list of them into ``{name: value}``, dropping every name
+    that looks like a credential (token, auth, password, secret, api_key ...), nested ones too.
 
     Example:
-        >>> public_hyperparameters({"lr": 0.1, "hub_token": "hf_x"})
-        {'lr': 0.1}
+        >>> public_hyperparameters({"lr": 0.1, "hub_token": "hf_x", "hub": {"Authorization": "x"}})
+        {'lr': 0.1, 'hub': {}}
     """
     if hyperparameters is None:
         return {}
@@ -212,7 +220,21 @@ def public_hyperparameters(hyperparameters: Mapping[str, Any] | Any) -> dict[str
             "hyperparameters must be a mapping, a dataclass or a list of them, got "
             f"{type(hyperparameters).__name__}"
         )
-    return {str(k): v for k, v in hyperparameters.items() if not _SECRET_NAME.search(str(k))}
+    return _without_secrets(hyperparameters)
+
+
+def _without_secrets(value: Any) -> Any:
+    """``value`` with every credential-looking key dropped from its mappings, at any depth."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {
+            str(k): _without_secrets(v) for k, v in value.items() if not _SECRET_NAME.search(str(k))
+        }
+    if isinstance(value, list | tuple):
+        kept = [_without_secrets(v) for v in value]
+        return kept if isinstance(value, list) else tuple(kept)
+    return value
 
 
 def _eval_results(
@@ -230,6 +252,8 @@ def _eval_results(
         for name, value in metrics.items():
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise TypeError(f"metric {name!r} must be a number, got {value!r}")
+            if not math.isfinite(value):  # NaN in the card's YAML reads as a measured value
+                raise ValueError(f"metric {name!r} is {value}: leave out what was not measured")
             results.append(
                 EvalResult(
                     task_type=task,

@@ -4,6 +4,8 @@ A subclass is an ``nn.Module`` whose ``__init__`` takes JSON-serialisable argume
 `save_pretrained` writes ``model.safetensors`` (weights and persistent buffers) and
 ``config.json`` (the ``__init__`` arguments); `from_pretrained` rebuilds the module from
 ``config.json`` and loads the weights strictly. Only safetensors are read: nothing is unpickled.
+A Hub download fetches only safetensors, JSON and tokenizer files (`DOWNLOAD_ONLY`): never code,
+pickles or training state (`NEVER_DOWNLOAD`).
 
 Extra files (a vocabulary, a tokenizer) are written by overriding `_save_pretrained` (call
 ``super()`` first) and read back by overriding `_from_folder`, which receives the local folder
@@ -40,8 +42,12 @@ from multicon.hub.push import check_repo_id, redact_token, resolve_token
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
-# Files a download never fetches: pickles and training state.
-NEVER_DOWNLOAD = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt", "checkpoint*/**", "checkpoints/**"]
+# What a Hub download fetches: weights as safetensors, JSON configs, and tokenizer and vocabulary
+# files (vocab.txt, merges.txt, sentencepiece's tokenizer.model) ...
+DOWNLOAD_ONLY = ["*.safetensors", "*.json", "*.txt", "*.model"]
+# ... and never, even where a name matches the above: code, pickles and training state.
+NEVER_DOWNLOAD = ["*.py", "*.pyc", "*.so", "*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", "*.ckpt"]
+NEVER_DOWNLOAD += ["checkpoint*/**", "checkpoints/**"]
 
 
 class HubModel(
@@ -68,9 +74,9 @@ class HubModel(
         ...     def forward(self, x):
         ...         return self.linear(x)
         >>> model = Projector(dim=4, out=3)
-        >>> folder = tempfile.mkdtemp()
-        >>> model.save_pretrained(folder)
-        >>> loaded = Projector.from_pretrained(folder)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     model.save_pretrained(folder)
+        ...     loaded = Projector.from_pretrained(folder)
         >>> x = torch.randn(5, 4)
         >>> torch.equal(model(x), loaded(x)), loaded.linear.out_features
         (True, 3)
@@ -176,6 +182,7 @@ class HubModel(
                     force_download=force_download,
                     local_files_only=local_files_only,
                     token=token,
+                    allow_patterns=DOWNLOAD_ONLY,
                     ignore_patterns=NEVER_DOWNLOAD,
                 )
             )

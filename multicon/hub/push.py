@@ -8,8 +8,6 @@ the first request, and the token is kept out of every error message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub import CommitInfo, HfApi, get_token
@@ -58,19 +56,38 @@ def resolve_token(token: str | None) -> str:
     return token
 
 
-@contextmanager
-def redact_token(token: str) -> Iterator[None]:
-    """Re-raise any error whose message contains ``token`` with the token blanked out.
+class redact_token:  # noqa: N801 (used as a context manager, named as contextlib's are)
+    """Re-raise any error whose message contains ``token`` as a `RuntimeError` with the token
+    blanked out; other errors pass through untouched.
 
-    The original error is not chained (its message holds the token); its type name is kept.
+    The original error (its message, and often its request headers, hold the token) is kept
+    nowhere: not as ``__cause__`` nor ``__context__``, nor in a local of a traceback frame.
+
+    Example:
+        >>> with redact_token("hf_secret"):
+        ...     raise OSError("401 for Bearer hf_secret")
+        Traceback (most recent call last):
+        ...
+        RuntimeError: OSError: 401 for Bearer <token>
     """
-    try:
-        yield
-    except Exception as error:
-        if token and token in str(error):
-            message = str(error).replace(token, "<token>")
-            raise RuntimeError(f"{type(error).__name__}: {message}") from None
-        raise
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if not isinstance(error, Exception) or not self.token or self.token not in str(error):
+            return False
+        message = f"{type(error).__name__}: {str(error).replace(self.token, '<token>')}"
+        del error, traceback  # this frame stays in the new error's traceback
+        try:  # raised here, the error would get the original as __context__ ...
+            raise RuntimeError(message)
+        except RuntimeError as redacted:
+            redacted.__context__ = None  # ... so drop it, and re-raise (no new context)
+            redacted.__suppress_context__ = True
+            raise
 
 
 def push_folder(

@@ -27,9 +27,10 @@ def save_run(folder: str | Path, model: ModelHubMixin, *, model_name: str, **car
         ...     def __init__(self, dim: int = 3):
         ...         super().__init__()
         ...         self.linear = torch.nn.Linear(dim, dim)
-        >>> folder = save_run(tempfile.mkdtemp(), Tiny(), model_name="tiny",
-        ...                   datasets=["cifar10"], metrics={"knn_top1": 0.4})
-        >>> sorted(p.name for p in folder.iterdir())
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     folder = save_run(tmp, Tiny(), model_name="tiny",
+        ...                       datasets=["cifar10"], metrics={"knn_top1": 0.4})
+        ...     sorted(p.name for p in folder.iterdir())
         ['README.md', 'config.json', 'model.safetensors']
     """
     if not isinstance(model, ModelHubMixin):

@@ -37,9 +37,9 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
         >>> import tempfile
         >>> vocab = Vocabulary(["the", "cat", "sat"], [5, 2, 1])
         >>> w2v = Word2Vec(len(vocab), dim=8, vocab=vocab)
-        >>> folder = tempfile.mkdtemp()
-        >>> w2v.save_pretrained(folder)
-        >>> again = Word2Vec.from_pretrained(folder)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     w2v.save_pretrained(folder)
+        ...     again = Word2Vec.from_pretrained(folder)
         >>> again.vocab.words, bool(torch.equal(again.vectors, w2v.vectors))
         (['the', 'cat', 'sat'], True)
         >>> "cat" in w2v, w2v["cat"].shape, w2v[["the", "sat"]].shape

@@ -19,9 +19,10 @@ def save_word2vec_format(
 
     Example:
         >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "v.txt")
-        >>> save_word2vec_format(path, ["a", "b"], torch.eye(2))
-        >>> open(path).read().splitlines()
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = os.path.join(folder, "v.txt")
+        ...     save_word2vec_format(path, ["a", "b"], torch.eye(2))
+        ...     open(path).read().splitlines()
         ['2 2', 'a 1 0', 'b 0 1']
     """
     vectors = vectors.detach().float().cpu()
