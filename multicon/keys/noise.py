@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from multicon.dist import all_sizes, rank
 from multicon.keys.base import KeySource, View
 from multicon.losses.keyset import KeySet
 
@@ -41,7 +42,9 @@ class NoiseKeys(KeySource):
         k: noise keys per draw.
         ns_exponent: exponent of the counts (0.75 in word2vec; 0 is uniform, 1 unigram).
         group_size: queries sharing one draw (``None``: the whole batch). A batch that is not a
-            multiple of it is split into as many near-equal groups.
+            multiple of it is split into as many near-equal groups. With several processes the
+            groups and their draws are those of the global batch, so the noise is the same as on
+            one process (the draws come from the global RNG, seeded alike on every process).
         joint_lookup: the key inputs are ids of ``encoder``: embed the positives in the same
             call as the noise, so the table gets one sparse gradient where two would be summed
             by concatenation (faster word2vec steps on CPU, see docs/word2vec.md). ``False``
@@ -86,13 +89,46 @@ class NoiseKeys(KeySource):
         u = torch.rand(shape, device=device) * cdf[-1]
         return torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
 
+    def _draw_groups(self, key_ids: torch.Tensor) -> tuple[torch.Tensor, list[int] | None]:
+        """Noise ids ``(G, k)`` of the groups this process's queries fall in, and how many of
+        its queries fall in each when that is not the same for all (else ``None``).
+
+        The draw is the global batch's: groups of ``group_size`` consecutive pairs over every
+        process's pairs in rank order (near-equal groups where they do not divide), drawn from
+        the global RNG, which is the same on every process. So N processes score the noise
+        one process would, and their RNGs stay in step.
+        """
+        sizes = all_sizes(key_ids)
+        total, start = sum(sizes), sum(sizes[: rank()])
+        end = start + len(key_ids)
+        groups = -(-total // self.group_size)
+        noise_ids = self.sample((groups, self.k), key_ids.device)
+        small, big = divmod(total, groups)  # the first `big` groups hold one more pair
+
+        def group_start(j: int) -> int:
+            return j * small + min(j, big)
+
+        def group_of(p: int) -> int:
+            if p < big * (small + 1):
+                return p // (small + 1)
+            return big + (p - big * (small + 1)) // small
+
+        first, last = group_of(start), group_of(end - 1)
+        counts = [
+            min(end, group_start(j + 1)) - max(start, group_start(j))
+            for j in range(first, last + 1)
+        ]
+        return noise_ids[first : last + 1], None if len(set(counts)) == 1 else counts
+
     def forward(self, view: View) -> KeySet:
         key_ids = view.ids
         b, device = len(key_ids), key_ids.device
         positive = torch.zeros(b, dtype=torch.long, device=device)
-        shared = self.group_size is None
-        groups = 1 if shared else -(-b // self.group_size)
-        noise_ids = self.sample((self.k,) if shared else (groups, self.k), device)
+        counts = None
+        if self.group_size is None:  # one draw for the batch: the same on every process
+            noise_ids = self.sample((self.k,), device)
+        else:
+            noise_ids, counts = self._draw_groups(key_ids)
         joint = None
         if self.joint_lookup:
             inputs = view.key_inputs
@@ -104,10 +140,9 @@ class NoiseKeys(KeySource):
             keys = view.embed_keys(self.encoder)
             noise = self.encoder(noise_ids.flatten()).to(keys.dtype)
         noise = noise.view(*noise_ids.shape, -1)
-        if not shared and b % groups:  # uneven groups (a last, short batch): keys per query
-            sizes = torch.full((groups,), b // groups, device=device)
-            sizes[: b % groups] += 1
-            noise = noise.repeat_interleave(sizes, dim=0, output_size=b)
-            noise_ids = noise_ids.repeat_interleave(sizes, dim=0, output_size=b)
+        if counts is not None:  # uneven groups (a last, short batch): keys per query
+            repeats = torch.tensor(counts, device=device)
+            noise = noise.repeat_interleave(repeats, dim=0, output_size=b)
+            noise_ids = noise_ids.repeat_interleave(repeats, dim=0, output_size=b)
             joint = None  # the noise keys are no longer rows of it
         return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids, joint=joint)
