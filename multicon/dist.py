@@ -65,6 +65,13 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
 
 
+def all_sizes(x: torch.Tensor) -> list[int]:
+    """Every rank's ``x.shape[0]``, in rank order (``[len(x)]`` in a single process)."""
+    if world_size() == 1:
+        return [x.shape[0]]
+    return _sizes(x)
+
+
 def rank_offset(x: torch.Tensor) -> int:
     """Index of this rank's first row of ``x`` in the tensor the gathers above return."""
     if world_size() == 1:
