@@ -405,6 +405,7 @@ class Trainer:
         self.model.train()
         last_loss, tick, samples = math.nan, time.perf_counter(), 0
         global_batch = c.batch_size * acc.num_processes
+        synced = acc.num_processes > 1 and not c.hogwild  # gradients averaged by DDP
         while pos.global_step < total and pos.epoch < math.ceil(total / steps_per_epoch):
             for batch in self._epoch_batches(loader, pos.epoch, pos.step_in_epoch):
                 if self.fused:  # the model applies the update; the optimizer only holds lr
@@ -418,7 +419,10 @@ class Trainer:
                     with acc.autocast():
                         out = self.model(batch)
                     self._watch_loss(out.loss, pos)
-                    acc.backward(out.loss)
+                    # DDP averages gradients over processes: a loss summed over pairs is scaled
+                    # so that its gradient is the global batch's sum, as on one process
+                    scale = acc.num_processes if out.reduction == "sum" and synced else 1
+                    acc.backward(out.loss * scale if scale != 1 else out.loss)
                     if c.grad_clip > 0:
                         acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
                     optimizer.step()
@@ -434,7 +438,8 @@ class Trainer:
                 if logged and self._defer_finite_check:
                     self._check_finite()
                 if logged:
-                    last_loss = acc.reduce(out.loss.detach().float(), reduction="mean").item()
+                    loss = out.loss.detach().float()
+                    last_loss = acc.reduce(loss, reduction=out.reduction).item()
                     now = time.perf_counter()
                     record = {
                         "loss": last_loss,
