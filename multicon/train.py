@@ -23,7 +23,13 @@ from torch import nn
 from multicon import checkpoint
 from multicon.model import ContrastiveOutput
 from multicon.optim import build_optimizer, lr_schedule
-from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
+from multicon.pairs.base import (
+    BatchPairGenerator,
+    MapPairGenerator,
+    PairBatch,
+    PairGenerator,
+    SeededPairs,
+)
 from multicon.steps.autograd import AutogradStep
 from multicon.steps.base import Step, StepContext
 
@@ -196,8 +202,9 @@ class Trainer:
                 f"the batch of {c.batch_size} pairs per process x {self.accelerator.num_processes} "
                 f"processes is larger than the dataset of {len(pairs)} pairs"
             )
+        self._seeded = SeededPairs(pairs, c.seed)  # per-pair randomness from (seed, epoch, index)
         loader = torch.utils.data.DataLoader(
-            pairs,
+            self._seeded,
             batch_size=c.batch_size,
             shuffle=True,
             drop_last=True,
@@ -220,6 +227,7 @@ class Trainer:
     def _epoch_batches(self, loader, epoch: int, skip: int) -> Iterator[PairBatch]:
         acc = self.accelerator
         if loader is not None:
+            self._seeded.set_epoch(epoch)
             loader.set_epoch(epoch)
             it = acc.skip_first_batches(loader, skip) if skip else loader
             yield from it

@@ -17,7 +17,7 @@ from test_clip_recipe import SMALL, load_script
 from torchvision.transforms import v2
 from torchvision.transforms.functional import pil_to_tensor
 
-from multicon import ContrastiveModel, TrainConfig, Trainer
+from multicon import TrainConfig, Trainer, methods
 from multicon.checkpoint import checkpoint_dir
 from multicon.data.caption_files import CaptionTable, CaptionTextFolder
 from multicon.data.caption_sources import open_captions
@@ -234,7 +234,7 @@ def test_resume_mid_epoch_replays_the_stream_exactly(tmp_path, tokenizer):
 
     def fit(out, **kw):
         torch.manual_seed(0)
-        model = ContrastiveModel(TinyImages(), TinyText(), symmetric=True)
+        model = methods.clip(TinyImages(), TinyText(), 0.1, learnable=False)
         pairs = StreamedCaptionPairs(
             CaptionShardStream(pattern), tokenizer, transform=transform, seed=3, shuffle_buffer=5
         )
