@@ -38,6 +38,7 @@ from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
 from multicon.pairs.captions import CaptionPairs
+from multicon.run_folder import check_output_dir
 
 FLICKR = "../shared/data/flickr8k-1k"
 
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_every=10,
     )
     data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    check_output_dir(config)  # a used output_dir is refused before any work
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
     model = build_model(margs, train, data.max_length, Path(config.output_dir) / "tokenizer")
