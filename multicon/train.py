@@ -383,18 +383,11 @@ class Trainer:
         The output folder is locked meanwhile and checked first (`multicon.run_folder`): a fresh
         run refuses another run's work, a resume refuses a changed configuration.
         """
-        acc = self.accelerator
-        facts = run_folder.describe(
-            acc.unwrap_model(self.model),
-            self.pairs,
-            getattr(self.optimizer, "optimizer", self.optimizer),
-            acc.num_processes,
-        )
-        self._run = run_folder.claim(self.output_dir, self.config, facts, acc)
         try:
             return self._fit()
         finally:
-            self._run.release()
+            if self._run is not None:
+                self._run.release()
 
     def _fit(self) -> TrainResult:
         c, acc = self.config, self.accelerator
@@ -422,6 +415,13 @@ class Trainer:
                 f"{' or '.join(self.model.devices)}, in one process or several with hogwild "
                 f"(here: {acc.device}, {acc.num_processes} processes, hogwild={c.hogwild})"
             )
+        facts = run_folder.describe(
+            acc.unwrap_model(self.model),
+            self.pairs,
+            getattr(self.optimizer, "optimizer", self.optimizer),
+            acc.num_processes,
+        )
+        self._run = run_folder.claim(self.output_dir, c, facts, acc)  # lock, check, run.json
         if c.hogwild:  # one shared copy of the parameters; no DDP, no gradient sync
             check_hogwild(acc.device, acc.num_processes)
             share_parameters(self.model)
