@@ -119,7 +119,7 @@ def describe(model, pairs, optimizer, num_processes: int) -> dict[str, Any]:
 def _settings(obj) -> dict[str, Any]:
     """An object's public attributes that are plain values or dataclasses (view settings)."""
     out = {}
-    for name, value in vars(obj).items():
+    for name, value in getattr(obj, "__dict__", {}).items():
         if name.startswith("_") or name == "training":
             continue
         if value is None or isinstance(value, bool | int | float | str):
