@@ -73,6 +73,10 @@ HARMLESS = frozenset(
 )
 
 
+# Packages whose layers `describe` leaves to the architecture (their settings are shapes).
+_LIBRARIES = ("torch", "torchvision", "transformers", "timm")
+
+
 class FolderInUseError(RuntimeError):
     """Another live process holds the output folder's lock."""
 
@@ -82,9 +86,9 @@ def describe(model, pairs, optimizer, num_processes: int) -> dict[str, Any]:
     """The facts besides `TrainConfig` that change what a run learns, as flat JSON values.
 
     The model's parameter names and shapes (``model.architecture``), the class and the plain
-    settings (numbers, strings, flags) of each of its modules that is not a stock ``torch.nn``
-    layer, an InfoNCE temperature, the pair generator's class, size and settings, the
-    optimizer's class and the number of processes.
+    settings (numbers, strings, flags) of each of its modules that is not a stock layer (of
+    torch, torchvision, transformers or timm), an InfoNCE temperature, the pair generator's
+    class, size and settings, the optimizer's class and the number of processes.
 
     Example:
         >>> import torch
@@ -103,13 +107,13 @@ def describe(model, pairs, optimizer, num_processes: int) -> dict[str, Any]:
         "model.architecture": f"{len(state)} tensors, {values} values, {_digest(shapes)}",
     }
     for path, module in model.named_modules():
-        if type(module).__module__.startswith("torch."):
+        if type(module).__module__.split(".")[0] in _LIBRARIES:
             continue  # stock layers: their sizes are in the architecture
         prefix = f"model.{path}." if path else "model."
         facts[prefix + "class"] = type(module).__name__
         facts.update({prefix + k: v for k, v in _settings(module).items()})
         if isinstance(getattr(type(module), "temperature", None), property):
-            facts[prefix + "temperature"] = float(module.temperature)
+            facts[prefix + "temperature"] = float(f"{module.temperature:.6g}")  # float32's noise
     size = pairs.num_pairs() if hasattr(pairs, "num_pairs") else len(pairs)
     facts.update({"pairs.class": type(pairs).__name__, "pairs.num_pairs": size})
     facts.update({"pairs." + k: v for k, v in _settings(pairs).items()})
