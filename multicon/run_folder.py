@@ -249,8 +249,13 @@ def check_fresh(folder: str | Path) -> None:
 
 def check_output_dir(config) -> None:
     """What recipes call first, before loading data: fail now if `Trainer.fit` would refuse
-    ``config.output_dir`` for a fresh run (resume is checked against the checkpoint later)."""
+    ``config.output_dir`` for a fresh run (resume is checked against the checkpoint later).
+
+    Only the launch's first process looks: another may get here after the main process took the
+    lock in `fit` (the launcher stops the others when the main process fails)."""
     _check_flags(config)
+    if os.environ.get("RANK", "0") != "0":
+        return
     probe_lock(config.output_dir)
     if not config.resume and not config.overwrite_output_dir:
         check_fresh(config.output_dir)
