@@ -312,8 +312,9 @@ def prune(root: str | Path, run_id: str, keep: int) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _step(path: Path) -> int:
-    return int(path.name.rsplit("-", 1)[-1])
+def _step(path: Path) -> int | None:
+    name = path.name
+    return int(name[5:]) if name.startswith("step-") and name[5:].isdigit() else None
 
 
 # -- claiming the folder ---------------------------------------------------------------------
@@ -339,8 +340,8 @@ def claim(folder: str | Path, config, facts: dict[str, Any], accelerator) -> Run
 
     The main process takes the lock, checks the folder, removes an old run for
     ``overwrite_output_dir``, picks the checkpoint to resume and writes ``run.json``; every
-    process gets its decision, or its error. Then each machine's first process checks that it
-    sees that ``run.json``: checkpoints need one folder shared by every machine.
+    process gets its decision, or its error. Then every process checks that it sees that
+    ``run.json``: checkpoints need one folder shared by every machine.
     """
     folder, acc = Path(folder), accelerator
     outcome: Run | Exception | None = None
@@ -352,7 +353,8 @@ def claim(folder: str | Path, config, facts: dict[str, Any], accelerator) -> Run
         except Exception as e:  # every process must learn of it, or the others would hang
             outcome = e
     if acc.num_processes > 1:
-        outcome = _broadcast(outcome)
+        sent = _broadcast(outcome)
+        outcome = outcome if acc.is_main_process else sent  # the main keeps its own traceback
     if isinstance(outcome, Exception):
         if lock is not None:
             lock.release()
@@ -439,6 +441,8 @@ def _resumed_run(folder, path, current, config, facts, record) -> Run:
         return Run(uuid.uuid4().hex, record, path)
     changed = compare(saved, dataclasses.asdict(config), facts, config.allow_config_change, path)
     run_id = saved["run_id"]
+    if current is None and path.parent.resolve() != (folder / "checkpoints").resolve():
+        check_fresh(folder)  # a run from elsewhere must not land on another run's model
     if current is not None and current["run_id"] != run_id:
         theirs = own_checkpoints(folder / "checkpoints", current["run_id"])
         if theirs:
@@ -447,7 +451,12 @@ def _resumed_run(folder, path, current, config, facts, record) -> Run:
                 f"continuing the run of {path} there would mix the two: choose another "
                 "--output_dir"
             )
-    newer = [p for p in own_checkpoints(folder / "checkpoints", run_id) if _step(p) > _step(path)]
+    step = _step(path)
+    newer = [
+        p
+        for p in own_checkpoints(folder / "checkpoints", run_id)
+        if step is not None and _step(p) > step
+    ]
     if newer:  # a branch: its own id, so `latest` and pruning never mix it with the later steps
         warnings.warn(
             f"resuming from {path.name} although the run has newer checkpoints "

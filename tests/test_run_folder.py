@@ -104,6 +104,17 @@ def test_resume_latest_and_pruning_ignore_another_runs_checkpoints(tmp_path):
     assert names == ["step-000000008", "step-000000012", "step-000000024"]
 
 
+def test_resuming_an_earlier_checkpoint_branches_off_the_later_ones(tmp_path):
+    train(tmp_path, epochs=3, keep_checkpoints=0)  # steps 4, 8, 12
+    early = list_checkpoints(tmp_path / "checkpoints")[0]
+    with pytest.warns(UserWarning, match="newer checkpoints"):
+        train(tmp_path, epochs=2, resume=str(early))  # rewrites step 8 and prunes its own only
+    names = [p.name for p in list_checkpoints(tmp_path / "checkpoints")]
+    assert names == ["step-000000004", "step-000000008", "step-000000012"]
+    again = train(tmp_path, epochs=2, resume="latest")  # the branch's step 8, not step 12
+    assert again.global_step == 2 * STEPS_PER_EPOCH
+
+
 # -- resume compares the configuration -------------------------------------------------------
 @pytest.mark.parametrize(
     "change,named",
