@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from multicon.keys.base import AfterStep, KeySource, StepInputs, View
+from multicon.keys.base import AfterStep, Encode, KeySource, StepInputs, View
 from multicon.keys.momentum import MomentumEncoder
 from multicon.keys.noise import NoiseKeys
 from multicon.losses.info_nce import InfoNCE, distillation_targets
@@ -136,8 +136,11 @@ class ContrastiveModel(nn.Module):
             if isinstance(module, KeySource):
                 module.check_batch(global_batch)
 
-    def forward(self, batch: PairBatch) -> ContrastiveOutput:
-        step = StepInputs(batch)
+    def forward(self, batch: PairBatch, *, encode: Encode | None = None) -> ContrastiveOutput:
+        """Score ``batch``. ``encode(encoder, inputs)`` runs the encoders on the batch's inputs
+        (default: called with their graph; `multicon.steps.GradCacheStep` passes its chunked
+        pass); key sources call it through `View.embed_queries` / `View.embed_keys`."""
+        step = StepInputs(batch, encode)
         losses = []
         for i, direction in enumerate(self.directions):
             view = View(step, direction.reverse)

@@ -8,12 +8,21 @@ never changes state: what a source will need after the step (the keys to enqueue
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from multicon.pairs.base import PairBatch
+
+Encode = Callable[[nn.Module, Any], torch.Tensor]
+"""How an encoder is run on a side's inputs: ``encode(encoder, inputs) -> (B, D)``."""
+
+
+def call_encoder(encoder: nn.Module, inputs: Any) -> torch.Tensor:
+    """The default `Encode`: the encoder called on the inputs, with its graph."""
+    return encoder(inputs)
 
 
 class StepInputs:
@@ -22,10 +31,15 @@ class StepInputs:
     Two directions of a symmetric model embed the same inputs with the same encoders (CLIP's
     image queries are the reverse direction's image keys): the cache runs each encoder once
     on each side, so BatchNorm statistics and the cost are those of one pass.
+
+    ``encode`` runs an encoder on a side's inputs (default `call_encoder`); a step strategy
+    may replace it: GradCache (`multicon.steps.GradCacheStep`) embeds in chunks without a
+    graph and hands back leaf tensors whose gradient it backpropagates later.
     """
 
-    def __init__(self, batch: PairBatch) -> None:
+    def __init__(self, batch: PairBatch, encode: Encode | None = None) -> None:
         self.batch = batch
+        self._encode = encode or call_encoder
         self._cache: dict[tuple[int, str], torch.Tensor] = {}
         self.pending: dict[nn.Module, Any] = {}
 
@@ -35,7 +49,7 @@ class StepInputs:
     def embed(self, encoder: nn.Module, side: str) -> torch.Tensor:
         key = (id(encoder), side)
         if key not in self._cache:
-            out = encoder(self.inputs(side))
+            out = self._encode(encoder, self.inputs(side))
             if not isinstance(out, torch.Tensor) or out.dim() != 2:
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
                 raise ValueError(f"encoders must return (B, D) tensors, got {shape}")

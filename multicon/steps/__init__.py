@@ -2,10 +2,20 @@
 
 `AutogradStep` (the default): forward, backward, optimizer step, the model's `after_step`.
 `FusedSkipGram`: word2vec's per-pair SGD loop (C on a CPU, Triton on a GPU), no autograd.
+`GradCacheStep`: the autograd step for a batch embedded in chunks (GradCache, Gao et al. 2021).
 """
 
 from multicon.steps.autograd import AutogradStep
 from multicon.steps.base import Step, StepContext
 from multicon.steps.fused_skipgram import FusedSGDStep, FusedSkipGram
+from multicon.steps.grad_cache import GradCacheStep, step_for
 
-__all__ = ["AutogradStep", "FusedSGDStep", "FusedSkipGram", "Step", "StepContext"]
+__all__ = [
+    "AutogradStep",
+    "FusedSGDStep",
+    "FusedSkipGram",
+    "GradCacheStep",
+    "Step",
+    "StepContext",
+    "step_for",
+]

@@ -44,11 +44,16 @@ class AutogradStep(Step):
         if synced and ctx.unwrapped.reduction == "sum":
             loss = loss * acc.num_processes  # DDP's mean of per-process sums -> the global sum
         acc.backward(loss)
+        self.update(ctx)
+        return out
+
+    @staticmethod
+    def update(ctx: StepContext) -> None:
+        """Clip the gradients (if asked), step the optimizer and clear the gradients."""
         if ctx.grad_clip > 0:
-            acc.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
+            ctx.accelerator.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
         ctx.optimizer.step()
         ctx.optimizer.zero_grad(set_to_none=True)
-        return out
 
     def after_step(
         self, output: ContrastiveOutput, ctx: StepContext, progress: float, diagnostics: bool

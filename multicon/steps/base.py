@@ -2,8 +2,8 @@
 
 The `Trainer` owns the loop (schedule, checkpoints, logging, evaluation); a `Step` owns how a
 batch becomes an update: the plain autograd step (`AutogradStep`), word2vec's fused SGD loop
-(`FusedSkipGram`), and later GradCache. The trainer calls, in order: `check` when it is built,
-`prepare` when training starts, then per batch `__call__` and `after_step`.
+(`FusedSkipGram`), GradCache (`GradCacheStep`). The trainer calls, in order: `check` when it
+is built, `prepare` when training starts, then per batch `__call__` and `after_step`.
 """
 
 from __future__ import annotations

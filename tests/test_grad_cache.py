@@ -1,0 +1,279 @@
+"""GradCache (`GradCacheStep`): the full batch's gradients from chunks, in float64.
+
+Each test runs the same steps with the plain `AutogradStep` and with `GradCacheStep` on copies
+of one model and compares every gradient, parameter and buffer (queues, momentum copies).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from test_distributed import run_two_processes
+from test_process_equivalence import CONFIGS, B, _tensors, write_caption_data
+from torch import nn
+
+from multicon import PairBatch, TrainConfig, Trainer, methods
+from multicon.checkpoint import checkpoint_dir
+from multicon.steps import AutogradStep, GradCacheStep, StepContext, step_for
+from multicon.steps.grad_cache import average_gradients
+
+DIM_IN, DIM = 6, 8
+
+
+class Accelerator:
+    """What a step uses of Accelerate's, for one process or a gloo group (no DDP wrapper:
+    GradCache runs the model unwrapped and averages the gradients itself)."""
+
+    def __init__(self) -> None:
+        self.num_processes = dist.get_world_size() if dist.is_initialized() else 1
+
+    def autocast(self):
+        return nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+
+class Recorder(torch.optim.SGD):
+    """SGD that keeps a copy of each step's gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {p: n for n, p in model.named_parameters()}
+        super().__init__(model.parameters(), lr=0.05)
+        self.grads: list[dict[str, torch.Tensor]] = []
+
+    def step(self, closure=None):
+        self.grads.append({self.names[p]: p.grad.clone() for p in self.names if p.grad is not None})
+        return super().step(closure)
+
+
+def run_steps(model, step, batches: list[PairBatch]):
+    """Train ``batches`` with ``step``; the gradients of each step and the final state."""
+    opt = Recorder(model)
+    ctx = StepContext(Accelerator(), model, model, opt, 0.05, 0.0, lambda loss: None)
+    model.train()
+    for i, batch in enumerate(batches):
+        out = step(batch, ctx)
+        step.after_step(out, ctx, (i + 1) / len(batches), False)
+    return opt.grads, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def mlp(dropout: float = 0.0, norm: type | None = None) -> nn.Module:
+    layers = [nn.Linear(DIM_IN, 16)]
+    if norm is nn.GroupNorm:
+        layers.append(nn.GroupNorm(4, 16))
+    elif norm is not None:
+        layers.append(norm(16))
+    layers += [nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, DIM)]
+    return nn.Sequential(*layers).double()
+
+
+def batches(n: int, steps: int = 3, seed: int = 0) -> list[PairBatch]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for s in range(steps):
+        x = torch.randn(n, DIM_IN, generator=g, dtype=torch.float64)
+        key = x + 0.1 * torch.randn(n, DIM_IN, generator=g, dtype=torch.float64)
+        out.append(PairBatch(x, key, torch.arange(s * n, (s + 1) * n)))
+    return out
+
+
+METHODS = {
+    "simclr": lambda: methods.simclr(mlp(), temperature=0.5),
+    "clip": lambda: methods.clip(mlp(), mlp(), temperature=0.1, learnable=True),
+    "moco_v2": lambda: methods.moco_v2(mlp(), 24, DIM, momentum=0.9, temperature=0.2),
+    "albef": lambda: methods.albef(mlp(), mlp(), 24, DIM, momentum=0.9, distill=0.4),
+    "moco_v3": lambda: methods.moco_v3(
+        mlp(), nn.Sequential(nn.Linear(DIM, 16), nn.ReLU(), nn.Linear(16, DIM)).double(), 0.9
+    ),
+}
+
+
+def assert_same(a, b, rtol: float = 1e-9) -> None:
+    grads_a, state_a = a
+    grads_b, state_b = b
+    assert len(grads_a) == len(grads_b)
+    for ga, gb in zip(grads_a, grads_b, strict=True):
+        assert ga.keys() == gb.keys() and ga
+        for name in ga:
+            torch.testing.assert_close(gb[name], ga[name], rtol=rtol, atol=1e-12, msg=name)
+    assert state_a.keys() == state_b.keys()
+    for name in state_a:
+        torch.testing.assert_close(state_b[name], state_a[name], rtol=rtol, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+@pytest.mark.parametrize("chunk", [3, 4])  # 3 leaves a remainder chunk of 1 in batches of 10
+def test_grad_cache_equals_the_full_batch_step(name, chunk):
+    torch.manual_seed(0)
+    model = METHODS[name]().double()
+    data = batches(10)  # three steps: the queues hold keys from the second step on
+    plain = run_steps(copy.deepcopy(model), AutogradStep(), data)
+    cached = run_steps(copy.deepcopy(model), GradCacheStep(chunk), data)
+    assert_same(plain, cached)
+    if name == "clip":  # the learnable temperature got its gradient
+        assert any("logit_scale" in n for n in plain[0][0])
+
+
+class Chunked(nn.Module):
+    """An encoder called chunk by chunk with its graph: the plain step then draws the dropout
+    masks GradCache's first pass draws."""
+
+    def __init__(self, encoder: nn.Module, chunk: int) -> None:
+        super().__init__()
+        self.encoder, self.chunk = encoder, chunk
+
+    def forward(self, x):
+        return torch.cat([self.encoder(part) for part in x.split(self.chunk)])
+
+
+def test_dropout_masks_are_replayed_in_the_rerun():
+    torch.manual_seed(0)
+    encoder = mlp(dropout=0.5)
+    data = batches(10)
+    torch.manual_seed(1)
+    reference = methods.simclr(Chunked(copy.deepcopy(encoder), 4)).double()
+    plain = run_steps(reference, AutogradStep(), data)
+    rng_plain = torch.get_rng_state()
+    torch.manual_seed(1)
+    cached = run_steps(methods.simclr(copy.deepcopy(encoder)).double(), GradCacheStep(4), data)
+    rename = [{k.replace(".encoder.", ".", 1) if "encoder." in k else k: v for k, v in g.items()}
+              for g in plain[0]]  # fmt: skip
+    state = {k.replace(".encoder.", ".", 1): v for k, v in plain[1].items()}
+    assert_same((rename, state), cached)
+    # the re-run leaves the RNG where the first pass left it: the next draws are the same
+    assert torch.equal(torch.get_rng_state(), rng_plain)
+
+
+def test_batchnorm_warns_naming_the_module_and_norm_layers_are_exact():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match=r"1 use BatchNorm.*per chunk of 4"):
+        run_steps(methods.simclr(mlp(norm=nn.BatchNorm1d)), GradCacheStep(4), batches(10, 1))
+    for norm in (nn.LayerNorm, nn.GroupNorm):
+        model = methods.simclr(mlp(norm=norm))
+        data = batches(10, 2)
+        plain = run_steps(copy.deepcopy(model), AutogradStep(), data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cached = run_steps(copy.deepcopy(model), GradCacheStep(4), data)
+        assert_same(plain, cached)
+
+
+def test_bad_chunks_are_refused_naming_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--grad_cache_chunk must be >= 0"):
+        step_for(-1, 8)
+    with pytest.raises(ValueError, match="--grad_cache_chunk 16 is larger than the per-process"):
+        step_for(16, 8)
+    with pytest.raises(ValueError, match="grad_cache_chunk"):
+        GradCacheStep(0)
+    config = TrainConfig(output_dir=str(tmp_path), batch_size=8, log_with="", progress_bar=False)
+    pairs = CONFIGS["custom"](tmp_path, 1)[1]
+    with pytest.raises(ValueError, match="grad_cache_chunk 9 is larger than the per-process"):
+        Trainer(methods.simclr(mlp()), pairs, config, step=GradCacheStep(9))
+
+
+# -- two gloo processes, each chunking its share ---------------------------------------------
+def _two_process_worker(rank: int, out: str) -> None:
+    import torch.distributed.nn.functional  # noqa: F401  (before the group: see test_distributed)
+
+    dist.init_process_group("gloo")
+    calls = []
+    all_reduce = dist.all_reduce
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return all_reduce(*args, **kwargs)
+
+    dist.all_reduce = counted
+    results = {}
+    for name in ("clip", "moco_v2"):
+        torch.manual_seed(0)
+        model = METHODS[name]().double()
+        share = [_rows(b, rank * 5, 5) for b in batches(10)]  # each process: 5 of 10 pairs
+        for chunk in (5, 2):  # one chunk, then 2 + 2 + 1
+            calls.clear()
+            results[(name, chunk)] = run_steps(copy.deepcopy(model), GradCacheStep(chunk), share)
+            results[(name, chunk, "all_reduce")] = len(calls)
+        results[(name, "plain")] = run_steps(copy.deepcopy(model), AveragedAutograd(), share)
+    if rank == 0:
+        torch.save(results, f"{out}/two.pt")
+
+
+class AveragedAutograd(AutogradStep):
+    """The plain step with the gradients averaged over processes, as DDP averages them."""
+
+    def update(self, ctx: StepContext) -> None:
+        average_gradients(list(ctx.model.parameters()), dist.get_world_size())
+        AutogradStep.update(ctx)
+
+
+def _rows(batch: PairBatch, start: int, n: int) -> PairBatch:
+    rows = slice(start, start + n)
+    return PairBatch(batch.query[rows], batch.key[rows], batch.key_id[rows])
+
+
+def test_two_processes_with_grad_cache_equal_one_full_batch(tmp_path):
+    run_two_processes(_two_process_worker, str(tmp_path))
+    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    for name in ("clip", "moco_v2"):
+        assert_same(two[(name, "plain")], two[(name, 2)])
+        # and one process's full batch, to the float32 rounding that one and two processes
+        # differ by in the plain step (the learnable temperature's gradient)
+        torch.manual_seed(0)
+        one = run_steps(METHODS[name]().double(), AutogradStep(), batches(10))
+        assert_same(one, two[(name, 2)], rtol=1e-6)
+        # the gradients are averaged once a step, however many chunks
+        assert two[(name, 2, "all_reduce")] == two[(name, 5, "all_reduce")]
+
+
+# -- exact resume with GradCache (issue 21 §3) -----------------------------------------------
+@pytest.fixture(scope="module")
+def caption_data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("grad-cache-captions")
+    write_caption_data(folder)
+    return folder
+
+
+def _resume_run(name: str, data: Path, out: Path, resume: str = "") -> Path:
+    torch.manual_seed(0)
+    model, pairs, training = CONFIGS[name](data, 1)
+    config = TrainConfig(
+        output_dir=str(out),
+        batch_size=2 * B,
+        log_with="",
+        progress_bar=False,
+        eval_every=0,
+        checkpoint_every=1,
+        keep_checkpoints=0,
+        resume=resume,
+        **training,
+    )
+    Trainer(model.double(), pairs, config, step=GradCacheStep(3)).fit()
+    return out / "checkpoints"
+
+
+@pytest.mark.parametrize("name", ["clip", "moco_v2"])  # the caption recipe; images, CPU views
+def test_resume_with_grad_cache_equals_uninterrupted_run(name, caption_data, tmp_path):
+    full = _resume_run(name, caption_data, tmp_path / "full")
+    stopped = tmp_path / "stopped" / "checkpoints"
+    stopped.mkdir(parents=True)
+    shutil.copytree(checkpoint_dir(full, 3), checkpoint_dir(stopped, 3))
+    torch.manual_seed(1234)
+    resumed = _resume_run(name, caption_data, tmp_path / "stopped", resume="latest")
+    last = sorted(p.name for p in full.iterdir())[-1]
+    assert last == sorted(p.name for p in resumed.iterdir())[-1]
+    a = torch.load(full / last / "state.pt", weights_only=False)
+    b = torch.load(resumed / last / "state.pt", weights_only=False)
+    tensors_a, tensors_b = _tensors(a["model"]), _tensors(b["model"])
+    tensors_a.update(_tensors(a["optimizer"]["state"], "optimizer."))
+    tensors_b.update(_tensors(b["optimizer"]["state"], "optimizer."))
+    assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 10
+    for key, value in tensors_a.items():
+        assert torch.equal(value, tensors_b[key]), key
