@@ -30,6 +30,7 @@ from multicon.model import ContrastiveModel
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import ViewConfig
 from multicon.run_folder import check_output_dir
+from multicon.steps import Step
 from multicon.train import TrainConfig, Trainer
 
 
@@ -184,8 +185,10 @@ def run_image_recipe(
     argv: list[str] | None,
     method_args: object,
     hub: HubArgs | None = None,
+    step: Step | None = None,
 ) -> dict:
-    """Load, train with the kNN monitor, save the encoder and the pictures; return the summary."""
+    """Load, train with the kNN monitor, save the encoder and the pictures; return the summary.
+    ``step``: the training step (`GradCacheArgs.step`; default the plain autograd step)."""
     check_output_dir(config)  # a used output_dir is refused before the data is loaded
     train, test = load_splits(data_args)
     size = data_args.image_size or train.image_size[0]
@@ -212,7 +215,7 @@ def run_image_recipe(
         temperature=data_args.knn_temperature,
         max_train=data_args.knn_max_train,
     )
-    trainer = Trainer(model, pairs, config, evaluate=lambda _: monitor(encoder))
+    trainer = Trainer(model, pairs, config, step=step, evaluate=lambda _: monitor(encoder))
     device = trainer.accelerator.device
     model.to(device)
     before = monitor(encoder)["knn_top1"] if trainer.accelerator.is_main_process else float("nan")

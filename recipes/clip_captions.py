@@ -40,6 +40,7 @@ from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
 from multicon.run_folder import check_output_dir
+from multicon.steps import GradCacheArgs
 
 FLICKR = "../shared/data/flickr8k-1k"
 
@@ -215,7 +216,7 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs))
+    parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs, GradCacheArgs))
     parser.set_defaults(
         output_dir="runs/clip-captions",
         epochs=30,
@@ -226,8 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=5,
         log_every=10,
     )
-    data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    data, margs, config, hub, cache = parser.parse_args_into_dataclasses(args=argv)
     check_output_dir(config)  # a used output_dir is refused before any work
+    step = cache.step(config.batch_size)
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
     if margs.false_negative_threshold and isinstance(train, CaptionShardStream):
@@ -256,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         return retrieval_recall(*embed_corpus(model, test))
 
     start = time.perf_counter()
-    trainer = Trainer(contrastive, pairs, config, evaluate=evaluate)
+    trainer = Trainer(contrastive, pairs, config, step=step, evaluate=evaluate)
     result = trainer.fit()
     seconds = time.perf_counter() - start
     if not trainer.accelerator.is_main_process:

@@ -37,6 +37,7 @@ from multicon.image_recipe import (
     run_image_recipe,
 )
 from multicon.pairs.views import MoCoV2Views, moco_v3_views
+from multicon.steps import GradCacheArgs
 from multicon.train import TrainConfig
 
 
@@ -54,13 +55,18 @@ class MoCoArgs:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((MoCoArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs))
+    parser = HfArgumentParser(
+        (MoCoArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs, GradCacheArgs)
+    )
     parser.set_defaults(
         **CIFAR10_SGD_PRESET,
         output_dir="runs/moco_cifar10",
         head_batch_norm=False,
     )
-    args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    args, data_args, encoder_args, config, hub, cache = parser.parse_args_into_dataclasses(
+        args=argv
+    )
+    step = cache.step(config.batch_size)  # a bad --grad_cache_chunk, before any work
     v3 = args.version == "v3"
     if v3:  # MoCo v3 head: 3 layers with BatchNorm and a last BatchNorm, plus a predictor
         encoder_args.head_layers, encoder_args.head_batch_norm = 3, True
@@ -95,7 +101,16 @@ def main(argv: list[str] | None = None) -> dict:
         return moco_v3_views(size) if v3 else (MoCoV2Views(size=size), None)
 
     return run_image_recipe(
-        f"MoCo {args.version}", build_model, views, data_args, encoder_args, config, argv, args, hub
+        f"MoCo {args.version}",
+        build_model,
+        views,
+        data_args,
+        encoder_args,
+        config,
+        argv,
+        args,
+        hub,
+        step,
     )
 
 

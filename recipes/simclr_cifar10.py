@@ -30,6 +30,7 @@ from multicon.image_recipe import (
     run_image_recipe,
 )
 from multicon.pairs.views import SimCLRViews
+from multicon.steps import GradCacheArgs
 from multicon.train import TrainConfig
 
 
@@ -40,12 +41,17 @@ class SimCLRArgs:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs))
+    parser = HfArgumentParser(
+        (SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs, GradCacheArgs)
+    )
     parser.set_defaults(
         **CIFAR10_SGD_PRESET,
         output_dir="runs/simclr_cifar10",
     )
-    args, data_args, encoder_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    args, data_args, encoder_args, config, hub, cache = parser.parse_args_into_dataclasses(
+        args=argv
+    )
+    step = cache.step(config.batch_size)  # a bad --grad_cache_chunk, before any work
 
     def build_model(encoder):
         return methods.simclr(encoder, args.temperature)
@@ -54,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
         return SimCLRViews(size=size, scale=(args.crop_min_scale, 1.0)), None
 
     return run_image_recipe(
-        "SimCLR", build_model, views, data_args, encoder_args, config, argv, args, hub
+        "SimCLR", build_model, views, data_args, encoder_args, config, argv, args, hub, step
     )
 
 

@@ -50,7 +50,7 @@ from multicon.hub import HubArgs, save_run
 from multicon.optim import build_optimizer
 from multicon.pairs.context import ContextPairs
 from multicon.run_folder import check_output_dir
-from multicon.steps import AutogradStep, FusedSkipGram
+from multicon.steps import AutogradStep, FusedSkipGram, GradCacheArgs, step_for
 from multicon.text import Vocabulary, Word2Vec
 
 WORD_EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "word-eval"
@@ -260,7 +260,11 @@ def warn_kernel_settings(kernel: str, w2v_args: Word2VecArgs, config: TrainConfi
 
 
 def train(
-    data: CorpusArgs, w2v_args: Word2VecArgs, eval_args: EvalArgs, config: TrainConfig
+    data: CorpusArgs,
+    w2v_args: Word2VecArgs,
+    eval_args: EvalArgs,
+    config: TrainConfig,
+    grad_cache_chunk: int = 0,
 ) -> dict:
     """Build the vocabulary and pairs, train, evaluate; returns figures and timings."""
     if w2v_args.threads:
@@ -270,6 +274,17 @@ def train(
     # them to zero changed no figure
     torch.set_flush_denormal(True)
     kernel = resolve_kernel(w2v_args.kernel, w2v_args)
+    if grad_cache_chunk and (kernel == "fused" or w2v_args.hogwild):
+        why = (
+            "the fused kernel has no encoder pass to chunk"
+            if kernel == "fused"
+            else ("--hogwild does not sync gradients")
+        )
+        raise ValueError(
+            f"--grad_cache_chunk {grad_cache_chunk}: {why} (kernel {kernel}); use --kernel "
+            "torch without --hogwild, or --grad_cache_chunk 0"
+        )
+    cached_step = step_for(grad_cache_chunk, config.batch_size) if grad_cache_chunk else None
     warn_kernel_settings(kernel, w2v_args, config)
     t0 = time.perf_counter()
     corpus = load_corpus(data)
@@ -302,7 +317,7 @@ def train(
             shared_negatives=w2v_args.shared_negatives,
             noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
         )
-        step = AutogradStep(hogwild=w2v_args.hogwild)
+        step = cached_step or AutogradStep(hogwild=w2v_args.hogwild)
         if w2v_args.row_clip:
 
             def optimizer(m):
@@ -359,7 +374,9 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig, HubArgs))
+    parser = HfArgumentParser(
+        (CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig, HubArgs, GradCacheArgs)
+    )
     parser.set_defaults(
         output_dir="runs/word2vec",
         epochs=5,
@@ -372,9 +389,9 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=0,
         log_every=100,
     )
-    data, w2v_args, eval_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    data, w2v_args, eval_args, config, hub, cache = parser.parse_args_into_dataclasses(args=argv)
     check_output_dir(config)  # a used output_dir is refused before any work
-    figures = train(data, w2v_args, eval_args, config)
+    figures = train(data, w2v_args, eval_args, config, cache.grad_cache_chunk)
     if not figures.pop("main_process"):
         return figures
     figures["hub_commit"] = hub.push(Path(config.output_dir) / "model")

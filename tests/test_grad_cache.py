@@ -277,3 +277,66 @@ def test_resume_with_grad_cache_equals_uninterrupted_run(name, caption_data, tmp
     assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 10
     for key, value in tensors_a.items():
         assert torch.equal(value, tensors_b[key]), key
+
+
+# -- the recipes' flag -------------------------------------------------------------------------
+def _recipe(name: str):
+    import importlib
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path[:0] = [str(root / "recipes")]
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(root / "recipes"))
+
+
+@pytest.mark.parametrize("recipe", ["simclr_cifar10", "moco_cifar10", "clip_captions"])
+def test_recipes_refuse_bad_chunks_before_any_work(recipe, tmp_path):
+    main = _recipe(recipe).main
+    base = ["--output_dir", str(tmp_path / "out"), "--batch_size", "16"]
+    if recipe != "clip_captions":  # no data there: the flag is refused before it is read
+        base += ["--data", str(tmp_path / "missing")]
+    else:
+        base += ["--train_data", str(tmp_path / "missing.jsonl")]
+    with pytest.raises(ValueError, match="--grad_cache_chunk 32 is larger than the per-process"):
+        main([*base, "--grad_cache_chunk", "32"])
+    with pytest.raises(ValueError, match="--grad_cache_chunk must be >= 0"):
+        main([*base, "--grad_cache_chunk", "-1"])
+
+
+@pytest.mark.parametrize("kernel", ["fused", "torch"])
+def test_word2vec_recipe_refuses_grad_cache_on_the_fused_step(kernel, tmp_path):
+    main = _recipe("word2vec_text8").main
+    argv = ["--corpus", str(tmp_path / "missing.txt"), "--output_dir", str(tmp_path / "o")]
+    argv += ["--kernel", kernel, "--grad_cache_chunk", "64"]
+    if kernel == "fused":
+        with pytest.raises(ValueError, match="--grad_cache_chunk 64: the fused kernel"):
+            main(argv)
+    else:  # the torch kernel takes it: the run goes on to read the (missing) corpus
+        with pytest.raises(FileNotFoundError):
+            main(argv)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_image_recipe_trains_with_the_grad_cache_step(tmp_path, monkeypatch):
+    from textures import texture_images, write_image_folder
+
+    import multicon.image_recipe
+
+    def trainer(model, pairs, config, *, step, evaluate):
+        raise _Stop(step)
+
+    monkeypatch.setattr(multicon.image_recipe, "Trainer", trainer)
+    write_image_folder(tmp_path / "data" / "train", texture_images(4, size=16, seed=0))
+    write_image_folder(tmp_path / "data" / "test", texture_images(2, size=16, seed=1))
+    argv = ["--data", str(tmp_path / "data"), "--output_dir", str(tmp_path / "out")]
+    argv += ["--batch_size", "8", "--head_hidden_dim", "16", "--grad_cache_chunk", "3"]
+    with pytest.raises(_Stop) as stopped:
+        _recipe("moco_cifar10").main(argv)
+    step = stopped.value.args[0]
+    assert isinstance(step, GradCacheStep) and step.chunk == 3

@@ -8,12 +8,13 @@
 from multicon.steps.autograd import AutogradStep
 from multicon.steps.base import Step, StepContext
 from multicon.steps.fused_skipgram import FusedSGDStep, FusedSkipGram
-from multicon.steps.grad_cache import GradCacheStep, step_for
+from multicon.steps.grad_cache import GradCacheArgs, GradCacheStep, step_for
 
 __all__ = [
     "AutogradStep",
     "FusedSGDStep",
     "FusedSkipGram",
+    "GradCacheArgs",
     "GradCacheStep",
     "Step",
     "StepContext",

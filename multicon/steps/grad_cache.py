@@ -312,3 +312,27 @@ def step_for(grad_cache_chunk: int, batch_size: int) -> Step:
             f"{batch_size} (--batch_size): lower --grad_cache_chunk (0: off)"
         )
     return GradCacheStep(grad_cache_chunk)
+
+
+@dataclass
+class GradCacheArgs:
+    """The recipes' ``--grad_cache_chunk`` flag (SimCLR, MoCo, captions; word2vec refuses it
+    with its fused kernel)."""
+
+    grad_cache_chunk: int = field(
+        default=0,
+        metadata={
+            "help": "GradCache: embed each process's batch this many pairs at a time, with the "
+            "full batch's gradients (exact without BatchNorm); 0: off."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        chunk = self.grad_cache_chunk
+        if chunk < 0:
+            raise ValueError(f"--grad_cache_chunk must be >= 0 (0: off), got {chunk}")
+
+    def step(self, batch_size: int) -> Step:
+        """The training step: `AutogradStep`, or `GradCacheStep` (refused if larger than
+        ``batch_size``, the per-process batch)."""
+        return step_for(self.grad_cache_chunk, batch_size)
