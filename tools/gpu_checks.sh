@@ -69,3 +69,11 @@ w2v w2v_exact_b65536 --batch_size 65536 --shared_negatives 0
 # check fails and its log says so.
 check w2v_fused_cpu16 env ACCELERATE_USE_CPU=true $PY tools/bench_word2vec.py "${words[@]}" \
     "${eval[@]}" --kernel fused --threads 16
+
+# issue 21: GradCache at a global batch of 4,096 in chunks of 256 against the plain step up to the
+# largest batch that fits (ResNet-18, CIFAR stem, 32 px, SimCLR; torch.cuda.max_memory_allocated).
+# Targets: GradCache's peak within 1.3x of the plain step at 256, its time per sample within 1.5x
+# of the plain step's at the largest batch that fits.
+gc=(--global_batch 4096 --chunk 256 --repeats 3)
+[ "${SMOKE:-0}" = 1 ] && gc=(--encoder small_cnn --global_batch 32 --chunk 8 --repeats 1 --steps 1)
+check grad_cache $PY tools/bench_grad_cache.py "${gc[@]}"
