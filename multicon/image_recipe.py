@@ -27,6 +27,7 @@ from multicon.hub import HubArgs, save_run
 from multicon.model import ContrastiveModel
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import ViewConfig
+from multicon.run_folder import check_output_dir
 from multicon.train import TrainConfig, Trainer
 
 
@@ -176,6 +177,7 @@ def run_image_recipe(
     hub: HubArgs | None = None,
 ) -> dict:
     """Load, train with the kNN monitor, save the encoder and the pictures; return the summary."""
+    check_output_dir(config)  # a used output_dir is refused before the data is loaded
     train, test = load_splits(data_args)
     size = data_args.image_size or train.image_size[0]
     query_views, key_views = views(size)

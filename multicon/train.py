@@ -20,8 +20,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from multicon import checkpoint
+from multicon import checkpoint, run_folder
 from multicon.hogwild import check_hogwild, share_parameters
+from multicon.launch_checks import check_world_size
 from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
 from multicon.optim import build_optimizer, lr_schedule
 from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
@@ -64,6 +65,14 @@ class TrainConfig:
     keep_checkpoints: int = field(default=2, metadata={"help": "Newest checkpoints kept (0: all)."})
     resume: str = field(
         default="", metadata={"help": "'' (fresh), 'latest' (newest in output_dir), or a path."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "A fresh run replaces the run already in output_dir (else refused)."},
+    )
+    allow_config_change: str = field(
+        default="",
+        metadata={"help": "Comma list of settings a resume may change (else refused)."},
     )
     log_with: str = field(
         default="tensorboard,jsonl", metadata={"help": "Comma list of trackers ('' for none)."}
@@ -169,6 +178,8 @@ class Trainer:
         self.evaluate_fn = evaluate
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator or self._build_accelerator()
+        check_world_size(self.accelerator.num_processes, self.accelerator.process_index)
+        self._run: run_folder.Run | None = None  # claimed by `fit`
         self.model = model
         self.optimizer = (optimizer or self._default_optimizer)(model)
 
@@ -269,30 +280,39 @@ class Trainer:
                 "history": history,
             }
             checkpoint.write_file_atomic(state, tmp / "state.pt")
+            run_folder.stamp(tmp, self._run.record)
         acc.wait_for_everyone()
         path = checkpoint.checkpoint_dir(self.checkpoint_root, step)
         if acc.is_main_process:
-            checkpoint.commit(self.checkpoint_root, step, keep=self.config.keep_checkpoints)
+            checkpoint.commit(self.checkpoint_root, step)
+            run_folder.prune(self.checkpoint_root, self._run.run_id, self.config.keep_checkpoints)
         acc.wait_for_everyone()
         return path
 
     def _resume(self, scheduler) -> tuple[_Position, list]:
-        resume = self.config.resume
-        if not resume:
-            return _Position(), []
-        path = checkpoint.latest_checkpoint(self.checkpoint_root) if resume == "latest" else resume
-        if path is None:  # 'latest' with nothing saved yet: a fresh start
+        path, changed = self._run.resume_from, self._run.changed  # chosen by `run_folder.claim`
+        if path is None:
             return _Position(), []
         state, rng = checkpoint.load(path, self.accelerator.process_index)
         acc = self.accelerator
         acc.unwrap_model(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        if "optimizer" in changed or "optimizer.class" in changed:  # an allowed new optimizer
+            warnings.warn(f"the optimizer changed: its state in {path} is not loaded", stacklevel=3)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if changed:  # allowed changes: the new lr, weight decay, ... replace the loaded ones
+            run_folder.keep_new_hyperparameters(self.optimizer, scheduler, fresh)
         if acc.scaler is not None and state["scaler"]:
             acc.scaler.load_state_dict(state["scaler"])
         if rng is not None:
             checkpoint.set_rng_state(rng)
-        return _Position(**state["position"]), list(state["history"])
+        c = self.config
+        position = run_folder.rescale_position(
+            state["position"], changed, c.batch_size, acc.num_processes
+        )
+        return _Position(**position), list(state["history"])
 
     # -- the loop ----------------------------------------------------------------------------
     def _watch_loss(self, loss: torch.Tensor, pos: _Position) -> None:
@@ -376,7 +396,18 @@ class Trainer:
         return inner if plain and acc.gradient_accumulation_steps == 1 and inner else wrapped
 
     def fit(self) -> TrainResult:
-        """Train to ``epochs`` / ``max_steps`` (resuming if asked) and return the history."""
+        """Train to ``epochs`` / ``max_steps`` (resuming if asked) and return the history.
+
+        The output folder is locked meanwhile and checked first (`multicon.run_folder`): a fresh
+        run refuses another run's work, a resume refuses a changed configuration.
+        """
+        try:
+            return self._fit()
+        finally:
+            if self._run is not None:
+                self._run.release()
+
+    def _fit(self) -> TrainResult:
         c, acc = self.config, self.accelerator
         from accelerate.utils import set_seed
 
@@ -402,6 +433,13 @@ class Trainer:
                 f"{' or '.join(self.model.devices)}, in one process or several with hogwild "
                 f"(here: {acc.device}, {acc.num_processes} processes, hogwild={c.hogwild})"
             )
+        facts = run_folder.describe(
+            acc.unwrap_model(self.model),
+            self.pairs,
+            getattr(self.optimizer, "optimizer", self.optimizer),
+            acc.num_processes,
+        )
+        self._run = run_folder.claim(self.output_dir, c, facts, acc)  # lock, check, run.json
         if c.hogwild:  # one shared copy of the parameters; no DDP, no gradient sync
             check_hogwild(acc.device, acc.num_processes)
             share_parameters(self.model)

@@ -41,6 +41,7 @@ from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
+from multicon.run_folder import check_output_dir
 
 FLICKR = "../shared/data/flickr8k-1k"
 
@@ -232,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_every=10,
     )
     data, margs, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    check_output_dir(config)  # a used output_dir is refused before any work
     torch.manual_seed(config.seed)
     train, test = load_corpora(data)
     if margs.false_negative_threshold and isinstance(train, CaptionShardStream):

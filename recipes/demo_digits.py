@@ -24,6 +24,7 @@ from multicon import AffineViewPairs, ContrastiveModel, InfoNCE, TrainConfig, Tr
 from multicon.data import load_digits
 from multicon.encoders.small_cnn import SmallConvEncoder
 from multicon.hub import HubArgs, save_run
+from multicon.run_folder import check_output_dir
 
 
 @dataclass
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_every=5,
     )
     args, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    check_output_dir(config)  # a used output_dir is refused before any work
     torch.manual_seed(config.seed)
     train, test = load_digits(args.test_fraction, seed=config.seed)
     encoder = SmallConvEncoder(in_channels=1, width=args.width, proj_dim=args.proj_dim)

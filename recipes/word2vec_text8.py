@@ -48,6 +48,7 @@ from multicon.data.corpus import (
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
 from multicon.hub import HubArgs, save_run
 from multicon.pairs.context import ContextPairs
+from multicon.run_folder import check_output_dir
 from multicon.text import FusedSkipGram, Vocabulary, Word2Vec
 
 WORD_EVAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "word-eval"
@@ -337,6 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
         log_every=100,
     )
     data, w2v_args, eval_args, config, hub = parser.parse_args_into_dataclasses(args=argv)
+    check_output_dir(config)  # a used output_dir is refused before any work
     figures = train(data, w2v_args, eval_args, config)
     if not figures.pop("main_process"):
         return figures
