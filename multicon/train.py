@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from multicon import checkpoint
+from multicon.dist import set_independent
 from multicon.hogwild import check_hogwild, share_parameters
 from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
 from multicon.optim import build_optimizer, lr_schedule
@@ -371,6 +372,7 @@ class Trainer:
         from accelerate.utils import set_seed
 
         set_seed(c.seed, device_specific=c.hogwild)  # hogwild ranks: independent draws
+        set_independent(c.hogwild)
         if self._defer_finite_check is None:
             self._defer_finite_check = acc.device.type != "cpu"
         self._first_bad = None

@@ -39,6 +39,7 @@ from multicon.data.corpus import EncodedCorpus
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.dual_args import DualEncoderArgs, build_contrastive_model, tower_specs
 from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
+from multicon.negatives import SampledNegatives
 from multicon.pairs.captions import CaptionPairs
 from multicon.pairs.context import ContextPairs
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
@@ -364,3 +365,33 @@ def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
             out.update(_tensors(v, f"{prefix}{k}."))
         return out
     return {}
+
+
+# -- sampled noise: each process's share of the global draw ------------------------------------
+def _noise_per_pair(keys) -> torch.Tensor:
+    """``(B, K)`` noise ids of each pair, from shared ``(G, K)`` groups of ``B / G`` pairs."""
+    b = len(keys.own_ids)
+    return keys.key_ids.repeat_interleave(b // len(keys.key_ids), dim=0)
+
+
+def test_sampled_noise_of_a_process_is_its_share_of_the_global_draw(monkeypatch):
+    import multicon.dist
+    import multicon.negatives
+
+    table = nn.Embedding(50, 4)
+    neg = SampledNegatives(table, torch.ones(50), k=3, group_size=3, embed_positives=True)
+    ids = torch.arange(8)
+    torch.manual_seed(7)
+    whole = _noise_per_pair(neg(None, ids))  # groups of 3, 3 and 2 pairs
+    monkeypatch.setattr(multicon.dist, "world_size", lambda: 2)
+    monkeypatch.setattr(multicon.negatives, "all_sizes", lambda x: [4, 4])
+    for r in (0, 1):  # rank 0 holds group 0 and a pair of group 1; rank 1 the rest
+        monkeypatch.setattr(multicon.negatives, "rank", lambda r=r: r)
+        torch.manual_seed(7)
+        part = _noise_per_pair(neg(None, ids[4 * r : 4 * r + 4]))
+        assert torch.equal(part, whole[4 * r : 4 * r + 4])
+    # hogwild processes draw for their own pairs and exchange nothing
+    monkeypatch.setattr(multicon.dist, "_independent", False)
+    multicon.dist.set_independent(True)
+    monkeypatch.setattr(multicon.negatives, "all_sizes", lambda x: pytest.fail("exchanged"))
+    assert _noise_per_pair(neg(None, ids[:4])).shape == (4, 3)
