@@ -95,6 +95,9 @@ METHODS = {
     ),
 }
 
+if hasattr(methods, "siglip"):  # issue 21 §2 (its branch): the sigmoid loss, a learned bias
+    METHODS["siglip"] = lambda: methods.siglip(mlp(), mlp())
+
 
 def assert_same(a, b, rtol: float = 1e-9) -> None:
     grads_a, state_a = a
@@ -202,8 +205,27 @@ def _two_process_worker(rank: int, out: str) -> None:
             results[(name, chunk)] = run_steps(copy.deepcopy(model), GradCacheStep(chunk), share)
             results[(name, chunk, "all_reduce")] = len(calls)
         results[(name, "plain")] = run_steps(copy.deepcopy(model), AveragedAutograd(), share)
+    dist.all_reduce = all_reduce
+    # the trainer's path: the model wrapped in DDP, run unwrapped by the step, B pairs a process
+    results["trainer"] = _train_moco(Path(out) / "trainer", GradCacheStep(3), B)
     if rank == 0:
         torch.save(results, f"{out}/two.pt")
+
+
+def _train_moco(out: Path, step, batch_size: int) -> dict[str, torch.Tensor]:
+    """The MoCo v2 recipe's configuration (CPU views) trained by the `Trainer`."""
+    torch.manual_seed(0)
+    model, pairs, training = CONFIGS["moco_v2"](out, 1)
+    config = TrainConfig(
+        output_dir=str(out),
+        batch_size=batch_size,
+        log_with="",
+        progress_bar=False,
+        eval_every=0,
+        **training,
+    )
+    Trainer(model.double(), pairs, config, step=step).fit()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 class AveragedAutograd(AutogradStep):
@@ -231,6 +253,10 @@ def test_two_processes_with_grad_cache_equal_one_full_batch(tmp_path):
         assert_same(one, two[(name, 2)], rtol=1e-6)
         # the gradients are averaged once a step, however many chunks
         assert two[(name, 2, "all_reduce")] == two[(name, 5, "all_reduce")]
+    one = _train_moco(tmp_path / "one", AutogradStep(), 2 * B)
+    assert one.keys() == two["trainer"].keys()
+    for key, value in one.items():
+        torch.testing.assert_close(two["trainer"][key], value, rtol=1e-6, atol=1e-12, msg=key)
 
 
 # -- exact resume with GradCache (issue 21 §3) -----------------------------------------------

@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings: dict[str, dict] = {}
     runs: list[dict] = []
     load_at_start = os.getloadavg()
+    commit = _git("rev-parse", "HEAD")  # what the runs import: read before they start
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
 
     def measure(name: str, batch: int, chunk: int) -> dict:
         mine = []
@@ -224,8 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
         checks["time_target_1.5x"] = checks["time_per_sample_ratio_to_largest_plain"] <= 1.5
     report = {
         "command": " ".join(["python", "tools/bench_grad_cache.py", *argv]),
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "commit": commit,
+        "dirty": dirty,
         "device": device,
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "memory_budget_gb": round(budget / 2**30, 2),
