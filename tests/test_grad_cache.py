@@ -137,22 +137,45 @@ class Chunked(nn.Module):
         return torch.cat([self.encoder(part) for part in x.split(self.chunk)])
 
 
+def per_chunk_reference(encoder: nn.Module, chunk: int, data, seed: int = 1):
+    """The plain step with ``encoder`` called chunk by chunk, keys renamed as the bare
+    encoder's; and the RNG state it ends in."""
+    torch.manual_seed(seed)
+    model = methods.simclr(Chunked(copy.deepcopy(encoder), chunk)).double()
+    grads, state = run_steps(model, AutogradStep(), data)
+
+    def bare(name: str) -> str:
+        return name.replace(".encoder.", ".", 1)
+
+    grads = [{bare(k): v for k, v in g.items()} for g in grads]
+    return (grads, {bare(k): v for k, v in state.items()}), torch.get_rng_state()
+
+
 def test_dropout_masks_are_replayed_in_the_rerun():
     torch.manual_seed(0)
     encoder = mlp(dropout=0.5)
     data = batches(10)
-    torch.manual_seed(1)
-    reference = methods.simclr(Chunked(copy.deepcopy(encoder), 4)).double()
-    plain = run_steps(reference, AutogradStep(), data)
-    rng_plain = torch.get_rng_state()
+    plain, rng_plain = per_chunk_reference(encoder, 4, data)
     torch.manual_seed(1)
     cached = run_steps(methods.simclr(copy.deepcopy(encoder)).double(), GradCacheStep(4), data)
-    rename = [{k.replace(".encoder.", ".", 1) if "encoder." in k else k: v for k, v in g.items()}
-              for g in plain[0]]  # fmt: skip
-    state = {k.replace(".encoder.", ".", 1): v for k, v in plain[1].items()}
-    assert_same((rename, state), cached)
+    assert_same(plain, cached)
     # the re-run leaves the RNG where the first pass left it: the next draws are the same
     assert torch.equal(torch.get_rng_state(), rng_plain)
+
+
+def test_batchnorm_is_the_plain_step_over_chunks_and_its_statistics_move_once():
+    """With BatchNorm, GradCache equals the plain step whose encoder normalises each chunk by
+    its own statistics; the re-run does not update the running statistics a second time."""
+    torch.manual_seed(0)
+    encoder = mlp(norm=nn.BatchNorm1d)
+    data = batches(10)
+    plain, _ = per_chunk_reference(encoder, 4, data)
+    torch.manual_seed(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cached = run_steps(methods.simclr(copy.deepcopy(encoder)).double(), GradCacheStep(4), data)
+    assert_same(plain, cached)
+    assert any("running_mean" in k for k in cached[1])
 
 
 def test_batchnorm_warns_naming_the_module_and_norm_layers_are_exact():
