@@ -13,6 +13,21 @@ import warnings
 import torch
 import torch.distributed as dist
 
+_independent = False  # see `set_independent`
+
+
+def set_independent(independent: bool) -> None:
+    """Say whether the processes train independently (hogwild: each its own RNG stream and
+    no gradient sync). Sources that otherwise draw for the global batch and keep this
+    process's share (`SampledNegatives`) then draw for their own pairs and exchange nothing."""
+    global _independent
+    _independent = bool(independent)
+
+
+def draws_span_processes() -> bool:
+    """Whether random draws are made for the global batch: several processes, not independent."""
+    return world_size() > 1 and not _independent
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
@@ -63,6 +78,13 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     parts = [x.new_empty((max(sizes), *x.shape[1:])) for _ in sizes]
     dist.all_gather(parts, _pad(x.detach().contiguous(), max(sizes)))
     return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+
+
+def all_sizes(x: torch.Tensor) -> list[int]:
+    """Every rank's ``x.shape[0]``, in rank order (``[len(x)]`` in a single process)."""
+    if world_size() == 1:
+        return [x.shape[0]]
+    return _sizes(x)
 
 
 def rank_offset(x: torch.Tensor) -> int:

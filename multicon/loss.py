@@ -196,6 +196,8 @@ class InfoNCE(nn.Module):
         True
     """
 
+    reduction = "mean"  # over queries; the trainer reads it (`ContrastiveOutput.reduction`)
+
     def __init__(
         self,
         temperature: float = 0.1,
@@ -334,7 +336,8 @@ class NegativeSamplingLoss(nn.Module):
     with ``s`` the raw dot product (``normalize=False``) scaled by ``logit_scale``. Keys masked to
     -inf (same id as the query's positive) contribute nothing, as word2vec skips a noise word equal
     to its target. With ``reduction="sum"`` and plain SGD the update is word2vec's, so its learning
-    rate (0.025) carries over unchanged.
+    rate (0.025) carries over unchanged; on several processes the trainer sums the loss (and its
+    gradient) over them too, so the step stays that of the global batch.
 
     Args:
         reduction: ``"mean"`` or ``"sum"`` over queries.

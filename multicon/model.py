@@ -36,6 +36,13 @@ class ContrastiveOutput:
     metrics: dict[str, float] = field(default_factory=dict)
     # (negatives, keys, key ids, the inputs the keys were embedded from), for `update`
     pending: list[tuple[nn.Module, torch.Tensor, torch.Tensor, Any]] = field(default_factory=list)
+    # how `loss` reduces over the batch's pairs: "mean", or "sum" (word2vec), whose global value
+    # over several processes is their sum; the trainer scales its gradient to match (DDP averages)
+    reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {self.reduction!r}")
 
 
 class ContrastiveModel(nn.Module):
@@ -52,7 +59,9 @@ class ContrastiveModel(nn.Module):
             its own state (a second queue for two towers); defaults to ``negatives``. A
             `FeatureQueue` must hold its direction's key tower (the key encoder forward, the
             query encoder in reverse) and is used without ``momentum``.
-        loss: the `InfoNCE` (or compatible) module.
+        loss: the `InfoNCE` (or compatible) module. Its ``reduction`` attribute (default
+            ``"mean"``; ``"sum"`` for `NegativeSamplingLoss(reduction="sum")`) tells the trainer
+            how to combine it over processes.
         symmetric: also score keys as queries against the query side (SimCLR, CLIP, MoCo v3).
         queries_as_negatives: the other queries of the global batch are negatives too, each
             query's own entry masked by id: with ``symmetric`` this is SimCLR's NT-Xent
@@ -167,8 +176,10 @@ class ContrastiveModel(nn.Module):
     def forward(self, batch: PairBatch) -> ContrastiveOutput:
         ids = batch.key_id
         q = self.encode_query(batch.query)
+        reduction = getattr(self.loss, "reduction", "mean")
         if _embeds_positives(self.negatives):  # word2vec: positives looked up with the noise
-            return ContrastiveOutput(self.loss(q, self.negatives(None, ids), ids))
+            loss = self.loss(q, self.negatives(None, ids), ids)
+            return ContrastiveOutput(loss, reduction=reduction)
         need_online_key = self.symmetric or self.momentum_query is None or self.online_batch_keys
         k_online = self.encode_key(batch.key) if need_online_key else None
         if self.momentum_query is not None:
@@ -196,7 +207,7 @@ class ContrastiveModel(nn.Module):
             loss = (loss + backward_loss) / 2
             if reverse is not self.negatives:
                 pending.append((reverse, k_rev_store.detach(), ids, batch.query))
-        return ContrastiveOutput(loss, pending=pending)
+        return ContrastiveOutput(loss, pending=pending, reduction=reduction)
 
     def _direction_loss(self, query, keys, ids, *, teacher) -> torch.Tensor:
         """One direction's loss; with ``distill``, against labels from ``teacher``, the EMA

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from multicon.dist import gather_no_grad, gather_with_grad, rank_offset
+from multicon.dist import (
+    all_sizes,
+    draws_span_processes,
+    gather_no_grad,
+    gather_with_grad,
+    rank,
+    rank_offset,
+)
 from multicon.loss import KeySet
 
 
@@ -82,6 +89,8 @@ class MomentumQueue(nn.Module):
         size: number of keys held.
         dim: key dimension.
         in_batch: also use this step's other keys as negatives (with gradient if they have one).
+            Without it (MoCo v2) a query scores its own key and the queue; while the queue is
+            still empty, the keys of the global batch.
 
     Example:
         >>> import torch
@@ -129,21 +138,17 @@ class MomentumQueue(nn.Module):
         self._check_dim(keys)
         queued, queued_ids = self.stored()
         queued = self._as_keys(queued).to(keys.dtype)
-        if self.in_batch:
+        if self.in_batch or queued.shape[0] == 0:
+            # an empty queue leaves MoCo v2 only the batch: the global one, as on one process
             batch = gather_with_grad(keys)
             batch_ids = gather_no_grad(key_ids)
             positive = rank_offset(keys) + torch.arange(keys.shape[0], device=keys.device)
-        else:  # MoCo v2: each query sees only its own positive and the queue
-            batch, batch_ids = keys, key_ids
-            positive = torch.arange(keys.shape[0], device=keys.device)
-        if self.in_batch or queued.shape[0] == 0:
             all_keys = torch.cat([batch, queued])
             all_ids = torch.cat([batch_ids, queued_ids.clone()])
             return KeySet(all_keys, all_ids, positive)
-        # own positive first (column 0), then the queue shared by all queries (MoCo v2)
-        return KeySet(
-            queued, queued_ids.clone(), torch.zeros_like(positive), own_keys=keys, own_ids=key_ids
-        )
+        # MoCo v2: each query's own positive first (column 0), then the queue shared by all
+        positive = torch.zeros(keys.shape[0], dtype=torch.long, device=keys.device)
+        return KeySet(queued, queued_ids.clone(), positive, own_keys=keys, own_ids=key_ids)
 
     @torch.no_grad()
     def similarity_by_age(self, keys: torch.Tensor, groups: int = 4) -> torch.Tensor:
@@ -294,7 +299,9 @@ class SampledNegatives(nn.Module):
         k: noise keys per draw.
         ns_exponent: exponent of the counts (0.75 in word2vec; 0 is uniform, 1 unigram).
         group_size: queries sharing one draw (``None``: the whole batch). A batch that is not a
-            multiple of it is split into as many near-equal groups.
+            multiple of it is split into as many near-equal groups. With several processes the
+            groups and their draws are those of the global batch, so the noise is the same as on
+            one process (the draws come from the global RNG, seeded alike on every process).
         embed_positives: embed each query's positive key again from its id, in the same
             encoder call as the noise: one lookup, so one sparse gradient for the table where two
             would be summed by concatenation (faster word2vec steps on CPU, see
@@ -345,12 +352,51 @@ class SampledNegatives(nn.Module):
         u = torch.rand(shape, device=device) * cdf[-1]
         return torch.searchsorted(cdf, u, right=True).clamp_(max=len(cdf) - 1)
 
+    def _draw_groups(self, key_ids: torch.Tensor) -> tuple[torch.Tensor, list[int] | None]:
+        """Noise ids ``(G, k)`` of the groups this process's queries fall in, and how many of
+        its queries fall in each when that is not the same for all (else ``None``).
+
+        The draw is the global batch's: groups of ``group_size`` consecutive pairs over every
+        process's pairs in rank order (near-equal groups where they do not divide), drawn from
+        the global RNG, which is the same on every process. So N processes score the noise
+        one process would, and their RNGs stay in step. Processes that train independently
+        (hogwild, `multicon.dist.set_independent`) draw for their own pairs only.
+        """
+        sizes, start = [len(key_ids)], 0
+        if draws_span_processes():
+            sizes = all_sizes(key_ids)
+            start = sum(sizes[: rank()])
+        total = sum(sizes)
+        end = start + len(key_ids)
+        groups = -(-total // self.group_size)
+        noise_ids = self.sample((groups, self.k), key_ids.device)
+        small, big = divmod(total, groups)  # the first `big` groups hold one more pair
+
+        def group_start(j: int) -> int:
+            return j * small + min(j, big)
+
+        def group_of(p: int) -> int:
+            return (
+                p // (small + 1)
+                if p < big * (small + 1)
+                else big + (p - big * (small + 1)) // small
+            )
+
+        first, last = group_of(start), group_of(end - 1)
+        counts = [
+            min(end, group_start(j + 1)) - max(start, group_start(j))
+            for j in range(first, last + 1)
+        ]
+        return noise_ids[first : last + 1], None if len(set(counts)) == 1 else counts
+
     def forward(self, keys: torch.Tensor | None, key_ids: torch.Tensor) -> KeySet:
         b, device = len(key_ids), key_ids.device
         positive = torch.zeros(b, dtype=torch.long, device=device)
-        shared = self.group_size is None
-        groups = 1 if shared else -(-b // self.group_size)
-        noise_ids = self.sample((self.k,) if shared else (groups, self.k), device)
+        counts = None
+        if self.group_size is None:  # one draw for the batch: the same on every process
+            noise_ids = self.sample((self.k,), device)
+        else:
+            noise_ids, counts = self._draw_groups(key_ids)
         if keys is None and not self.embed_positives:
             raise ValueError("keys are required unless the negatives embed the positives")
         joint = None
@@ -360,11 +406,10 @@ class SampledNegatives(nn.Module):
         else:
             noise = self.encoder(noise_ids.flatten()).to(keys.dtype)
         noise = noise.view(*noise_ids.shape, -1)
-        if not shared and b % groups:  # uneven groups (a last, short batch): keys per query
-            sizes = torch.full((groups,), b // groups, device=device)
-            sizes[: b % groups] += 1
-            noise = noise.repeat_interleave(sizes, dim=0, output_size=b)
-            noise_ids = noise_ids.repeat_interleave(sizes, dim=0, output_size=b)
+        if counts is not None:  # uneven groups (a last, short batch): keys per query
+            repeats = torch.tensor(counts, device=device)
+            noise = noise.repeat_interleave(repeats, dim=0, output_size=b)
+            noise_ids = noise_ids.repeat_interleave(repeats, dim=0, output_size=b)
             joint = None  # the noise keys are no longer rows of it
         return KeySet(noise, noise_ids, positive, own_keys=keys, own_ids=key_ids, joint=joint)
 

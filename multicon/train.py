@@ -21,11 +21,18 @@ import torch
 from torch import nn
 
 from multicon import checkpoint, run_folder
+from multicon.dist import set_independent
 from multicon.hogwild import check_hogwild, share_parameters
 from multicon.launch_checks import check_world_size
 from multicon.model import ContrastiveModel, ContrastiveOutput, FusedSGDModel
 from multicon.optim import build_optimizer, lr_schedule
-from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, PairBatch, PairGenerator
+from multicon.pairs.base import (
+    BatchPairGenerator,
+    MapPairGenerator,
+    PairBatch,
+    PairGenerator,
+    SeededPairs,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -216,8 +223,9 @@ class Trainer:
                 f"the batch of {c.batch_size} pairs per process x {self.accelerator.num_processes} "
                 f"processes is larger than the dataset of {len(pairs)} pairs"
             )
+        self._seeded = SeededPairs(pairs, c.seed)  # per-pair randomness from (seed, epoch, index)
         loader = torch.utils.data.DataLoader(
-            pairs,
+            self._seeded,
             batch_size=c.batch_size,
             shuffle=True,
             drop_last=True,
@@ -240,6 +248,7 @@ class Trainer:
     def _epoch_batches(self, loader, epoch: int, skip: int) -> Iterator[PairBatch]:
         acc = self.accelerator
         if loader is not None:
+            self._seeded.set_epoch(epoch)
             loader.set_epoch(epoch)
             it = acc.skip_first_batches(loader, skip) if skip else loader
             yield from it
@@ -412,6 +421,7 @@ class Trainer:
         from accelerate.utils import set_seed
 
         set_seed(c.seed, device_specific=c.hogwild)  # hogwild ranks: independent draws
+        set_independent(c.hogwild)
         if self._defer_finite_check is None:
             self._defer_finite_check = acc.device.type != "cpu"
         self._first_bad = None
@@ -461,6 +471,7 @@ class Trainer:
         self.model.train()
         last_loss, tick, samples = math.nan, time.perf_counter(), 0
         global_batch = c.batch_size * acc.num_processes
+        synced = acc.num_processes > 1 and not c.hogwild  # gradients averaged by DDP
         while pos.global_step < total and pos.epoch < math.ceil(total / steps_per_epoch):
             for batch in self._epoch_batches(loader, pos.epoch, pos.step_in_epoch):
                 if self.fused:  # the model applies the update; the optimizer only holds lr
@@ -474,7 +485,10 @@ class Trainer:
                     with acc.autocast():
                         out = self.model(batch)
                     self._watch_loss(out.loss, pos)
-                    acc.backward(out.loss)
+                    # DDP averages gradients over processes: a loss summed over pairs is scaled
+                    # so that its gradient is the global batch's sum, as on one process
+                    scale = acc.num_processes if out.reduction == "sum" and synced else 1
+                    acc.backward(out.loss * scale if scale != 1 else out.loss)
                     if c.grad_clip > 0:
                         acc.clip_grad_norm_(self.model.parameters(), c.grad_clip)
                     optimizer.step()
@@ -490,7 +504,8 @@ class Trainer:
                 if logged and self._defer_finite_check:
                     self._check_finite()
                 if logged:
-                    last_loss = acc.reduce(out.loss.detach().float(), reduction="mean").item()
+                    loss = out.loss.detach().float()
+                    last_loss = acc.reduce(loss, reduction=out.reduction).item()
                     now = time.perf_counter()
                     record = {
                         "loss": last_loss,

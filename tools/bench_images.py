@@ -30,6 +30,7 @@ from multicon.encoders import ImageEncoder
 from multicon.loss import InfoNCE
 from multicon.model import ContrastiveModel
 from multicon.pairs import PairBatch
+from multicon.pairs.base import SeededPairs
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
 from multicon.pairs.views import SimCLRViews
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         fixed = next(device_pairs.batches(args.batch_size, epoch=0, device=device))
         cpu_pairs = ViewPairs(images, views)
         loader = torch.utils.data.DataLoader(
-            cpu_pairs,
+            SeededPairs(cpu_pairs, seed=0),  # as the trainer feeds it: per-pair seeded draws
             batch_size=args.batch_size,
             shuffle=True,
             drop_last=True,

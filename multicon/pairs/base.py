@@ -10,13 +10,72 @@ ops on the training device. The trainer accepts either.
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
+
+_MASK64 = (1 << 64) - 1
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of epoch ``epoch`` of a run seeded ``seed``; every draw of that epoch (order,
+    views, context windows, per-sample randomness) starts from it.
+
+    Example:
+        >>> epoch_seed(0, 3), epoch_seed(1, 0)
+        (3, 1000003)
+    """
+    return int(seed) * 1_000_003 + int(epoch)
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of sample ``index`` in epoch ``epoch``: a 63-bit hash (splitmix64) of
+    `epoch_seed` and the index, so neighbouring samples and epochs get unrelated streams.
+
+    Example:
+        >>> sample_seed(0, 0, 5) == sample_seed(0, 0, 5) != sample_seed(0, 1, 5)
+        True
+    """
+    return _splitmix64(_splitmix64(epoch_seed(seed, epoch) & _MASK64) ^ int(index)) >> 1
+
+
+@contextmanager
+def seeded_randomness(seed: int) -> Iterator[None]:
+    """Run a block with the global RNGs of torch (CPU), Python and NumPy seeded from ``seed``,
+    and give them back their state after: what the block draws is a function of ``seed`` alone,
+    and draws outside it are not moved.
+
+    Example:
+        >>> with seeded_randomness(7):
+        ...     a = torch.rand(2)
+        >>> with seeded_randomness(7):
+        ...     bool(torch.equal(a, torch.rand(2)))
+        True
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)  # the CPU generator only
+        random.seed(seed)
+        np.random.seed(seed & 0xFFFFFFFF)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def batch_size_of(inputs: Any) -> int:
@@ -108,6 +167,11 @@ class MapPairGenerator(PairGenerator, Dataset):
     Fed by DataLoader workers, so ``__getitem__`` may do CPU work (decoding, augmenting).
     Override `collate` when pairs need more than stacking (e.g. tokenizing captions).
 
+    Draw randomness in ``__getitem__`` from the global RNGs (torch, as torchvision transforms
+    do, Python's `random` or NumPy's): the `Trainer` seeds them for each pair from
+    ``(seed, epoch, index)`` (`SeededPairs`), so a pair is the same on any number of processes
+    and DataLoader workers, and after a resume. Draws in `collate` are not seeded so.
+
     Example:
         >>> import torch
         >>> class Noisy(MapPairGenerator):
@@ -129,6 +193,43 @@ class MapPairGenerator(PairGenerator, Dataset):
     def collate(self, pairs: list[Pair]) -> PairBatch:
         query, key, key_id = default_collate([tuple(p) for p in pairs])
         return PairBatch(query, key, torch.as_tensor(key_id, dtype=torch.long))
+
+
+class SeededPairs(Dataset):
+    """A `MapPairGenerator` whose ``__getitem__(i)`` runs under `seeded_randomness` with the
+    seed of ``(seed, epoch, i)``: the dataset the `Trainer`'s DataLoader reads.
+
+    Each pair's random draws (augmentations, caption choice, noise) then depend on neither the
+    process nor the DataLoader worker that makes it, nor on what was drawn before: one process
+    and several draw the same pairs, and a resumed run redraws the pairs it lost. ``set_epoch``
+    writes to shared memory, so DataLoader workers, persistent ones too, see it.
+
+    Example:
+        >>> class Noisy(MapPairGenerator):
+        ...     def __len__(self): return 4
+        ...     def __getitem__(self, i): return Pair(torch.rand(2), torch.zeros(2), i)
+        >>> seeded = SeededPairs(Noisy(), seed=0)
+        >>> first = seeded[2].query
+        >>> _ = torch.rand(5)                       # other draws do not matter
+        >>> bool(torch.equal(seeded[2].query, first))
+        True
+        >>> seeded.set_epoch(1); bool(torch.equal(seeded[2].query, first))
+        False
+    """
+
+    def __init__(self, pairs: MapPairGenerator, seed: int) -> None:
+        self.pairs, self.seed = pairs, int(seed)
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> Pair:
+        with seeded_randomness(sample_seed(self.seed, int(self._epoch), index)):
+            return self.pairs[index]
 
 
 class BatchPairGenerator(PairGenerator):
@@ -183,7 +284,7 @@ class BatchPairGenerator(PairGenerator):
 
     def rng(self, epoch: int) -> torch.Generator:
         """A CPU generator seeded by ``(seed, epoch)``, identical on every process."""
-        return torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        return torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
 
     def global_batches(
         self, order: torch.Tensor, batch_size: int, rank: int, world_size: int

@@ -73,7 +73,7 @@ class CaptionPairs(MapPairGenerator):
 
     def __getitem__(self, index: int) -> Pair:
         captions = self.corpus.captions[index]
-        # the global RNG: DataLoader seeds each worker's from the trainer's seed
+        # the global RNG: the trainer seeds it for each pair from (seed, epoch, index)
         caption = captions[random.randrange(len(captions))]
         return Pair(self.transform(self.corpus.image(index)), caption, index)
 

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import torch
 
 from multicon.data.corpus import EncodedCorpus
-from multicon.pairs.base import BatchPairGenerator, PairBatch
+from multicon.pairs.base import BatchPairGenerator, PairBatch, epoch_seed
 
 
 def keep_probability(counts: torch.Tensor, sample: float) -> torch.Tensor:
@@ -128,7 +128,7 @@ class ContextPairs(BatchPairGenerator):
     # -- pairs --------------------------------------------------------------------------------
     def _generator(self, epoch: int, device: torch.device) -> torch.Generator:
         g = torch.Generator(device=device)
-        g.manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        g.manual_seed(epoch_seed(self.seed, epoch))
         return g
 
     def _pair_stream(

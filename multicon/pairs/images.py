@@ -18,7 +18,13 @@ from typing import Any
 
 import torch
 
-from multicon.pairs.base import BatchPairGenerator, MapPairGenerator, Pair, PairBatch
+from multicon.pairs.base import (
+    BatchPairGenerator,
+    MapPairGenerator,
+    Pair,
+    PairBatch,
+    epoch_seed,
+)
 from multicon.pairs.views import (
     ViewConfig,
     apply_view_params,
@@ -105,7 +111,7 @@ class DeviceViewPairs(BatchPairGenerator):
         # from the same device generator, and each process renders its slice, so N processes
         # train on exactly the pairs one process would.
         views_rng = torch.Generator(device=images.device)
-        views_rng.manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        views_rng.manual_seed(epoch_seed(self.seed, epoch))
         h, w = images.shape[-2:]
         for chunk, mine in self.global_batches(order, batch_size, rank, world_size):
             idx = chunk[mine].to(images.device)
