@@ -104,6 +104,7 @@ class TextCorpus:
     max_sentence_words: int = 10_000
     max_words: int | None = None
     stats: CorpusStats = field(default_factory=CorpusStats)
+    source: Any = field(default=None, repr=False)  # the file path or dataset read (cache keys)
 
     def __post_init__(self) -> None:
         if self.max_sentence_words < 1:
@@ -137,7 +138,7 @@ class TextCorpus:
             raise FileNotFoundError(f"corpus file not found: {path}")
         if on_decode_error not in ("raise", "skip"):
             raise ValueError(f"on_decode_error must be 'raise' or 'skip', got {on_decode_error!r}")
-        corpus = cls(lambda: iter(()), **kwargs)
+        corpus = cls(lambda: iter(()), source=path, **kwargs)
         corpus.texts = lambda: _file_pieces(path, block_bytes, on_decode_error, corpus.stats)
         return corpus
 
@@ -158,7 +159,7 @@ class TextCorpus:
                     raise ValueError(f"column {column!r} holds {type(text).__name__}, not text")
                 yield text, True
 
-        return cls(pieces, **kwargs)
+        return cls(pieces, source=dataset, **kwargs)
 
     # -- iteration ----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[list[str]]:
