@@ -24,8 +24,9 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 # The site from docs/ and the docstrings, into site/; strict: a broken link or reference fails.
+# (No --quiet: it hides the warnings from the strict check too, and the build then passes.)
 docs: $(VENV)/.installed
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
