@@ -12,25 +12,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("api_pages", ROOT / "tools" / "api_pages.py")
+api_pages = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(api_pages)
 API = ROOT / "docs" / "api"
 DIRECTIVE = re.compile(r"^::: ([\w.]+)\s*$", re.M)
 NEEDS_MKDOCS = pytest.mark.skipif(
     not all(importlib.util.find_spec(m) for m in ("mkdocs", "material", "mkdocstrings")),
     reason="the docs extra is not installed (pip install -e '.[docs]'; make test installs it)",
 )
-
-
-def public_modules(package: Path) -> set[str]:
-    """Dotted names of the package's modules and subpackages, found on disk (nothing imported:
-    modules that need optional packages such as triton count too), none with a ``_`` name."""
-    names = set()
-    for path in package.rglob("*.py"):
-        parts = path.relative_to(package.parent).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        if not any(p.startswith("_") for p in parts):
-            names.add(".".join(parts))
-    return names
 
 
 def documented_modules(api_dir: Path) -> set[str]:
@@ -51,24 +41,40 @@ def build(config: Path, site: Path) -> subprocess.CompletedProcess:
 
 
 def test_every_public_module_has_an_api_page():
-    missing = public_modules(ROOT / "multicon") - documented_modules(API)
-    assert not missing, f"add a page under docs/api/ and to mkdocs.yml's nav for {sorted(missing)}"
+    missing = set(api_pages.modules(ROOT / "multicon")) - documented_modules(API)
+    assert not missing, f"no API page for {sorted(missing)}: run python tools/api_pages.py"
 
 
-def test_api_pages_name_only_modules_that_exist():
-    modules = public_modules(ROOT / "multicon") | {"multicon"}
-    stale = documented_modules(API) - modules
-    assert not stale, f"docs/api/ renders modules that no longer exist: {sorted(stale)}"
+def test_api_pages_and_nav_are_current():
+    """docs/api/ and mkdocs.yml's API nav are what tools/api_pages.py writes: no page for a module
+    that is gone, none missing from the nav."""
+    wanted = api_pages.pages(ROOT / "multicon")
+    found = {p.name: p.read_text() for p in API.glob("*.md") if p.name != "index.md"}
+    config = (ROOT / "mkdocs.yml").read_text()
+    current = found == wanted and config == api_pages.with_nav(config, ROOT / "multicon")
+    assert current, "docs/api/ or mkdocs.yml's nav is stale: run python tools/api_pages.py"
 
 
-def test_the_module_check_finds_a_module_without_a_page(tmp_path):
-    for rel in ["pkg/__init__.py", "pkg/a.py", "pkg/_private.py", "pkg/sub/__init__.py"]:
+def test_the_page_writer_covers_every_module(tmp_path):
+    for rel in [
+        "pkg/__init__.py",
+        "pkg/a.py",
+        "pkg/_private.py",
+        "pkg/sub/__init__.py",
+        "pkg/sub/b.py",
+    ]:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("")
+    assert api_pages.modules(tmp_path / "pkg") == ["pkg", "pkg.a", "pkg.sub", "pkg.sub.b"]
+    assert api_pages.pages(tmp_path / "pkg") == {
+        "a.md": "# pkg.a\n\n::: pkg.a\n",
+        "sub.md": "# pkg.sub\n\n::: pkg.sub\n    options:\n      members: false\n"
+        "\n## pkg.sub.b\n\n::: pkg.sub.b\n",
+    }
     (tmp_path / "api").mkdir()
-    (tmp_path / "api" / "pkg.md").write_text("# pkg\n\n::: pkg\n\n## pkg.a\n\n::: pkg.a\n")
-    assert public_modules(tmp_path / "pkg") == {"pkg", "pkg.a", "pkg.sub"}
-    assert public_modules(tmp_path / "pkg") - documented_modules(tmp_path / "api") == {"pkg.sub"}
+    (tmp_path / "api" / "sub.md").write_text("# pkg.sub\n\n::: pkg.sub\n")
+    missing = set(api_pages.modules(tmp_path / "pkg")) - documented_modules(tmp_path / "api")
+    assert missing == {"pkg", "pkg.a", "pkg.sub.b"}
 
 
 @NEEDS_MKDOCS
