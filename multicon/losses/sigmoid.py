@@ -199,7 +199,9 @@ class SigmoidLoss(nn.Module):
         """The scale ``t``: ``exp(t')`` clamped at ``max_logit_scale``, or the fixed float."""
         if self.log_logit_scale is None:
             return self.fixed_scale
-        return self.log_logit_scale.float().exp().clamp(max=self.max_logit_scale)
+        log_t = self.log_logit_scale
+        log_t = log_t.to(torch.promote_types(log_t.dtype, torch.float32))  # float64 stays
+        return log_t.exp().clamp(max=self.max_logit_scale)
 
     def forward(
         self, query: torch.Tensor, keys: KeySet, query_ids: torch.Tensor | None = None
