@@ -195,6 +195,11 @@ class SigmoidLoss(nn.Module):
         """A bias that can offset the many negatives: learned, or fixed at a non-zero value."""
         return self.learnable or self.logit_bias != 0
 
+    @property
+    def temperature(self) -> float:
+        """``1 / t``, as InfoNCE's τ (what the trainer logs and a `DualEncoder` reports)."""
+        return 1.0 / float(torch.as_tensor(self.logit_scale()).detach())
+
     def logit_scale(self) -> torch.Tensor | float:
         """The scale ``t``: ``exp(t')`` clamped at ``max_logit_scale``, or the fixed float."""
         if self.log_logit_scale is None:
