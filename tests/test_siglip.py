@@ -149,11 +149,12 @@ def test_the_recipe_refuses_siglip_with_a_queue_before_training(tmp_path):
 
     out = tmp_path / "run"
     recipe = load_script("recipes/clip_captions.py")
+    data = ["--train_data", str(tmp_path / "none.jsonl"), "--output_dir", str(out)]
     with pytest.raises(ValueError, match="--queue_size 512"):
-        recipe.main(["--loss", "siglip", "--queue_size", "512", "--output_dir", str(out)])
+        recipe.main(["--loss", "siglip", "--queue_size", "512", *data])
     assert not out.exists()  # refused at the flags: no run folder, no data read
     with pytest.raises(ValueError, match="--loss must be one of infonce, siglip"):
-        recipe.main(["--loss", "sigmoid", "--output_dir", str(out)])
+        recipe.main(["--loss", "sigmoid", *data])
 
 
 def test_each_loss_starts_from_its_own_temperature():
