@@ -13,6 +13,22 @@ import warnings
 import torch
 import torch.distributed as dist
 
+_independent = False  # see `set_independent`
+
+
+def set_independent(independent: bool) -> None:
+    """Say whether the processes train independently (hogwild: each its own RNG stream and
+    no gradient sync). Sources that otherwise draw for the global batch and keep this
+    process's share (`multicon.keys.NoiseKeys`) then draw for their own pairs and exchange
+    nothing."""
+    global _independent
+    _independent = bool(independent)
+
+
+def draws_span_processes() -> bool:
+    """Whether random draws are made for the global batch: several processes, not independent."""
+    return world_size() > 1 and not _independent
+
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

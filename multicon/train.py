@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from multicon import checkpoint, run_folder
+from multicon.dist import set_independent
 from multicon.launch_checks import check_world_size
 from multicon.model import ContrastiveOutput
 from multicon.optim import build_optimizer, lr_schedule
@@ -458,6 +459,7 @@ class Trainer:
         from accelerate.utils import set_seed
 
         set_seed(c.seed, device_specific=self.step.hogwild)  # hogwild ranks: independent draws
+        set_independent(self.step.hogwild)  # and noise drawn for their own pairs
         if self._defer_finite_check is None:
             self._defer_finite_check = acc.device.type != "cpu"
         self._first_bad = None

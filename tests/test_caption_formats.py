@@ -385,4 +385,7 @@ def test_recipe_streams_shards_and_evaluates_on_indexed_shards(tmp_path):
     assert summary["test_images"] == 6 and summary["test_captions"] == 12
     assert summary["skipped"] == {"train": {}, "test": {}}
     with pytest.raises(ValueError, match="not on shards"):
-        run_recipe(tmp_path, train, test, "--false_negative_threshold", "0.5")
+        # the same output_dir again: told to replace the first run's work (issue 19's run folder)
+        run_recipe(
+            tmp_path, train, test, "--false_negative_threshold", "0.5", "--overwrite_output_dir"
+        )

@@ -354,3 +354,38 @@ def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
             out.update(_tensors(v, f"{prefix}{k}."))
         return out
     return {}
+
+
+# -- sampled noise: each process's share of the global draw ------------------------------------
+def _noise_per_pair(keys) -> torch.Tensor:
+    """``(B, K)`` noise ids of each pair, from shared ``(G, K)`` groups of ``B / G`` pairs."""
+    b = len(keys.own_ids)
+    return keys.key_ids.repeat_interleave(b // len(keys.key_ids), dim=0)
+
+
+def test_sampled_noise_of_a_process_is_its_share_of_the_global_draw(monkeypatch):
+    import multicon.dist
+    import multicon.keys.noise
+    from multicon.keys import NoiseKeys, StepInputs, View
+    from multicon.pairs import PairBatch
+
+    def keys_for(ids):
+        return neg(View(StepInputs(PairBatch(ids, ids, ids)), reverse=False))
+
+    table = nn.Embedding(50, 4)
+    neg = NoiseKeys(table, torch.ones(50), k=3, group_size=3)
+    ids = torch.arange(8)
+    torch.manual_seed(7)
+    whole = _noise_per_pair(keys_for(ids))  # groups of 3, 3 and 2 pairs
+    monkeypatch.setattr(multicon.dist, "world_size", lambda: 2)
+    monkeypatch.setattr(multicon.keys.noise, "all_sizes", lambda x: [4, 4])
+    for r in (0, 1):  # rank 0 holds group 0 and a pair of group 1; rank 1 the rest
+        monkeypatch.setattr(multicon.keys.noise, "rank", lambda r=r: r)
+        torch.manual_seed(7)
+        part = _noise_per_pair(keys_for(ids[4 * r : 4 * r + 4]))
+        assert torch.equal(part, whole[4 * r : 4 * r + 4])
+    # hogwild processes draw for their own pairs and exchange nothing
+    monkeypatch.setattr(multicon.dist, "_independent", False)
+    multicon.dist.set_independent(True)
+    monkeypatch.setattr(multicon.keys.noise, "all_sizes", lambda x: pytest.fail("exchanged"))
+    assert _noise_per_pair(keys_for(ids[:4])).shape == (4, 3)

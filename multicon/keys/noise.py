@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from multicon.dist import all_sizes, rank
+from multicon.dist import all_sizes, draws_span_processes, rank
 from multicon.keys.base import KeySource, View
 from multicon.losses.keyset import KeySet
 
@@ -96,10 +96,14 @@ class NoiseKeys(KeySource):
         The draw is the global batch's: groups of ``group_size`` consecutive pairs over every
         process's pairs in rank order (near-equal groups where they do not divide), drawn from
         the global RNG, which is the same on every process. So N processes score the noise
-        one process would, and their RNGs stay in step.
+        one process would, and their RNGs stay in step. Processes that train independently
+        (hogwild, `multicon.dist.set_independent`) draw for their own pairs only.
         """
-        sizes = all_sizes(key_ids)
-        total, start = sum(sizes), sum(sizes[: rank()])
+        sizes, start = [len(key_ids)], 0
+        if draws_span_processes():
+            sizes = all_sizes(key_ids)
+            start = sum(sizes[: rank()])
+        total = sum(sizes)
         end = start + len(key_ids)
         groups = -(-total // self.group_size)
         noise_ids = self.sample((groups, self.k), key_ids.device)
