@@ -180,3 +180,24 @@ def test_the_sigmoid_loss_refuses_keys_it_cannot_learn_from():
     momentum = BatchKeys(MomentumEncoder(text, 0.99))
     with pytest.raises(ValueError, match="not BatchKeys keys"):
         ContrastiveModel([Direction(image, momentum)], biased)
+
+
+def test_the_recipe_trains_siglip_and_says_so(tmp_path):
+    """`--loss siglip` end to end: the summary and the model card name the loss; the saved
+    dual encoder keeps the learned scale as its temperature (1/t)."""
+    from caption_fixtures import write_shapes_jsonl
+    from test_clip_recipe import SMALL, load_script
+
+    train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
+    test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
+    out = tmp_path / "run"
+    summary = load_script("recipes/clip_captions.py").main(
+        ["--train_data", str(train), "--test_data", str(test), "--output_dir", str(out),
+         "--loss", "siglip", "--max_steps", "2", "--batch_size", "8", "--show_images", "1",
+         "--log_with", "", "--progress_bar", "false", *SMALL]
+    )  # fmt: skip
+    assert summary["loss"] == "siglip" and summary["steps"] == 2
+    assert summary["logit_bias"] != -10.0  # it learned (two AdamW steps move it)
+    assert summary["temperature"] == pytest.approx(1 / summary["logit_scale"], rel=1e-3)
+    card = (out / "model" / "README.md").read_text()
+    assert "siglip" in card and "siglip-captions" in card
