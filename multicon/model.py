@@ -194,12 +194,12 @@ def _check_sigmoid_keys(directions: Sequence[Direction], loss: SigmoidLoss) -> N
             continue
         if online:
             raise ValueError(
-                "loss: the sigmoid loss over in-batch keys without a bias does not learn "
-                "(word2vec: chance-level neighbours); give it a learned bias (SigLIP: "
-                "methods.siglip, SigmoidLoss(bias=-10.0, learnable=True)), or use InfoNCE"
+                "loss: the sigmoid loss over BatchKeys keys (in-batch negatives) without a bias "
+                "does not learn (word2vec: chance-level neighbours); give it a learned bias "
+                "(SigLIP: methods.siglip, SigmoidLoss(bias=-10.0, learnable=True)), or use InfoNCE"
             )
         raise ValueError(
-            f"loss: the sigmoid loss scores sampled noise keys (methods.sgns) or this step's "
+            "loss: the sigmoid loss scores sampled noise keys (methods.sgns) or this step's "
             f"in-batch keys with a bias (methods.siglip), not {type(d.keys).__name__} keys "
             "(queues, momentum copies); use InfoNCE for those"
         )
