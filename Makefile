@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint format clean gpu-carry
+.PHONY: demo test lint format docs clean gpu-carry
 
 # One pip call resolves torch and everything that depends on it together: one copy of torch.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,docs]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -22,6 +22,11 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The site from docs/ and the docstrings, into site/; strict: a broken link or reference fails.
+# (No --quiet: it hides the warnings from the strict check too, and the build then passes.)
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
@@ -37,4 +42,4 @@ gpu-carry: $(VENV)/.installed
 	cp ../shared/data/enwiki17m/enwiki17m.txt.gz ../shared/data/word-eval/* .data/
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache

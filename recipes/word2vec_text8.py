@@ -38,13 +38,14 @@ from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer, methods, native
 from multicon.data.corpus import (
+    EncodedCorpus,
     TextCorpus,
-    encode_corpus,
     lowercase_words,
     sentencepiece_tokenizer,
     transformers_tokenizer,
     whitespace_words,
 )
+from multicon.data.token_cache import cached_encoding, dataset_identity, file_identity
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
 from multicon.hub import HubArgs, save_run
 from multicon.optim import build_optimizer
@@ -69,6 +70,15 @@ class CorpusArgs:
     max_words: int = field(default=0, metadata={"help": "Read only this many words (0: all)."})
     min_count: int = 5
     max_vocab: int = field(default=0, metadata={"help": "Keep at most this many words (0: all)."})
+    token_cache: str = field(
+        default="",
+        metadata={
+            "help": "Folder of the corpus's token ids (memory-mapped) and vocabulary, built on "
+            "the first run and reused; refused if built from another corpus, tokenizer or "
+            "vocabulary. Default: a folder named by those under $MULTICON_CACHE "
+            "(~/.cache/multicon)."
+        },
+    )
 
 
 @dataclass
@@ -160,6 +170,35 @@ def tokenizer_for(name: str):
     if name.endswith(".model"):
         return sentencepiece_tokenizer(name)
     return transformers_tokenizer(name)
+
+
+def load_encoded(args: CorpusArgs) -> tuple[Vocabulary, EncodedCorpus]:
+    """The vocabulary and token ids of the corpus, from its token cache (built on first use)."""
+    corpus = load_corpus(args)
+    if Path(args.corpus).is_file():
+        identity = file_identity(args.corpus)
+    else:
+        identity = {**dataset_identity(corpus.source, args.corpus), "column": args.text_column}
+    tokenizer = args.tokenizer
+    if Path(tokenizer).exists():  # a sentencepiece file or a local folder: its path and date
+        tokenizer = {"path": str(Path(tokenizer).resolve()), "mtime_ns": _mtime(tokenizer)}
+    key = {
+        "corpus": identity,
+        "tokenizer": tokenizer,
+        "max_words": args.max_words,
+        "max_sentence_words": corpus.max_sentence_words,
+    }
+    return cached_encoding(
+        corpus,
+        key,
+        args.token_cache or None,
+        min_count=args.min_count,
+        max_size=args.max_vocab or None,
+    )
+
+
+def _mtime(path: str) -> int:
+    return max(p.stat().st_mtime_ns for p in [Path(path), *Path(path).rglob("*")])
 
 
 def load_corpus(args: CorpusArgs) -> TextCorpus:
@@ -272,9 +311,7 @@ def train(
     kernel = resolve_kernel(w2v_args.kernel, w2v_args)
     warn_kernel_settings(kernel, w2v_args, config)
     t0 = time.perf_counter()
-    corpus = load_corpus(data)
-    vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
-    encoded = encode_corpus(corpus, vocab)
+    vocab, encoded = load_encoded(data)
     prepare_s = time.perf_counter() - t0
     torch.manual_seed(config.seed)
     # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense

@@ -22,6 +22,13 @@ def _tempfile_under_pytest(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def _token_cache_under_pytest(tmp_path_factory, monkeypatch):
+    """The word2vec recipe caches a corpus's token ids under $MULTICON_CACHE (by default
+    ~/.cache/multicon); under pytest they go with its temporary folders."""
+    monkeypatch.setenv("MULTICON_CACHE", str(tmp_path_factory.mktemp("multicon_cache")))
+
+
+@pytest.fixture(autouse=True)
 def _fresh_accelerator_state():
     """Accelerate keeps one global state per process; tests build trainers with different
     precisions, so each test starts from a clean one (a real run has one trainer per process)."""

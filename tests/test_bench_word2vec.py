@@ -38,6 +38,8 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
     for side in ("gensim", "multicon"):
         assert report[side]["vocab_size"] == 104  # 20 topics x 5 words + 4 function words
         assert report[side]["analogy_answered"] == 1
+        # measured in a process of its own: more than torch's import alone, less than 4 GiB
+        assert 100 < report[side]["peak_rss_mb"] < 4096
 
 
 def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):

@@ -6,6 +6,11 @@ the same evaluation code (multicon.eval.words; gensim's own analogy score is add
 They run one after the other, so a machine shared with other jobs loads both alike. words/s is
 corpus words × epochs / training seconds (gensim: ``train()``; multicon: ``Trainer.fit()``).
 
+Each side runs in a process of its own, which reports its peak resident memory (``peak_rss_mb``,
+from ``getrusage``'s ``ru_maxrss``: reading the corpus, building the vocabulary and training).
+gensim is given the corpus as an in-memory list of sentences, as before; multicon reads its
+memory-mapped token cache (built by its first run, under ``--token_cache`` or $MULTICON_CACHE).
+
 The multicon side also times a step with and without `Trainer` (forward, backward, optimizer,
 after_step on the same batches) so the trainer's per-step overhead is measured, not guessed.
 
@@ -26,6 +31,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import importlib.util
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -66,6 +72,10 @@ class BenchArgs:
     )
     overhead_steps: int = field(
         default=100, metadata={"help": "Steps timed with and without Trainer (0: skip)."}
+    )
+    part: str = field(
+        default="",
+        metadata={"help": "Internal: run only 'gensim' or 'multicon' and write its JSON here."},
     )
 
 
@@ -166,6 +176,7 @@ def run_gensim(data, w2v, ev, bench: BenchArgs) -> dict:
         "vocab_size": len(vocab),
         **scores(torch.from_numpy(kv.vectors), vocab, ev),
         "analogy_by_gensim": round(float(own), 4),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -177,15 +188,12 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
     run alternate, twice, so load from other jobs hits both alike. The minimum of each is kept.
     """
     from multicon import methods
-    from multicon.data.corpus import encode_corpus
     from multicon.pairs.context import ContextPairs
     from multicon.steps import FusedSkipGram
     from multicon.text import Word2Vec
     from multicon.train import Trainer
 
-    corpus = recipe.load_corpus(data)
-    vocab = Vocabulary.build(corpus, min_count=data.min_count, max_size=data.max_vocab or None)
-    encoded = encode_corpus(corpus, vocab)
+    vocab, encoded = recipe.load_encoded(data)
     pairs = ContextPairs(encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample)
     n = min(bench.overhead_steps, pairs.num_batches(bench.batch_size) // 2)
     kernel = recipe.resolve_kernel(w2v_args.kernel, w2v_args)
@@ -246,11 +254,28 @@ def step_seconds(data, w2v_args, bench: BenchArgs) -> dict[str, float]:
 def run_multicon(data, w2v_args, ev, bench: BenchArgs) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         if bench.processes > 1:
-            return run_hogwild(tmp, data, w2v_args, ev, bench)
+            figures = run_hogwild(tmp, data, w2v_args, ev, bench)
+            # the largest of the training processes (ru_maxrss of children is their maximum)
+            figures["peak_rss_mb"] = peak_rss_mb(resource.RUSAGE_CHILDREN)
+            return figures
         config = word2vec_config(tmp, bench, epochs=bench.epochs, seed=bench.seed)
         figures = recipe.train(data, w2v_args, ev, config)
         figures.pop("main_process")
-        return figures
+        return {**figures, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory so far, in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    return round(resource.getrusage(who).ru_maxrss / 1024, 1)
+
+
+def run_part(side: str, argv: list[str]) -> dict:
+    """One side (``gensim`` or ``multicon``) in a fresh process: its peak memory is its own."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / f"{side}.json"
+        command = [sys.executable, str(Path(__file__).resolve()), *argv]
+        subprocess.run([*command, "--part", side, "--out", str(out)], check=True)
+        return json.loads(out.read_text())
 
 
 def repeat_summary(rounds: list[tuple[dict | None, dict]]) -> dict:
@@ -270,9 +295,17 @@ def repeat_summary(rounds: list[tuple[dict | None, dict]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = HfArgumentParser((recipe.CorpusArgs, recipe.Word2VecArgs, recipe.EvalArgs, BenchArgs))
     parser.set_defaults(tokenizer="whitespace", threads=1)
     data, w2v_args, ev, bench = parser.parse_args_into_dataclasses(args=argv)
+    if bench.part:  # a child of the process below: one side, its JSON to --out
+        if bench.part not in ("gensim", "multicon"):
+            raise ValueError(f"--part must be 'gensim' or 'multicon', got {bench.part!r}")
+        run = run_gensim if bench.part == "gensim" else run_multicon
+        figures = run(data, w2v_args, ev, bench)
+        Path(bench.out).write_text(json.dumps(figures))
+        return figures
     report: dict = {
         "command": " ".join(
             [*([f"THP_MEM_ALLOC_ENABLE={THP_GIVEN}"] if THP_GIVEN is not None else []), "python"]
@@ -283,10 +316,11 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {**asdict(w2v_args), **asdict(bench)},
         "torch_threads": w2v_args.threads or torch.get_num_threads(),
     }
+    child_argv = _without_out(argv)
     rounds = []  # gensim then multicon, `repeats` times: machine drift hits both alike
     for _ in range(bench.repeats):
-        gensim = None if bench.skip_gensim else run_gensim(data, w2v_args, ev, bench)
-        rounds.append((gensim, run_multicon(data, w2v_args, ev, bench)))
+        gensim = None if bench.skip_gensim else run_part("gensim", child_argv)
+        rounds.append((gensim, run_part("multicon", child_argv)))
     gensim, figures = rounds[0]
     if gensim is not None:
         report["gensim"] = gensim
@@ -303,6 +337,19 @@ def main(argv: list[str] | None = None) -> dict:
         Path(bench.out).parent.mkdir(parents=True, exist_ok=True)
         Path(bench.out).write_text(text)
     return report
+
+
+def _without_out(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--out`` flag (a child writes its own JSON elsewhere)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            kept.append(arg)
+    return kept
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ Three sources, one shape (an iterable of ``list[str]`` sentences):
 
 Files are read in blocks, never as one string, so a 100 MB single-line file does not need 100 MB
 of Python ``str`` at once. `encode_corpus` turns a corpus into the ``int32`` token-id tensor the
-context-pair generator samples from, dropping out-of-vocabulary words as word2vec does.
+context-pair generator samples from, dropping out-of-vocabulary words as word2vec does; for a
+corpus larger than memory, `multicon.data.token_cache.cached_encoding` writes the same ids to
+memory-mapped files instead, once, and reuses them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from multicon.data.token_cache import MappedArray
 from multicon.text.vocab import Vocabulary
 
 Tokenizer = Callable[[str], list[str]]
@@ -101,6 +104,7 @@ class TextCorpus:
     max_sentence_words: int = 10_000
     max_words: int | None = None
     stats: CorpusStats = field(default_factory=CorpusStats)
+    source: Any = field(default=None, repr=False)  # the file path or dataset read (cache keys)
 
     def __post_init__(self) -> None:
         if self.max_sentence_words < 1:
@@ -134,7 +138,7 @@ class TextCorpus:
             raise FileNotFoundError(f"corpus file not found: {path}")
         if on_decode_error not in ("raise", "skip"):
             raise ValueError(f"on_decode_error must be 'raise' or 'skip', got {on_decode_error!r}")
-        corpus = cls(lambda: iter(()), **kwargs)
+        corpus = cls(lambda: iter(()), source=path, **kwargs)
         corpus.texts = lambda: _file_pieces(path, block_bytes, on_decode_error, corpus.stats)
         return corpus
 
@@ -155,7 +159,7 @@ class TextCorpus:
                     raise ValueError(f"column {column!r} holds {type(text).__name__}, not text")
                 yield text, True
 
-        return cls(pieces, **kwargs)
+        return cls(pieces, source=dataset, **kwargs)
 
     # -- iteration ----------------------------------------------------------------------------
     def __iter__(self) -> Iterator[list[str]]:
@@ -245,7 +249,11 @@ def _decode(
 
 @dataclass
 class EncodedCorpus:
-    """A corpus as in-vocabulary token ids.
+    """A corpus as in-vocabulary token ids, in memory (tensors) or on disk (`MappedArray`).
+
+    `multicon.data.token_cache.cached_encoding` gives one whose ids and offsets are memory-mapped
+    files; `ContextPairs` reads either kind in ranges (`read_ids`, `sentence_of`), so a corpus on
+    disk is never loaded whole.
 
     Attributes:
         ids: ``(N,)`` int32 token ids, sentences back to back.
@@ -253,25 +261,41 @@ class EncodedCorpus:
         raw_words: words read, including out-of-vocabulary ones.
     """
 
-    ids: torch.Tensor
-    offsets: torch.Tensor
+    ids: torch.Tensor | MappedArray
+    offsets: torch.Tensor | MappedArray
     raw_words: int
 
     def __post_init__(self) -> None:
-        if (
-            self.offsets.dim() != 1
-            or len(self.offsets) < 1
-            or int(self.offsets[-1]) != len(self.ids)
-        ):
+        if isinstance(self.offsets, torch.Tensor) and self.offsets.dim() != 1:
             raise ValueError("offsets must be 1-d, start each sentence, and end at len(ids)")
+        if len(self.offsets) < 1 or int(self.offsets[-1]) != len(self.ids):
+            raise ValueError("offsets must be 1-d, start each sentence, and end at len(ids)")
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.ids)
 
     @property
     def num_sentences(self) -> int:
         return len(self.offsets) - 1
 
+    def read_ids(self, start: int, stop: int) -> torch.Tensor:
+        """Token ids ``start:stop`` (a view of an in-memory corpus, a copy from disk)."""
+        return self.ids[start:stop]
+
+    def read_offsets(self, start: int, stop: int) -> torch.Tensor:
+        """Sentence offsets ``start:stop``."""
+        return self.offsets[start:stop]
+
+    def sentence_of(self, position: int) -> int:
+        """The index of the sentence holding token ``position``."""
+        if isinstance(self.offsets, MappedArray):
+            return self.offsets.searchsorted(position, right=True) - 1
+        return int(torch.searchsorted(self.offsets, position, right=True)) - 1
+
     def sentence_ids(self) -> torch.Tensor:
-        """``(N,)`` int32 index of the sentence each token belongs to."""
-        lengths = self.offsets.diff()
+        """``(N,)`` int32 index of the sentence each token belongs to (the whole corpus)."""
+        lengths = self.read_offsets(0, len(self.offsets)).diff()
         return torch.repeat_interleave(
             torch.arange(len(lengths), dtype=torch.int32), lengths, output_size=len(self.ids)
         )

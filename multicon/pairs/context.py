@@ -22,6 +22,7 @@ every process and the learning-rate schedule agree on the step count.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 
 import torch
@@ -69,6 +70,8 @@ class ContextPairs(BatchPairGenerator):
         [(0, 1), (1, 0), (1, 2), (2, 1), (3, 4), (4, 3)]
     """
 
+    read_tokens = 1 << 20  # corpus tokens read at a time by whole-corpus scans
+
     def __init__(
         self,
         corpus: EncodedCorpus,
@@ -87,10 +90,9 @@ class ContextPairs(BatchPairGenerator):
         if block_tokens < 1 or shuffle_blocks < 1:
             raise ValueError("block_tokens and shuffle_blocks must be >= 1")
         counts = torch.as_tensor(counts)
-        if len(corpus.ids) and int(corpus.ids.max()) >= len(counts):
-            raise ValueError(
-                f"corpus holds token id {int(corpus.ids.max())} but counts cover {len(counts)}"
-            )
+        top = _max_id(corpus, max(block_tokens, self.read_tokens))
+        if top >= len(counts):
+            raise ValueError(f"corpus holds token id {top} but counts cover {len(counts)}")
         self.corpus, self.counts = corpus, counts
         self.window, self.sample = window, sample
         self.block_tokens, self.shuffle_blocks = block_tokens, shuffle_blocks
@@ -102,13 +104,27 @@ class ContextPairs(BatchPairGenerator):
     def num_pairs(self) -> int:
         """Expected pairs per epoch, from each sentence's expected kept length."""
         if self._expected is None:
-            kept = self.keep[self.corpus.ids.long()].double()
-            csum = torch.cat([kept.new_zeros(1), kept.cumsum(0)])
-            lengths = csum[self.corpus.offsets[1:]] - csum[self.corpus.offsets[:-1]]
             w = self.window
+            per_distance = [0.0] * w  # sum over sentences of max(length - d, 0), d = 1..w
+            carry = torch.zeros(1, dtype=torch.float64)  # kept-probability sum of earlier tokens
+            corpus, s, n_sent = self.corpus, 0, self.corpus.num_sentences
+            while s < n_sent:  # whole sentences, about `read_tokens` tokens at a time
+                start = int(corpus.read_offsets(s, s + 1)[0])
+                e = min(max(corpus.sentence_of(start + self.read_tokens), s + 1), n_sent)
+                off = corpus.read_offsets(s, e + 1)
+                kept = self.keep[corpus.read_ids(int(off[0]), int(off[-1])).long()].double()
+                # a running cumulative sum from the carry: the same additions, in the same
+                # order, as one cumulative sum over the whole corpus
+                csum = torch.cat([carry, kept]).cumsum(0)
+                at = csum[off - off[0]]
+                lengths = at[1:] - at[:-1]
+                carry = at[-1:]
+                for d in range(1, w + 1):
+                    per_distance[d - 1] += float((lengths - d).clamp(min=0).sum())
+                s = e
             total = 0.0
             for d in range(1, w + 1):  # P(b >= d) * number of positions d apart, both ways
-                total += (w - d + 1) / w * 2 * float((lengths - d).clamp(min=0).sum())
+                total += (w - d + 1) / w * 2 * per_distance[d - 1]
             if total < 1:
                 raise ValueError(
                     "the corpus yields no context pairs: every sentence has at most one word "
@@ -138,40 +154,54 @@ class ContextPairs(BatchPairGenerator):
 
         Centres are permuted within a group and each centre's pairs stay together: with a
         summed loss only which pairs share a batch matters, not their order inside it.
+
+        The corpus is read in ranges, never whole. A pass first draws the subsampling mask chunk
+        by chunk and the reduced windows block by block, keeping only the generator's state at
+        each chunk and block and the kept count per chunk; a group of blocks then replays the
+        draws it needs from those states. The random numbers, and so the pairs, are the ones a
+        single draw over the whole corpus gives (draws in pieces continue one stream).
         """
-        ids = self.corpus.ids.to(device)
-        sent = self.corpus.sentence_ids().to(device)
+        corpus, size, w = self.corpus, self.block_tokens, self.window
         keep = self.keep.to(device)
+        n_tokens = corpus.num_tokens
         while True:
             produced = 0
-            mask = torch.rand(len(ids), device=device, generator=g) < keep[ids.long()]
-            kept, kept_sent = ids[mask], sent[mask]
-            n = len(kept)
+            mask_states, kept_before = [], [0]  # per chunk of `size` corpus tokens
+            for a in range(0, n_tokens, size):
+                mask_states.append(g.get_state())
+                ids = corpus.read_ids(a, min(a + size, n_tokens)).to(device)
+                mask = torch.rand(len(ids), device=device, generator=g) < keep[ids.long()]
+                kept_before.append(kept_before[-1] + int(mask.sum()))
+            n = kept_before[-1]
             if n == 0:
                 raise ValueError("subsampling kept no words: raise `sample` or use a larger corpus")
-            # room to each side inside the sentence, cut to the reduced window b ~ U{1..window}
-            first = torch.ones(n, dtype=torch.bool, device=device)
-            first[1:] = kept_sent[1:] != kept_sent[:-1]
-            pos = torch.arange(n, device=device)
-            starts = pos[first]
-            ends = torch.cat([starts[1:], starts.new_tensor([n])])
-            which = first.cumsum(0) - 1
-            reach = torch.randint(1, self.window + 1, (n,), device=device, generator=g)
-            left = torch.minimum(reach, pos - starts[which])
-            right = torch.minimum(reach, ends[which] - 1 - pos)
-            del first, which
-            n_blocks = -(-n // self.block_tokens)
+            n_blocks = -(-n // size)
+            reach_states = []  # per block of `size` kept words: b ~ U{1..window} for each
+            for b in range(n_blocks):
+                reach_states.append(g.get_state())
+                torch.randint(1, w + 1, (min(size, n - b * size),), device=device, generator=g)
             order = torch.randperm(n_blocks, device=device, generator=g)
             for b0 in range(0, n_blocks, self.shuffle_blocks):
-                blocks = order[b0 : b0 + self.shuffle_blocks]
-                centre = (
-                    blocks.unsqueeze(1) * self.block_tokens
-                    + torch.arange(self.block_tokens, device=device)
-                ).flatten()
-                centre = centre[centre < n]
-                centre = centre[torch.randperm(len(centre), device=device, generator=g)]
-                lc = left[centre]
-                count = lc + right[centre]
+                kept_parts, centre_parts, left_parts, right_parts, local = [], [], [], [], 0
+                for b in order[b0 : b0 + self.shuffle_blocks].tolist():
+                    lo, hi = b * size, min((b + 1) * size, n)
+                    a, e = max(lo - w, 0), min(hi + w, n)  # the block and `window` words around
+                    kept, sent = self._kept_range(a, e, mask_states, kept_before, keep, device)
+                    replay = torch.Generator(device=device)
+                    replay.set_state(reach_states[b])
+                    reach = torch.randint(1, w + 1, (hi - lo,), device=device, generator=replay)
+                    left, right = _rooms(sent, reach, lo - a)
+                    kept_parts.append(kept)
+                    centre_parts.append(torch.arange(lo - a, hi - a, device=device) + local)
+                    left_parts.append(left)
+                    right_parts.append(right)
+                    local += len(kept)
+                kept = torch.cat(kept_parts)
+                centre = torch.cat(centre_parts)
+                perm = torch.randperm(len(centre), device=device, generator=g)
+                centre = centre[perm]
+                lc = torch.cat(left_parts)[perm]
+                count = lc + torch.cat(right_parts)[perm]
                 total = int(count.sum())
                 run_start = count.cumsum(0) - count
                 # a centre at c with L words to its left has keys c-L..c-1, c+1..c+R: the j-th
@@ -184,6 +214,36 @@ class ContextPairs(BatchPairGenerator):
                 yield query, kept[key].long()
             if produced == 0:  # a whole pass without a pair: never loop forever on it
                 raise ValueError("this draw of the corpus yielded no context pairs")
+
+    def _kept_range(
+        self,
+        a: int,
+        e: int,
+        mask_states: list[torch.Tensor],
+        kept_before: list[int],
+        keep: torch.Tensor,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Kept words ``a:e`` (indices among this pass's kept words) and their sentence indices,
+        replaying the subsampling draws of the corpus chunks that hold them."""
+        corpus, size = self.corpus, self.block_tokens
+        c = bisect.bisect_right(kept_before, a) - 1
+        first = kept_before[c]
+        ids_parts, sent_parts = [], []
+        while c < len(mask_states) and kept_before[c] < e:
+            start, stop = c * size, min((c + 1) * size, corpus.num_tokens)
+            ids = corpus.read_ids(start, stop).to(device)
+            replay = torch.Generator(device=device)
+            replay.set_state(mask_states[c])
+            mask = torch.rand(len(ids), device=device, generator=replay) < keep[ids.long()]
+            s0, s1 = corpus.sentence_of(start), corpus.sentence_of(stop - 1)
+            offsets = corpus.read_offsets(s0, s1 + 2).to(device)
+            pos = torch.arange(start, stop, device=device)[mask]
+            ids_parts.append(ids[mask])
+            sent_parts.append(torch.searchsorted(offsets, pos, right=True) + (s0 - 1))
+            c += 1
+        ids, sent = torch.cat(ids_parts), torch.cat(sent_parts)
+        return ids[a - first : e - first], sent[a - first : e - first]
 
     def batches(
         self,
@@ -221,3 +281,31 @@ class ContextPairs(BatchPairGenerator):
             per_rank = -(-want // world_size)
             sl = slice(rank * per_rank, (rank + 1) * per_rank)
             yield PairBatch(q[sl], k[sl], k[sl])
+
+
+def _max_id(corpus: EncodedCorpus, chunk: int) -> int:
+    """The largest token id of the corpus (-1 if empty), read ``chunk`` tokens at a time."""
+    top = -1
+    for a in range(0, corpus.num_tokens, chunk):
+        top = max(top, int(corpus.read_ids(a, min(a + chunk, corpus.num_tokens)).max()))
+    return top
+
+
+def _rooms(sent: torch.Tensor, reach: torch.Tensor, lo: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Words each centre ``lo .. lo + len(reach) - 1`` of ``sent`` pairs with to its left and
+    right: its reduced window ``reach`` cut at its sentence's edges.
+
+    ``sent`` spans the centres and up to ``window`` words either side; where it was cut short of
+    a sentence's edge, at least ``window`` >= ``reach`` words lie beyond, so the cut is harmless.
+    """
+    n = len(sent)
+    first = torch.ones(n, dtype=torch.bool, device=sent.device)
+    first[1:] = sent[1:] != sent[:-1]
+    pos = torch.arange(n, device=sent.device)
+    starts = pos[first]
+    ends = torch.cat([starts[1:], starts.new_tensor([n])])
+    which = (first.cumsum(0) - 1)[lo : lo + len(reach)]
+    centre = pos[lo : lo + len(reach)]
+    left = torch.minimum(reach, centre - starts[which])
+    right = torch.minimum(reach, ends[which] - 1 - centre)
+    return left, right
