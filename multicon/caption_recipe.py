@@ -12,10 +12,11 @@ from multicon.model import ContrastiveModel
 def build_contrastive_model(
     model: DualEncoder, args: DualEncoderArgs, related: RelatedIds | None = None
 ) -> ContrastiveModel:
-    """The method ``args`` name over ``model``'s towers, sharing its temperature: CLIP
-    (``queue_size`` 0), ALBEF's queues of ``queue_size`` keys from momentum towers (``distill``:
-    its momentum distillation) or, with ``momentum_towers`` false, from the online towers (XBM);
-    with ``feature_queues``, a locked tower's queue of features (`FeatureQueue`).
+    """The method ``args`` name over ``model``'s towers, sharing its temperature: SigLIP
+    (``loss="siglip"``: its scale ``t`` is the dual encoder's ``1/τ``), CLIP (``queue_size``
+    0), ALBEF's queues of ``queue_size`` keys from momentum towers (``distill``: its momentum
+    distillation) or, with ``momentum_towers`` false, from the online towers (XBM); with
+    ``feature_queues``, a locked tower's queue of features (`FeatureQueue`).
 
     Example:
         >>> from multicon.encoders.dual_args import build_dual_encoder
@@ -27,6 +28,14 @@ def build_contrastive_model(
         ['Chain', 'Chain']
     """
     towers = dict(related=related, logit_scale=model.log_logit_scale)
+    if args.loss == "siglip":  # DualEncoderArgs refused queues with it
+        return methods.siglip(
+            model.image,
+            model.text,
+            bias=args.logit_bias,
+            learnable=args.learn_temperature,
+            **towers,
+        )
     if args.queue_size <= 0:
         if args.distill or args.feature_queues:
             name = "--distill" if args.distill else "--feature_queues"

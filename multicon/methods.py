@@ -115,6 +115,50 @@ def clip(
     )
 
 
+def siglip(
+    image_encoder: nn.Module,
+    text_encoder: nn.Module,
+    temperature: float = 10.0,
+    bias: float = -10.0,
+    learnable: bool = True,
+    *,
+    related: RelatedIds | None = None,
+    logit_scale: torch.Tensor | None = None,
+) -> ContrastiveModel:
+    """SigLIP (Zhai et al. 2023): every image–text pair of the global batch is an independent
+    binary label (its own caption 1, every other 0), scored ``σ(t · cos(x, y) + b)``; the loss
+    sums over the texts and averages over the images, ``-Σ_ij log σ(z_ij (t x_i·y_j + b)) / B``.
+
+    ``temperature`` is the paper's ``t``, which *multiplies* the cosine (the inverse of CLIP's
+    τ): learned as ``t' = log t`` from ``log 10``, clamped at 100; ``bias`` is ``b``, from -10
+    (so the B - 1 negatives start near a loss of zero). The loss is symmetric in images and
+    texts, so it is one direction over all B × B pairs, not two. ``learnable=False`` keeps
+    both fixed. ``related``: ids whose pairs are left out as false negatives.
+    ``logit_scale``: a ``log t`` tensor to share instead of a new one (a `DualEncoder`'s
+    ``log_logit_scale``, so the saved model keeps its learned ``t``; it then sets ``t`` and
+    whether it learns).
+
+    Example:
+        >>> import torch
+        >>> from multicon.pairs.base import PairBatch
+        >>> model = siglip(torch.nn.Linear(6, 4), torch.nn.Linear(3, 4))
+        >>> batch = PairBatch(torch.randn(5, 6), torch.randn(5, 3), torch.arange(5))
+        >>> model(batch).loss.shape, len(model.directions)
+        (torch.Size([]), 1)
+    """
+    _check_same_dim(image_encoder, text_encoder)
+    loss = SigmoidLoss(
+        "mean",
+        logit_scale=temperature,
+        bias=bias,
+        learnable=learnable,
+        normalize=True,
+        related=related,
+        log_logit_scale=logit_scale,
+    )
+    return ContrastiveModel([Direction(image_encoder, BatchKeys(text_encoder))], loss)
+
+
 def albef(
     image_encoder: nn.Module,
     text_encoder: nn.Module,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from multicon.keys.base import AfterStep, Encode, KeySource, StepInputs, View
+from multicon.keys.batch import BatchKeys
 from multicon.keys.momentum import MomentumEncoder
 from multicon.keys.noise import NoiseKeys
 from multicon.losses.info_nce import InfoNCE, distillation_targets
@@ -114,7 +115,7 @@ class ContrastiveModel(nn.Module):
                     "directions: give one per direction"
                 )
         if isinstance(loss, SigmoidLoss):
-            _check_sigmoid_keys(directions)
+            _check_sigmoid_keys(directions, loss)
         self.directions = nn.ModuleList(directions)
         self.loss = loss
         self.distill = distill
@@ -179,18 +180,29 @@ class ContrastiveModel(nn.Module):
         return metrics
 
 
-def _check_sigmoid_keys(directions: Sequence[Direction]) -> None:
-    """Refuse the sigmoid loss over keys other than sampled noise keys.
+def _check_sigmoid_keys(directions: Sequence[Direction], loss: SigmoidLoss) -> None:
+    """Refuse the sigmoid loss over keys it cannot learn from.
 
-    Over the batch's (or a queue's) keys it scores each positive against B - 1 equally weighted
-    negatives of the keys' own frequency, with no learned bias to offset them: on the
-    planted-topic corpus word2vec's neighbours stayed at chance (0.037; chance 0.04). SigLIP
-    makes it learn with a learned bias (a loss option still to come).
+    Sampled noise keys (word2vec's SGNS) always do. The batch's own keys do only with a bias:
+    each positive then meets B - 1 equally weighted negatives, and without a bias to offset
+    them word2vec's neighbours stayed at chance on the planted-topic corpus (0.037; chance
+    0.04). SigLIP's learned bias (init -10) is that offset. Queued or momentum keys are not a
+    form SigLIP defines: refused.
     """
     for d in directions:
-        if not isinstance(d.keys, NoiseKeys):
+        if isinstance(d.keys, NoiseKeys):
+            continue
+        online = isinstance(d.keys, BatchKeys) and not isinstance(d.keys.encoder, MomentumEncoder)
+        if online and loss.has_bias:
+            continue
+        if online:
             raise ValueError(
-                f"loss: the sigmoid loss over {type(d.keys).__name__} keys (in-batch or queued "
-                "negatives) does not learn (word2vec: chance-level neighbours); use NoiseKeys "
-                "with it (methods.sgns), or InfoNCE for in-batch and queue negatives"
+                "loss: the sigmoid loss over BatchKeys keys (in-batch negatives) without a bias "
+                "does not learn (word2vec: chance-level neighbours); give it a learned bias "
+                "(SigLIP: methods.siglip, SigmoidLoss(bias=-10.0, learnable=True)), or use InfoNCE"
             )
+        raise ValueError(
+            "loss: the sigmoid loss scores sampled noise keys (methods.sgns) or this step's "
+            f"in-batch keys with a bias (methods.siglip), not {type(d.keys).__name__} keys "
+            "(queues, momentum copies); use InfoNCE for those"
+        )

