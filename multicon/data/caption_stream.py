@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from multicon.data.captions import bad_record, check_on_error
 from multicon.data.shards import Sample, check_sample, iter_samples, list_shards, shard_sizes
-from multicon.encoders.tokenization import count_truncated
+from multicon.encoders.tokenization import count_truncated, tokenize_batch
 from multicon.pairs.base import BatchPairGenerator, Pair, PairBatch
 
 logger = logging.getLogger(__name__)
@@ -347,13 +347,5 @@ class StreamedCaptionPairs(BatchPairGenerator):
 
     def collate(self, pairs: list[Pair]) -> PairBatch:
         images = torch.stack([p.query for p in pairs])
-        tokens = self.tokenizer(
-            [p.key for p in pairs],
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            verbose=False,
-        )
-        key = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        key = tokenize_batch(self.tokenizer, [p.key for p in pairs], self.max_length)
         return PairBatch(images, key, torch.tensor([p.key_id for p in pairs], dtype=torch.long))

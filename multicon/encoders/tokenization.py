@@ -170,6 +170,27 @@ def _from_sentencepiece_model(folder: Path):
     return TokenizersBackend.from_pretrained(str(folder)).backend_tokenizer
 
 
+def tokenize_batch(tokenizer, texts: list[str], max_length: int | None) -> dict:
+    """A batch of captions as padded ``input_ids`` and ``attention_mask`` tensors, truncated at
+    ``max_length``: the text side of every caption `PairBatch`.
+
+    Example:
+        >>> tok = train_sentencepiece_tokenizer(["a red square", "a blue circle"] * 20,
+        ...                                     vocab_size=30, max_length=8)
+        >>> sorted(tokenize_batch(tok, ["a red square", "red"], 8))
+        ['attention_mask', 'input_ids']
+    """
+    tokens = tokenizer(
+        texts,
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+        verbose=False,
+    )
+    return {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+
 def count_truncated(tokenizer, texts: list[str], max_length: int | None = None) -> int:
     """How many of ``texts`` are longer than ``max_length`` tokens (default: the tokenizer's).
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 
 from multicon.data.captions import CaptionCorpus
-from multicon.encoders.tokenization import count_truncated
+from multicon.encoders.tokenization import count_truncated, tokenize_batch
 from multicon.pairs.base import MapPairGenerator, Pair, PairBatch
 
 logger = logging.getLogger(__name__)
@@ -79,13 +79,5 @@ class CaptionPairs(MapPairGenerator):
 
     def collate(self, pairs: list[Pair]) -> PairBatch:
         images = torch.stack([p.query for p in pairs])
-        tokens = self.tokenizer(
-            [p.key for p in pairs],
-            padding=True,
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-            verbose=False,
-        )
-        key = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+        key = tokenize_batch(self.tokenizer, [p.key for p in pairs], self.max_length)
         return PairBatch(images, key, torch.tensor([p.key_id for p in pairs], dtype=torch.long))
