@@ -15,54 +15,7 @@ at 32 px. kNN monitor (k 200, τ 0.1) on the test split every 10 epochs.
         --batch_size 32 --max_train_images 512 --max_test_images 256 --head_hidden_dim 256
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-
-from transformers import HfArgumentParser
-
-from multicon import methods
-from multicon.hub import HubArgs
-from multicon.image_recipe import (
-    CIFAR10_SGD_PRESET,
-    ImageDataArgs,
-    ImageEncoderArgs,
-    run_image_recipe,
-)
-from multicon.pairs.views import SimCLRViews
-from multicon.steps import GradCacheArgs
-from multicon.train import TrainConfig
-
-
-@dataclass
-class SimCLRArgs:
-    temperature: float = field(default=0.5, metadata={"help": "NT-Xent temperature."})
-    crop_min_scale: float = field(default=0.08, metadata={"help": "Smallest crop area share."})
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser(
-        (SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs, GradCacheArgs)
-    )
-    parser.set_defaults(
-        **CIFAR10_SGD_PRESET,
-        output_dir="runs/simclr_cifar10",
-    )
-    args, data_args, encoder_args, config, hub, cache = parser.parse_args_into_dataclasses(
-        args=argv
-    )
-    step = cache.step(config.batch_size)  # a bad --grad_cache_chunk, before any work
-
-    def build_model(encoder):
-        return methods.simclr(encoder, args.temperature)
-
-    def views(size: int):
-        return SimCLRViews(size=size, scale=(args.crop_min_scale, 1.0)), None
-
-    return run_image_recipe(
-        "SimCLR", build_model, views, data_args, encoder_args, config, argv, args, hub, step
-    )
-
+from multicon.recipes.simclr import main
 
 if __name__ == "__main__":
     main()

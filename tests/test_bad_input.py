@@ -28,11 +28,11 @@ from multicon import (
     TrainConfig,
     Trainer,
 )
+from multicon.recipes import clip as clip_recipe
+from multicon.recipes import moco, simclr
+from multicon.recipes import word2vec as word2vec_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "recipes")]
-import moco_cifar10  # noqa: E402
-import simclr_cifar10  # noqa: E402
 
 
 def load_script(relative: str):
@@ -70,7 +70,7 @@ def test_log_every_zero_is_refused_before_the_run(tmp_path):
     """It used to train up to the first step and die of ZeroDivisionError there."""
     out = tmp_path / "run"
     with pytest.raises(ValueError, match="log_every must be at least 1, got 0"):
-        simclr_cifar10.main(["--data", str(tmp_path / "none"), "--output_dir", str(out),
+        simclr.main(["--data", str(tmp_path / "none"), "--output_dir", str(out),
                              "--log_every", "0"])  # fmt: skip
     assert not out.exists()
 
@@ -91,7 +91,7 @@ def test_log_every_zero_is_refused_before_the_run(tmp_path):
         (["--image_size", "-32"], "--image_size must be >= 0, got -32"),
     ],
 )
-@pytest.mark.parametrize("recipe", [simclr_cifar10, moco_cifar10], ids=["simclr", "moco"])
+@pytest.mark.parametrize("recipe", [simclr, moco], ids=["simclr", "moco"])
 def test_image_recipe_flags(tmp_path, recipe, flags, message):
     out = tmp_path / "run"
     with pytest.raises(ValueError, match=message):
@@ -170,7 +170,7 @@ def test_clip_recipe_flags(tmp_path, flags, message):
     out = tmp_path / "run"
     argv = ["--train_jsonl", str(tmp_path / "none.jsonl"), "--output_dir", str(out), *flags]
     with pytest.raises(ValueError, match=message):
-        load_script("recipes/clip_captions.py").main(argv)
+        clip_recipe.main(argv)
     assert not out.exists()
 
 
@@ -204,7 +204,7 @@ def w2v_argv(tmp_path: Path, *extra: str) -> list[str]:
 @pytest.mark.parametrize("flag", ["analogies", "wordsim", "simlex"])
 def test_word2vec_missing_evaluation_file_is_named_before_training(tmp_path, flag):
     missing = tmp_path / "nowhere.txt"
-    w2v = load_script("recipes/word2vec_text8.py")
+    w2v = word2vec_recipe
     with pytest.raises(FileNotFoundError, match=re.escape(f"--{flag}: no file {missing}")):
         w2v.main(w2v_argv(tmp_path, f"--{flag}", str(missing)))
     assert not (tmp_path / "run").exists()
@@ -219,7 +219,7 @@ def test_word2vec_evaluation_with_nothing_answered_reports_none(tmp_path):
     null with their counts, report.json is valid JSON and the model card lists no such metric."""
     (tmp_path / "q.txt").write_text(": toy\nzz yy xx ww\nt0w0 t0w1 vv t1w1\n")
     (tmp_path / "ws.tsv").write_text("t0w0\tt0w1\t9\nzz\tt5w1\t1\n")
-    w2v = load_script("recipes/word2vec_text8.py")
+    w2v = word2vec_recipe
     argv = w2v_argv(tmp_path)[:-6] + [
         *("--analogies", str(tmp_path / "q.txt"), "--wordsim", str(tmp_path / "ws.tsv")),
         *("--simlex", "", "--eval_every", "1"),  # the in-training evaluation too

@@ -25,6 +25,7 @@ from multicon.data.caption_stream import CaptionShardStream, StreamedCaptionPair
 from multicon.data.captions import CaptionFolder
 from multicon.data.shards import CaptionShards, expand_braces, list_shards
 from multicon.encoders.tokenization import train_sentencepiece_tokenizer
+from multicon.recipes import clip as clip_recipe
 
 WORDS = ["red", "green", "blue", "white", "black", "grey", "pink", "brown"]
 
@@ -349,7 +350,7 @@ def test_converter_round_trips_jsonl_and_datasets_to_shards(tmp_path):
 
 
 def run_recipe(tmp_path, train: str, test: str, *extra: str) -> dict:
-    return load_script("recipes/clip_captions.py").main(
+    return clip_recipe.main(
         ["--train_data", train, "--test_data", test, "--output_dir", str(tmp_path / "run"),
          "--max_steps", "2", "--batch_size", "4", "--show_images", "1", "--log_with", "",
          "--progress_bar", "false", *SMALL, *extra]
@@ -368,7 +369,7 @@ def test_recipe_trains_on_a_csv(tmp_path):
                          "--image_column", "path")  # fmt: skip
     assert summary["steps"] == 2 and summary["train_images"] == 10
     assert summary["test_captions"] == 10
-    recipe = load_script("recipes/clip_captions.py")
+    recipe = clip_recipe
     older = recipe.DataArgs(train_jsonl="old.jsonl")
     assert recipe.data_path(older, "train") == "old.jsonl"
     with pytest.raises(ValueError, match="give --train_data or its older name --train_jsonl"):

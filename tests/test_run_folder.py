@@ -2,12 +2,12 @@
 processes are the ones the launch started (issue 19, section 2 and the launch checks of 5)."""
 
 import fcntl
+import importlib
 import json
 import multiprocessing
 import os
 import shutil
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -147,20 +147,14 @@ def test_harmless_changes_resume_silently_and_allowed_ones_take_effect(tmp_path)
 
 # -- recipes ---------------------------------------------------------------------------------
 def _recipe(name):
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
+    return importlib.import_module(f"multicon.recipes.{name}")
 
 
-@pytest.mark.parametrize(
-    "recipe", ["demo_digits", "simclr_cifar10", "moco_cifar10", "word2vec_text8", "clip_captions"]
-)
+@pytest.mark.parametrize("recipe", ["demo", "simclr", "moco", "word2vec", "clip"])
 def test_recipes_refuse_a_used_output_dir(tmp_path, recipe):
     (tmp_path / "model").mkdir()
     (tmp_path / "summary.json").write_text("{}")
-    data = {"simclr_cifar10": "--data", "moco_cifar10": "--data", "word2vec_text8": "--corpus"}
+    data = {"simclr": "--data", "moco": "--data", "word2vec": "--corpus"}
     argv = ["--output_dir", str(tmp_path), "--max_steps", "1", "--progress_bar", "false"]
     if recipe in data:
         argv += [data[recipe], str(tmp_path / "no-data")]
@@ -173,7 +167,7 @@ def test_demo_recipe_overwrites_only_when_told(tmp_path):
     (tmp_path / "summary.json").write_text("{}")
     argv = ["--output_dir", str(tmp_path), "--max_steps", "1", "--width", "4", "--log_with", "",
             "--progress_bar", "false", "--eval_every", "0"]  # fmt: skip
-    summary = _recipe("demo_digits").main([*argv, "--overwrite_output_dir"])
+    summary = _recipe("demo").main([*argv, "--overwrite_output_dir"])
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == summary["steps"] == 1
 
 

@@ -15,6 +15,7 @@ from multicon.encoders.dual_args import DualEncoderArgs
 from multicon.false_negatives import RelatedIds
 from multicon.keys import BatchKeys, KeyQueue, MomentumEncoder
 from multicon.losses import SigmoidLoss
+from multicon.recipes import clip as clip_recipe
 
 
 def paper_loss(img_emb, txt_emb, t_prime, b, keep=None):
@@ -145,10 +146,9 @@ def test_siglip_with_a_queue_is_refused_naming_the_flags(flags, named):
 
 
 def test_the_recipe_refuses_siglip_with_a_queue_before_training(tmp_path):
-    from test_clip_recipe import load_script
 
     out = tmp_path / "run"
-    recipe = load_script("recipes/clip_captions.py")
+    recipe = clip_recipe
     data = ["--train_data", str(tmp_path / "none.jsonl"), "--output_dir", str(out)]
     with pytest.raises(ValueError, match="--queue_size 512"):
         recipe.main(["--loss", "siglip", "--queue_size", "512", *data])
@@ -186,12 +186,12 @@ def test_the_recipe_trains_siglip_and_says_so(tmp_path):
     """`--loss siglip` end to end: the summary and the model card name the loss; the saved
     dual encoder keeps the learned scale as its temperature (1/t)."""
     from caption_fixtures import write_shapes_jsonl
-    from test_clip_recipe import SMALL, load_script
+    from test_clip_recipe import SMALL
 
     train = write_shapes_jsonl(tmp_path, "train", per_concept=1, seed=0)
     test = write_shapes_jsonl(tmp_path, "test", per_concept=1, seed=1)
     out = tmp_path / "run"
-    summary = load_script("recipes/clip_captions.py").main(
+    summary = clip_recipe.main(
         ["--train_data", str(train), "--test_data", str(test), "--output_dir", str(out),
          "--loss", "siglip", "--max_steps", "2", "--batch_size", "8", "--show_images", "1",
          "--log_with", "", "--progress_bar", "false", *SMALL]

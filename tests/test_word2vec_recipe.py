@@ -18,10 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _recipe():
-    spec = importlib.util.spec_from_file_location("w2v_recipe", ROOT / "recipes/word2vec_text8.py")
-    module = sys.modules["w2v_recipe"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("multicon.recipes.word2vec")
 
 
 def test_recipe_trains_scores_and_saves(tmp_path):

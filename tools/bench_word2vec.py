@@ -29,7 +29,6 @@ import os
 THP_GIVEN = os.environ.get("THP_MEM_ALLOC_ENABLE")
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-import importlib.util
 import json
 import resource
 import subprocess
@@ -48,9 +47,7 @@ from multicon.optim import SGD
 from multicon.text import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("w2v_recipe", ROOT / "recipes" / "word2vec_text8.py")
-recipe = sys.modules["w2v_recipe"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(recipe)
+from multicon.recipes import word2vec as recipe
 
 
 @dataclass

@@ -1,0 +1,451 @@
+"""word2vec skip-gram with negative sampling, through the shared contrastive engine.
+
+On a CPU the step is word2vec's own per-pair loop in C (`FusedSkipGram`, `--kernel fused`,
+chosen by `--kernel auto` when a C compiler is found); elsewhere, or with `--kernel torch`, the
+engine's batched tensor step.
+
+Any corpus: a text8-style single-line file, a line-per-sentence file (plain or .gz), or a Hub
+dataset's text column (when online). Prints analogy / WS-353 / SimLex-999 scores, writes the model
+in the Hub format (model.safetensors + config.json + vocab.txt) and the vectors in the word2vec C
+binary format.
+
+    python recipes/word2vec_text8.py --corpus ../shared/data/enwiki17m/enwiki17m.txt.gz \\
+        --max_words 2000000 --output_dir runs/w2v --epochs 3
+    python recipes/word2vec_text8.py --corpus text8.txt --kernel torch   # the engine's batched step
+    ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/word2vec_text8.py --corpus ...
+"""
+
+from __future__ import annotations
+
+# The scripts that run this (recipes/word2vec_text8.py, the `multicon` command) set
+# THP_MEM_ALLOC_ENABLE=1 before torch is imported, which an import of this module is too late for:
+# see "Huge pages" in docs/word2vec.md.
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import HfArgumentParser
+
+from multicon import TrainConfig, Trainer, methods, native
+from multicon.data.corpus import (
+    EncodedCorpus,
+    TextCorpus,
+    lowercase_words,
+    sentencepiece_tokenizer,
+    transformers_tokenizer,
+    whitespace_words,
+)
+from multicon.data.token_cache import cached_encoding, dataset_identity, file_identity
+from multicon.eval.words import evaluate_analogies, evaluate_similarity
+from multicon.hub import HubArgs, save_run
+from multicon.optim import build_optimizer
+from multicon.pairs.context import ContextPairs
+from multicon.run_folder import check_output_dir
+from multicon.steps import AutogradStep, FusedSkipGram, GradCacheArgs, step_for
+from multicon.text import Vocabulary, Word2Vec
+
+# The standard test sets beside a checkout of the repo (../shared/data), or where
+# $MULTICON_WORD_EVAL points.
+WORD_EVAL = Path(
+    os.environ.get(
+        "MULTICON_WORD_EVAL",
+        Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "word-eval",
+    )
+)
+
+
+@dataclass
+class CorpusArgs:
+    corpus: str = field(
+        default="text8", metadata={"help": "A text file (.gz ok) or a Hub dataset name."}
+    )
+    text_column: str = field(default="text", metadata={"help": "Column of a Hub dataset."})
+    tokenizer: str = field(
+        default="lowercase",
+        metadata={"help": "'lowercase', 'whitespace', a .model sentencepiece file or a HF name."},
+    )
+    max_words: int = field(default=0, metadata={"help": "Read only this many words (0: all)."})
+    min_count: int = 5
+    max_vocab: int = field(default=0, metadata={"help": "Keep at most this many words (0: all)."})
+    token_cache: str = field(
+        default="",
+        metadata={
+            "help": "Folder of the corpus's token ids (memory-mapped) and vocabulary, built on "
+            "the first run and reused; refused if built from another corpus, tokenizer or "
+            "vocabulary. Default: a folder named by those under $MULTICON_CACHE "
+            "(~/.cache/multicon)."
+        },
+    )
+
+
+@dataclass
+class Word2VecArgs:
+    dim: int = 100
+    window: int = 5
+    negative: int = field(
+        default=5, metadata={"help": "Noise words per pair (word2vec -negative)."}
+    )
+    shared_negatives: int = field(
+        default=16,
+        metadata={"help": "K noise words per draw, weighted negative/K (0: `negative` per pair)."},
+    )
+    noise_group: int = field(
+        default=256,
+        metadata={"help": "Pairs sharing one draw of shared_negatives noise words (0: batch)."},
+    )
+    ns_exponent: float = 0.75
+    kernel: Literal["auto", "fused", "torch"] = field(
+        default="auto",
+        metadata={
+            "help": "'fused': word2vec's per-pair updates in one loop (C on a CPU, Triton on a "
+            "GPU; `negative` noise words per pair); 'torch': batched tensor ops through the "
+            "shared loss (any device; shared_negatives, noise_group and row_clip apply); 'auto': "
+            "fused on a CPU when a C compiler is found, else torch."
+        },
+    )
+    pairs_per_program: int = field(
+        default=32,
+        metadata={"help": "Fused kernel on a GPU: pairs each Triton program walks in order."},
+    )
+    sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
+    sparse: bool = field(
+        default=True,
+        metadata={"help": "Sparse table gradients (with several processes only under --hogwild)."},
+    )
+    hogwild: bool = field(
+        default=False,
+        metadata={
+            "help": "CPU processes on one machine update one shared copy of the tables without "
+            "gradient sync (word2vec's parallelism)."
+        },
+    )
+    row_clip: float = field(
+        default=0.0,
+        metadata={
+            "help": "torch kernel, sgd: cap the step of each table row (a word) at this multiple "
+            "of its norm (large batches; 0: off)."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.row_clip < 0:
+            raise ValueError(f"--row_clip must be >= 0, got {self.row_clip}")
+
+
+@dataclass
+class EvalArgs:
+    """Evaluation files ('' turns one off). A file named on the command line must exist; a
+    default one that is absent (no shared data beside the checkout) is skipped with a warning."""
+
+    analogies: str = str(WORD_EVAL / "questions-words.txt")
+    wordsim: str = str(WORD_EVAL / "wordsim353.tsv")
+    simlex: str = str(WORD_EVAL / "simlex999.txt")
+    restrict_vocab: int = 30_000
+
+    def __post_init__(self) -> None:
+        if self.restrict_vocab < 1:
+            raise ValueError(f"--restrict_vocab must be at least 1, got {self.restrict_vocab}")
+        defaults = EvalArgs.__dataclass_fields__
+        for flag in ("analogies", "wordsim", "simlex"):
+            path = getattr(self, flag)
+            if not path or Path(path).is_file():
+                continue
+            if path != defaults[flag].default:
+                raise FileNotFoundError(
+                    f"--{flag}: no file {path} (pass --{flag} '' to skip this evaluation)"
+                )
+            warnings.warn(f"--{flag}: no file {path}; that evaluation is skipped", stacklevel=2)
+            setattr(self, flag, "")
+
+
+def tokenizer_for(name: str):
+    if name == "lowercase":
+        return lowercase_words
+    if name == "whitespace":
+        return whitespace_words
+    if name.endswith(".model"):
+        return sentencepiece_tokenizer(name)
+    return transformers_tokenizer(name)
+
+
+def load_encoded(args: CorpusArgs) -> tuple[Vocabulary, EncodedCorpus]:
+    """The vocabulary and token ids of the corpus, from its token cache (built on first use)."""
+    corpus = load_corpus(args)
+    if Path(args.corpus).is_file():
+        identity = file_identity(args.corpus)
+    else:
+        identity = {**dataset_identity(corpus.source, args.corpus), "column": args.text_column}
+    tokenizer = args.tokenizer
+    if Path(tokenizer).exists():  # a sentencepiece file or a local folder: its path and date
+        tokenizer = {"path": str(Path(tokenizer).resolve()), "mtime_ns": _mtime(tokenizer)}
+    key = {
+        "corpus": identity,
+        "tokenizer": tokenizer,
+        "max_words": args.max_words,
+        "max_sentence_words": corpus.max_sentence_words,
+    }
+    return cached_encoding(
+        corpus,
+        key,
+        args.token_cache or None,
+        min_count=args.min_count,
+        max_size=args.max_vocab or None,
+    )
+
+
+def _mtime(path: str) -> int:
+    return max(p.stat().st_mtime_ns for p in [Path(path), *Path(path).rglob("*")])
+
+
+def load_corpus(args: CorpusArgs) -> TextCorpus:
+    kwargs = dict(tokenizer=tokenizer_for(args.tokenizer), max_words=args.max_words or None)
+    if Path(args.corpus).is_file():
+        return TextCorpus.from_file(args.corpus, **kwargs)
+    from datasets import load_dataset
+
+    dataset = load_dataset(args.corpus, split="train", streaming=True)
+    return TextCorpus.from_dataset(dataset, args.text_column, **kwargs)
+
+
+def word_scores(model: Word2Vec, args: EvalArgs) -> dict[str, float | int | None]:
+    """Analogy accuracy and similarity ρ on the evaluation files given, with how many questions
+    and pairs each was measured on; a score with nothing to measure is None."""
+    scores: dict[str, float | int | None] = {}
+    vectors, vocab = model.vectors, model.vocab
+    if args.analogies:
+        r = evaluate_analogies(vectors, vocab, args.analogies, restrict_vocab=args.restrict_vocab)
+        scores.update(analogy=r.accuracy, analogy_answered=r.answered, analogy_oov=r.oov)
+    for name, path in (("ws353", args.wordsim), ("simlex999", args.simlex)):
+        if path:
+            s = evaluate_similarity(vectors, vocab, path)
+            scores.update({name: s.spearman, f"{name}_pairs": s.pairs, f"{name}_oov": s.oov})
+    return {k: _rounded(v) for k, v in scores.items()}
+
+
+def _rounded(value: float | int | None) -> float | int | None:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float | None]:
+    """Accuracy per section of the analogy file (None: no question of it answered)."""
+    if not args.analogies:
+        return {}
+    r = evaluate_analogies(
+        model.vectors, model.vocab, args.analogies, restrict_vocab=args.restrict_vocab
+    )
+    return {name: _rounded(acc) for name, acc in r.section_accuracy().items()}
+
+
+def resolve_kernel(kernel: str, args: Word2VecArgs) -> str:
+    """'fused' or 'torch' for ``kernel``: 'auto' takes the fused loop for a CPU run it can serve
+    (one process, or hogwild; no row_clip) when a C compiler is found."""
+    if kernel != "auto":
+        return kernel
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    on_cpu = forced_cpu or not torch.cuda.is_available()
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    if not on_cpu or not (single or args.hogwild) or args.row_clip:
+        return "torch"
+    try:
+        native.load("sgns")
+    except native.NativeUnavailableError as e:
+        warnings.warn(f"{e}; training with the slower torch kernel", stacklevel=2)
+        return "torch"
+    return "fused"
+
+
+def warn_kernel_settings(kernel: str, w2v_args: Word2VecArgs, config: TrainConfig) -> None:
+    """Warn of settings the fused kernel does not use, and where the torch kernel's summed
+    batch steps were measured to diverge."""
+    if kernel == "fused":
+        defaults = Word2VecArgs()
+        unused = [
+            f"--{name} {getattr(w2v_args, name)}"
+            for name in ("shared_negatives", "noise_group")
+            if getattr(w2v_args, name) != getattr(defaults, name)
+        ]
+        if unused:
+            warnings.warn(
+                f"{' and '.join(unused)} apply to the torch kernel; the fused kernel draws "
+                f"--negative {w2v_args.negative} noise words per pair (--kernel torch uses them)",
+                stacklevel=3,
+            )
+        return
+    if w2v_args.shared_negatives:
+        group = w2v_args.noise_group or config.batch_size
+        load = group * w2v_args.negative / w2v_args.shared_negatives
+        if load > 1000:  # measured: 640 learned, 1280 diverged (docs/word2vec.md)
+            warnings.warn(
+                f"each shared noise word takes the gradient of {load:.0f} pairs per step "
+                f"(noise_group {group} x negative {w2v_args.negative} / "
+                f"shared_negatives {w2v_args.shared_negatives}); above ~1000 training has "
+                "diverged: raise shared_negatives or lower noise_group",
+                stacklevel=2,
+            )
+    # measured on enwiki17m (docs/word2vec.md): plain SGD diverged from 65,536 pairs a step with
+    # shared noise words, from 32,768 with word2vec's exact objective
+    diverged = 65536 if w2v_args.shared_negatives else 32768
+    if config.batch_size >= diverged and not w2v_args.row_clip:
+        warnings.warn(
+            f"batches of {config.batch_size} pairs sum thousands of gradients into a frequent "
+            f"word's row at once; from {diverged:,} pairs plain SGD diverged on enwiki17m with "
+            "these noise settings: pass --row_clip 1",
+            stacklevel=2,
+        )
+
+
+def train(
+    data: CorpusArgs,
+    w2v_args: Word2VecArgs,
+    eval_args: EvalArgs,
+    config: TrainConfig,
+    grad_cache_chunk: int = 0,
+) -> dict:
+    """Build the vocabulary and pairs, train, evaluate; returns figures and timings."""
+    if w2v_args.threads:
+        torch.set_num_threads(w2v_args.threads)
+    # trained scores saturate the sigmoid: its tails and their products become denormal floats,
+    # which x86 CPUs compute ~100x slower (measured: 64 noise words, 27.8 s -> 17.4 s); flushing
+    # them to zero changed no figure
+    torch.set_flush_denormal(True)
+    kernel = resolve_kernel(w2v_args.kernel, w2v_args)
+    if grad_cache_chunk and (kernel == "fused" or w2v_args.hogwild):
+        why = (
+            "the fused kernel has no encoder pass to chunk"
+            if kernel == "fused"
+            else ("--hogwild does not sync gradients")
+        )
+        raise ValueError(
+            f"--grad_cache_chunk {grad_cache_chunk}: {why} (kernel {kernel}); use --kernel "
+            "torch without --hogwild, or --grad_cache_chunk 0"
+        )
+    cached_step = step_for(grad_cache_chunk, config.batch_size) if grad_cache_chunk else None
+    warn_kernel_settings(kernel, w2v_args, config)
+    t0 = time.perf_counter()
+    vocab, encoded = load_encoded(data)
+    prepare_s = time.perf_counter() - t0
+    torch.manual_seed(config.seed)
+    # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense
+    # ones, unless they share one copy of the tables (hogwild: no gradient sync at all)
+    single = int(os.environ.get("WORLD_SIZE", "1")) == 1
+    sparse = w2v_args.sparse and (single or w2v_args.hogwild)
+    w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
+    optimizer = None
+    if kernel == "fused":
+        model, step = (
+            w2v,
+            FusedSkipGram(
+                w2v,
+                negative=w2v_args.negative,
+                ns_exponent=w2v_args.ns_exponent,
+                pairs_per_program=w2v_args.pairs_per_program,
+                hogwild=w2v_args.hogwild,
+            ),
+        )
+    else:
+        model = methods.sgns(
+            w2v,
+            w2v_args.negative,
+            w2v_args.ns_exponent,
+            shared_negatives=w2v_args.shared_negatives,
+            noise_group=(w2v_args.noise_group or None) if w2v_args.shared_negatives else None,
+        )
+        step = cached_step or AutogradStep(hogwild=w2v_args.hogwild)
+        if w2v_args.row_clip:
+
+            def optimizer(m):
+                c = config
+                return build_optimizer(
+                    m, c.optimizer, c.lr, c.weight_decay, c.momentum, row_clip=w2v_args.row_clip
+                )
+
+    pairs = ContextPairs(
+        encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed
+    )
+
+    def evaluate(_) -> dict[str, float]:  # trackers take numbers: leave out what was not measured
+        return {k: v for k, v in word_scores(w2v, eval_args).items() if v is not None}
+
+    trainer = Trainer(model, pairs, config, step=step, optimizer=optimizer, evaluate=evaluate)
+    t1 = time.perf_counter()
+    result = trainer.fit()
+    train_s = time.perf_counter() - t1
+    out = Path(config.output_dir)
+    main_process = trainer.accelerator.is_main_process
+    scores = word_scores(w2v, eval_args)
+    if main_process:
+        save_run(
+            out / "model",
+            w2v,
+            model_name=f"word2vec-{Path(data.corpus).name.split('.')[0]}-{w2v_args.dim}d",
+            method_tags=["word2vec", "skip-gram", "negative-sampling"],
+            datasets=[data.corpus if not Path(data.corpus).is_file() else Path(data.corpus).name],
+            metrics={
+                k: v
+                for k, v in scores.items()
+                if k in ("analogy", "ws353", "simlex999") and v is not None
+            },
+            hyperparameters={**asdict(data), **asdict(w2v_args)},
+        )
+        # in the model folder, so the Hub repo also loads in gensim / word2vec C
+        w2v.save_word2vec_format(out / "model" / "vectors.bin", binary=True)
+    return {
+        "main_process": main_process,
+        "processes": trainer.accelerator.num_processes,
+        "kernel": kernel,
+        "vocab_size": len(vocab),
+        "corpus_words": encoded.raw_words,
+        "pairs_per_epoch": pairs.num_pairs(),
+        "steps": result.global_step,
+        "prepare_seconds": round(prepare_s, 2),
+        "train_seconds": round(train_s, 2),
+        "words_per_second": round(encoded.raw_words * config.epochs / train_s),
+        "final_loss": result.loss,
+        **scores,
+        "analogy_sections": analogy_sections(w2v, eval_args),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = HfArgumentParser(
+        (CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig, HubArgs, GradCacheArgs)
+    )
+    parser.set_defaults(
+        output_dir="runs/word2vec",
+        epochs=5,
+        batch_size=8192,
+        optimizer="sgd",
+        lr=0.025,
+        momentum=0.0,
+        weight_decay=0.0,
+        schedule="linear",
+        eval_every=0,
+        log_every=100,
+    )
+    data, w2v_args, eval_args, config, hub, cache = parser.parse_args_into_dataclasses(args=argv)
+    check_output_dir(config)  # a used output_dir is refused before any work
+    figures = train(data, w2v_args, eval_args, config, cache.grad_cache_chunk)
+    if not figures.pop("main_process"):
+        return figures
+    figures["hub_commit"] = hub.push(Path(config.output_dir) / "model")
+    report = {
+        "command": " ".join(["python", *sys.argv]),
+        "corpus": asdict(data),
+        "word2vec": asdict(w2v_args),
+        **figures,
+    }
+    text = json.dumps(report, indent=2, allow_nan=False)  # NaN is not JSON: never write it
+    print(text)
+    (Path(config.output_dir) / "report.json").write_text(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()
