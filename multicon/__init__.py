@@ -12,99 +12,150 @@ Example:
     torch.Size([])
 """
 
-from multicon import keys, losses, methods, steps
-from multicon.checkpoint import latest_checkpoint
-from multicon.data import (
-    CaptionDataset,
-    CaptionFolder,
-    EncodedCorpus,
-    ImageData,
-    TextCorpus,
-    encode_corpus,
-    load_caption_dataset,
-    load_cifar,
-    load_hf_images,
-    load_image_folder,
-    load_images,
-)
-from multicon.encoders import (
-    RESNET_FEATURE_DIMS,
-    DualEncoder,
-    EmbeddingTable,
-    ImageEncoder,
-    ProjectionHead,
-    load_tokenizer,
-    resnet_backbone,
-    sync_batchnorm,
-    train_sentencepiece_tokenizer,
-)
-from multicon.eval import (
-    KNNMonitor,
-    evaluate_analogies,
-    evaluate_retrieval,
-    evaluate_similarity,
-    extract_features,
-    knn_accuracy,
-    knn_predict,
-    linear_probe,
-    most_similar,
-    retrieval_recall,
-    zero_shot_accuracy,
-)
-from multicon.false_negatives import RelatedIds, related_by_captions
-from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
-from multicon.keys import (
-    BatchKeys,
-    Chain,
-    FeatureQueue,
-    KeyQueue,
-    KeySource,
-    LogQCorrection,
-    MomentumEncoder,
-    NoiseKeys,
-    OtherQueries,
-    PositiveAndQueue,
-    cosine_momentum,
-)
-from multicon.losses import (
-    InfoNCE,
-    KeySet,
-    SigmoidLoss,
-    contrastive_logits,
-    distillation_targets,
-    info_nce,
-    sigmoid_loss,
-    soft_cross_entropy,
-)
-from multicon.model import ContrastiveModel, ContrastiveOutput, Direction, Distillation
-from multicon.optim import LARS, build_optimizer, lr_schedule
-from multicon.pairs import (
-    BatchPairGenerator,
-    MapPairGenerator,
-    Pair,
-    PairBatch,
-    PairGenerator,
-)
-from multicon.pairs.affine import AffineViewPairs
-from multicon.pairs.captions import CaptionPairs
-from multicon.pairs.context import ContextPairs
-from multicon.pairs.images import DeviceViewPairs, ViewPairs
-from multicon.pairs.views import (
-    MoCoV2Views,
-    SimCLRViews,
-    ViewConfig,
-    make_views,
-    moco_v3_views,
-)
-from multicon.steps import AutogradStep, FusedSGDStep, FusedSkipGram, Step
-from multicon.text import (
-    Vocabulary,
-    Word2Vec,
-    load_word2vec_format,
-    save_word2vec_format,
-)
-from multicon.text.training import train_word2vec
-from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
+import ast as _ast
+import importlib as _importlib
+from importlib.util import find_spec as _find_spec
+from pathlib import Path as _Path
+from typing import TYPE_CHECKING
+
+# Imported on first use (PEP 562), so `import multicon` (and the `multicon` command's --help)
+# does not import torch: the word2vec recipe must set THP_MEM_ALLOC_ENABLE before torch loads.
+# The imports below are the one list of the top-level names; __getattr__ reads it from this file.
+if TYPE_CHECKING:
+    from multicon import keys, losses, methods, steps
+    from multicon.checkpoint import latest_checkpoint
+    from multicon.data import (
+        CaptionDataset,
+        CaptionFolder,
+        EncodedCorpus,
+        ImageData,
+        TextCorpus,
+        encode_corpus,
+        load_caption_dataset,
+        load_cifar,
+        load_hf_images,
+        load_image_folder,
+        load_images,
+    )
+    from multicon.encoders import (
+        RESNET_FEATURE_DIMS,
+        DualEncoder,
+        EmbeddingTable,
+        ImageEncoder,
+        ProjectionHead,
+        load_tokenizer,
+        resnet_backbone,
+        sync_batchnorm,
+        train_sentencepiece_tokenizer,
+    )
+    from multicon.eval import (
+        KNNMonitor,
+        evaluate_analogies,
+        evaluate_retrieval,
+        evaluate_similarity,
+        extract_features,
+        knn_accuracy,
+        knn_predict,
+        linear_probe,
+        most_similar,
+        retrieval_recall,
+        zero_shot_accuracy,
+    )
+    from multicon.false_negatives import RelatedIds, related_by_captions
+    from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
+    from multicon.keys import (
+        BatchKeys,
+        Chain,
+        FeatureQueue,
+        KeyQueue,
+        KeySource,
+        LogQCorrection,
+        MomentumEncoder,
+        NoiseKeys,
+        OtherQueries,
+        PositiveAndQueue,
+        cosine_momentum,
+    )
+    from multicon.losses import (
+        InfoNCE,
+        KeySet,
+        SigmoidLoss,
+        contrastive_logits,
+        distillation_targets,
+        info_nce,
+        sigmoid_loss,
+        soft_cross_entropy,
+    )
+    from multicon.model import ContrastiveModel, ContrastiveOutput, Direction, Distillation
+    from multicon.optim import LARS, build_optimizer, lr_schedule
+    from multicon.pairs import (
+        BatchPairGenerator,
+        MapPairGenerator,
+        Pair,
+        PairBatch,
+        PairGenerator,
+    )
+    from multicon.pairs.affine import AffineViewPairs
+    from multicon.pairs.captions import CaptionPairs
+    from multicon.pairs.context import ContextPairs
+    from multicon.pairs.images import DeviceViewPairs, ViewPairs
+    from multicon.pairs.views import (
+        MoCoV2Views,
+        SimCLRViews,
+        ViewConfig,
+        make_views,
+        moco_v3_views,
+    )
+    from multicon.steps import AutogradStep, FusedSGDStep, FusedSkipGram, Step
+    from multicon.text import (
+        Vocabulary,
+        Word2Vec,
+        load_word2vec_format,
+        save_word2vec_format,
+    )
+    from multicon.text.training import train_word2vec
+    from multicon.train import NonFiniteLossError, TrainConfig, Trainer, TrainResult
+
+
+def _lazy_names() -> dict[str, tuple[str, str | None]]:
+    """Top-level name -> (module, attribute; None for a submodule), from the imports above."""
+    tree = _ast.parse(_Path(__file__).read_text())
+    block = next(
+        n for n in tree.body if isinstance(n, _ast.If) and "TYPE_CHECKING" in _ast.unparse(n.test)
+    )
+    names: dict[str, tuple[str, str | None]] = {}
+    for node in block.body:
+        for alias in node.names:
+            if node.module == __name__:  # `from multicon import keys`: a submodule
+                names[alias.name] = (f"{__name__}.{alias.name}", None)
+            else:
+                names[alias.name] = (node.module, alias.name)
+    return names
+
+
+_LAZY: dict[str, tuple[str, str | None]] | None = None
+
+
+def __getattr__(name: str):
+    global _LAZY
+    if _LAZY is None:
+        _LAZY = _lazy_names()
+    if name in _LAZY:
+        module, attribute = _LAZY[name]
+    elif not name.startswith("_") and _find_spec(f"{__name__}.{name}"):
+        module, attribute = f"{__name__}.{name}", None  # any submodule, as `multicon.dist`
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = _importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __version__ = "0.1.0"
 
