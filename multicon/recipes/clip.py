@@ -235,7 +235,8 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
     return {**result, "zero_shot/images": len(ds)}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> HfArgumentParser:
+    """The recipe's flags and defaults (``multicon clip --help`` lists them)."""
     parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs, GradCacheArgs))
     parser.set_defaults(
         output_dir="runs/clip-captions",
@@ -247,6 +248,11 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=5,
         log_every=10,
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     data, margs, config, hub, cache = parser.parse_args_into_dataclasses(args=argv)
     check_output_dir(config)  # a used output_dir is refused before any work
     step = cache.step(config.batch_size)

@@ -42,7 +42,8 @@ def features(encoder: SmallConvEncoder, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([encoder.features(x.to(device)).cpu() for x in images.split(512)])
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> HfArgumentParser:
+    """The recipe's flags and defaults (``multicon demo --help`` lists them)."""
     parser = HfArgumentParser((DigitsArgs, TrainConfig, HubArgs))
     parser.set_defaults(
         output_dir="runs/digits",
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=10,
         log_every=5,
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args, config, hub = parser.parse_args_into_dataclasses(args=argv)
     check_output_dir(config)  # a used output_dir is refused before any work
     torch.manual_seed(config.seed)

@@ -54,7 +54,8 @@ class MoCoArgs:
     symmetric: bool = field(default=False, metadata={"help": "v2: also swap the two views."})
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> HfArgumentParser:
+    """The recipe's flags and defaults (``multicon moco --help`` lists them)."""
     parser = HfArgumentParser(
         (MoCoArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs, GradCacheArgs)
     )
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> dict:
         output_dir="runs/moco_cifar10",
         head_batch_norm=False,
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args, data_args, encoder_args, config, hub, cache = parser.parse_args_into_dataclasses(
         args=argv
     )

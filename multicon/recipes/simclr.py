@@ -40,7 +40,8 @@ class SimCLRArgs:
     crop_min_scale: float = field(default=0.08, metadata={"help": "Smallest crop area share."})
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> HfArgumentParser:
+    """The recipe's flags and defaults (``multicon simclr --help`` lists them)."""
     parser = HfArgumentParser(
         (SimCLRArgs, ImageDataArgs, ImageEncoderArgs, TrainConfig, HubArgs, GradCacheArgs)
     )
@@ -48,6 +49,11 @@ def main(argv: list[str] | None = None) -> dict:
         **CIFAR10_SGD_PRESET,
         output_dir="runs/simclr_cifar10",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     args, data_args, encoder_args, config, hub, cache = parser.parse_args_into_dataclasses(
         args=argv
     )

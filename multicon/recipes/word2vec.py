@@ -413,7 +413,8 @@ def train(
     }
 
 
-def main(argv: list[str] | None = None) -> dict:
+def build_parser() -> HfArgumentParser:
+    """The recipe's flags and defaults (``multicon word2vec --help`` lists them)."""
     parser = HfArgumentParser(
         (CorpusArgs, Word2VecArgs, EvalArgs, TrainConfig, HubArgs, GradCacheArgs)
     )
@@ -429,6 +430,11 @@ def main(argv: list[str] | None = None) -> dict:
         eval_every=0,
         log_every=100,
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
     data, w2v_args, eval_args, config, hub, cache = parser.parse_args_into_dataclasses(args=argv)
     check_output_dir(config)  # a used output_dir is refused before any work
     figures = train(data, w2v_args, eval_args, config, cache.grad_cache_chunk)
