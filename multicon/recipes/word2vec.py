@@ -17,11 +17,14 @@ binary format.
 
 from __future__ import annotations
 
-# The scripts that run this (recipes/word2vec_text8.py, the `multicon` command) set
-# THP_MEM_ALLOC_ENABLE=1 before torch is imported, which an import of this module is too late for:
-# see "Huge pages" in docs/word2vec.md.
-import json
 import os
+
+# Read by PyTorch at its first allocation: set here for `python -m multicon.recipes.word2vec`
+# (`import multicon` loads no torch); the scripts and the `multicon` command set it earlier still.
+# See "Huge pages" in docs/word2vec.md.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+import json
 import sys
 import time
 import warnings
