@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +30,12 @@ def main(argv: list[str] | None = None, prog: str = "multicon push") -> int:
     parser = build_parser()
     parser.prog = prog
     args = parser.parse_args(argv)
-    from multicon.cli.saved import model_kind
+    from multicon.cli.saved import require_multicon_card
     from multicon.hub import check_repo_id, push_folder
 
     try:
         check_repo_id(args.repo_id)  # before the folder is read: nothing is sent either way
-        if (Path(args.folder) / "config.json").is_file():  # push_folder names missing files
-            model_kind(args.folder)  # a multicon model, not any folder of model files
+        require_multicon_card(args.folder)  # a multicon model, not any folder of model files
         info = push_folder(
             args.folder,
             args.repo_id,

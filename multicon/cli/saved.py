@@ -71,3 +71,27 @@ def require_kind(folder: str | Path, kind: str, command: str) -> None:
         wanted, held = MODEL_CLASSES[kind][1], MODEL_CLASSES[found][1]
         hint = f"; use `multicon eval {found}`" if found != "digits" else ""
         raise ValueError(f"{folder} holds a {held} model: `{command}` needs {wanted}{hint}")
+
+
+def require_multicon_card(folder: str | Path) -> None:
+    """Raise `ValueError` unless ``folder/README.md`` is a model card that multicon wrote (its
+    metadata says ``library_name: multicon``): any `HubModel`'s folder, a user's own class too.
+    A folder with no README.md passes: `multicon.hub.push_folder` names the missing files."""
+    card = Path(folder) / "README.md"
+    if not card.is_file():
+        return
+    import yaml
+
+    text = card.read_text(encoding="utf-8", errors="replace")
+    meta = None
+    if text.startswith("---"):
+        head = text[3:].split("\n---", 1)[0]
+        try:
+            meta = yaml.safe_load(head)
+        except yaml.YAMLError:
+            meta = None
+    if not isinstance(meta, dict) or meta.get("library_name") != "multicon":
+        raise ValueError(
+            f"{folder} is not a multicon model: its README.md does not say library_name: "
+            "multicon (multicon.hub.save_run and save_pretrained write that card)"
+        )
