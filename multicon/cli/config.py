@@ -6,13 +6,16 @@ command line's after them, so a flag given on the command line wins.
 
 Example:
     >>> import argparse, json, tempfile
+    >>> from pathlib import Path
     >>> parser = argparse.ArgumentParser()
     >>> _ = parser.add_argument("--batch_size", type=int, default=8)
-    >>> with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-    ...     json.dump({"batch_size": 32}, f)
-    >>> config_flags(parser, f.name)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "run.json"
+    ...     _ = path.write_text(json.dumps({"batch_size": 32}))
+    ...     flags = config_flags(parser, path)
+    >>> flags
     ['--batch_size', '32']
-    >>> parse_flags(parser, [*config_flags(parser, f.name), "--batch_size", "64"]).batch_size
+    >>> parse_flags(parser, [*flags, "--batch_size", "64"]).batch_size  # the command line wins
     64
 """
 
