@@ -281,7 +281,9 @@ def _preprocessing_rows(preprocessing: Mapping[str, Any]) -> list[tuple[str, str
     known = {"input_size", "channels", "scaling", "mean", "std", "feature_dim"}
     if "input_size" in preprocessing:
         size, channels = preprocessing["input_size"], preprocessing.get("channels")
-        shown = f"{size}x{size} pixels" + (f", {channels} channels" if channels else "")
+        shown = f"{size}x{size} pixels"
+        if channels:
+            shown += f", {channels} channel{'s' if channels > 1 else ''}"
         rows.append(("input size", shown))
     if "scaling" in preprocessing:
         rows.append(("pixel values", str(preprocessing["scaling"])))
