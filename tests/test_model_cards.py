@@ -135,8 +135,8 @@ def test_digits_demo_card(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def texture_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("textures")
-    write_image_folder(root / "train", texture_images(8, size=16, seed=0))
-    write_image_folder(root / "test", texture_images(4, size=16, seed=1))
+    write_image_folder(root / "train", texture_images(4, size=16, seed=0))
+    write_image_folder(root / "test", texture_images(2, size=16, seed=1))
     return root
 
 
@@ -302,7 +302,9 @@ def test_clip_card(tmp_path, monkeypatch):
         [
             *("--train_data", str(train), "--test_data", str(test), "--output_dir", str(out)),
             *("--max_steps", "1", "--batch_size", "8", "--show_images", "1", *QUIET),
-            *("--image_size", "32", "--text_width", "32", "--text_depth", "1"),
+            *("--eval_every", "0", "--image_size", "32", "--image_arch", "vit"),
+            *("--vit_width", "32", "--vit_depth", "1", "--vit_heads", "2"),
+            *("--text_width", "32", "--text_depth", "1"),
             *("--text_heads", "2", "--embed_dim", "16", "--vocab_size", "60"),
             *("--max_length", "16", "--zero_shot_dataset", "imagefolder"),
             *("--zero_shot_data_dir", str(colours), "--zero_shot_image_column", "image"),
