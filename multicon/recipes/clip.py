@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from huggingface_hub import EvalResult
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
@@ -235,6 +236,92 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
     return {**result, "zero_shot/images": len(ds)}
 
 
+def retrieval_dataset(data: DataArgs) -> tuple[str, str]:
+    """(name, split) of the captions retrieval is measured on."""
+    if data.dataset:
+        return data.dataset, data.test_split
+    path = Path(data_path(data, "test"))
+    return path.parent.name, path.name
+
+
+def zero_shot_dataset(data: DataArgs) -> str:
+    """The zero-shot dataset's name: its folder for a packaged loader ('parquet' + a data_dir
+    of CIFAR-10 is "cifar10"), else the Hub name."""
+    if data.zero_shot_data_dir:
+        return Path(data.zero_shot_data_dir.rstrip("/")).name
+    return data.zero_shot_dataset
+
+
+def eval_results(data: DataArgs, scores: dict[str, float]) -> list[EvalResult]:
+    """The model card's results, each under the task and dataset it was measured on: R@K on
+    the test captions (image-text retrieval), zero-shot top-1 on the labelled image dataset."""
+    results = []
+    name, split = retrieval_dataset(data)
+    for key, value in scores.items():
+        if "/R@" in key:
+            direction, k = key.split("/R@")
+            results.append(
+                EvalResult(
+                    task_type="image-text-retrieval",
+                    task_name="Image-text retrieval",
+                    dataset_type=name,
+                    dataset_name=name,
+                    dataset_split=split,
+                    metric_type=key,
+                    metric_name=f"{direction.replace('_', ' ')} recall@{k} (%)",
+                    metric_value=float(value),
+                )
+            )
+        elif key == "zero_shot/top1":
+            zs = zero_shot_dataset(data)
+            images = scores.get("zero_shot/images")
+            results.append(
+                EvalResult(
+                    task_type="zero-shot-image-classification",
+                    task_name="Zero-shot image classification",
+                    dataset_type=zs,
+                    dataset_name=zs,
+                    dataset_split=data.zero_shot_split,
+                    metric_type="accuracy",
+                    metric_name=f"zero-shot top-1 (%), {images} images"
+                    if images
+                    else "zero-shot top-1 (%)",
+                    metric_value=float(value),
+                )
+            )
+    return results
+
+
+def loss_description(args: DualEncoderArgs) -> str:
+    """The card's statement of the loss and the negatives the run trained with."""
+    if args.loss == "siglip":
+        what = "SigLIP's pairwise sigmoid loss with a learned scale and bias"
+    else:
+        what = "CLIP's symmetric InfoNCE (image to text and text to image)"
+    if args.queue_size == 0:
+        negatives = "the other pairs of the batch as negatives"
+    elif args.feature_queues:
+        negatives = f"a queue of {args.queue_size} past features of the locked tower"
+    elif args.momentum_towers:
+        negatives = f"ALBEF's momentum towers and two queues of {args.queue_size} past keys"
+    else:
+        negatives = f"queues of {args.queue_size} past keys from the online towers"
+    pairs = "A dual encoder (image and text towers) trained on image-caption pairs"
+    return f"{pairs} with {what}, {negatives}."
+
+
+def card_preprocessing(model) -> dict:
+    """The image side's inputs as the saved model holds them (``model.image_transform()``)."""
+    return {
+        "input_size": model.image_size,
+        "channels": 3,
+        "scaling": "RGB pixel / 255; resized and centre-cropped to the input size "
+        "(`model.image_transform()`; `model.encode_image` takes PIL images and applies it)",
+        "mean": list(model.image_mean),
+        "std": list(model.image_std),
+    }
+
+
 def build_parser() -> HfArgumentParser:
     """The recipe's flags and defaults (``multicon clip --help`` lists them)."""
     parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs, GradCacheArgs))
@@ -283,11 +370,17 @@ def main(argv: list[str] | None = None) -> dict:
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))
 
-    start = time.perf_counter()
     trainer = Trainer(contrastive, pairs, config, step=step, evaluate=evaluate)
+    main_process = trainer.accelerator.is_main_process
+    contrastive.to(trainer.accelerator.device)  # the baseline runs where training will
+    # the untrained towers' scores: the model card's random-init baseline
+    random_init = evaluate(None) if main_process else {}
+    if main_process and data.zero_shot_dataset:
+        random_init.update(zero_shot(model, data))
+    start = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - start
-    if not trainer.accelerator.is_main_process:
+    if not main_process:
         return {}
 
     out = Path(config.output_dir)
@@ -304,13 +397,16 @@ def main(argv: list[str] | None = None) -> dict:
         model_name=model_name(margs),
         method_tags=method_tags(margs),
         datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
-        metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
-        task="image-text-retrieval",
+        metrics=eval_results(data, {**recall, **zero_shot_result}),
+        baseline=eval_results(data, random_init),
+        description=loss_description(margs),
+        preprocessing=card_preprocessing(model),
         hyperparameters=[data, margs, config],
         repo_id=hub.push_to_hub or None,
     )
     summary = {
         "retrieval": {k: round(v, 2) for k, v in recall.items()},
+        "random_init": {k: round(v, 2) for k, v in random_init.items()},
         "chance_R@1": round(100.0 / len(test), 2),
         **{k: round(v, 2) for k, v in zero_shot_result.items()},
         "train_images": len(train),
@@ -332,7 +428,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "args": {**asdict(data), **asdict(margs)},
     }
-    summary["hub_commit"] = hub.push(out / "model")
+    summary["push"] = hub.push_outcome(out / "model")  # a failed upload is recorded, not raised
+    summary["hub_commit"] = (summary["push"] or {}).get("commit")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(retrieval_table(recall))
     print(json.dumps(summary, indent=2))
