@@ -63,14 +63,14 @@ def save_tiny(family: str, folder, seed: int = 0):
     )
 
     tokenizer = tiny_tokenizer()
-    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2}
+    shape = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
     shape["num_attention_heads"] = 2
     text = {"vocab_size": len(tokenizer), "max_position_embeddings": LENGTH, **shape}
     text |= {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
     vision = {"image_size": 32, "patch_size": 8, **shape}
     torch.manual_seed(seed)
     if family == "clip":
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8))
         processor = CLIPImageProcessor(
             size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
         )
@@ -155,7 +155,7 @@ def recipe_args(tmp_path, pretrained, *extra: str) -> list[str]:
         "--output_dir",
         str(tmp_path / "run"),
         "--max_steps",
-        "3",
+        "2",
         "--batch_size",
         "8",
         "--lr",
@@ -248,7 +248,7 @@ def test_recipe_fine_tunes_reports_before_and_after_and_exports(tmp_path, family
 def test_the_engine_fine_tunes_a_pretrained_clip(tmp_path, extra):
     hf, _ = save_tiny("clip", tmp_path / "clip")
     summary = clip_recipe.main(recipe_args(tmp_path, tmp_path / "clip", *extra))
-    assert summary["steps"] == 3 and summary["before_finetuning"]
+    assert summary["steps"] == 2 and summary["before_finetuning"]
     tuned = DualEncoder.from_pretrained(tmp_path / "run" / "model")
     ours = tuned.image.backbone.state_dict()
     moved = max((ours[k] - v).abs().max().item() for k, v in hf.vision_model.state_dict().items())
