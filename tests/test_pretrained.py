@@ -199,24 +199,25 @@ def test_recipe_fine_tunes_reports_before_and_after_and_exports(tmp_path, family
     from transformers import CLIPModel, SiglipModel
 
     hf, tokenizer = save_tiny(family, tmp_path / family)
-    write_zero_shot(tmp_path / "zs")
-    zero_shot = ["--zero_shot_dataset", "parquet", "--zero_shot_data_dir", str(tmp_path / "zs")]
+    zero_shot = []
+    if family == "clip":  # one code path for both families: once is enough (it takes seconds)
+        write_zero_shot(tmp_path / "zs")
+        zero_shot = ["--zero_shot_dataset", "parquet", "--zero_shot_data_dir", str(tmp_path / "zs")]
     summary = clip_recipe.main(recipe_args(tmp_path, tmp_path / family, *zero_shot))
     out = tmp_path / "run"
 
     # the model's own loss by default; before and after on the same test data
     assert summary["loss"] == ("infonce" if family == "clip" else "siglip")
     before = summary["before_finetuning"]
-    assert set(before) == {*summary["retrieval"], "zero_shot/top1"}
-    assert "zero_shot/top1" in summary
+    assert set(before) == {*summary["retrieval"], *(["zero_shot/top1"] if zero_shot else [])}
+    assert ("zero_shot/top1" in summary) == bool(zero_shot)
     original = load_pretrained(tmp_path / family)
     test = clip_recipe.open_captions(str(tmp_path / "test.jsonl"))
     recall = clip_recipe.retrieval_recall(*clip_recipe.embed_corpus(original, test))
     assert before["image_to_text/R@1"] == round(recall["image_to_text/R@1"], 2)
     card = (out / "model" / "README.md").read_text()
-    assert (
-        "before_finetuning/image_to_text/R@1" in card and "before_finetuning/zero_shot/top1" in card
-    )
+    assert "before_finetuning/image_to_text/R@1" in card
+    assert ("before_finetuning/zero_shot/top1" in card) == bool(zero_shot)
 
     # fine-tuning changed the outputs; the saved model and its transformers export agree
     images = torch.randn(3, 3, 32, 32)
