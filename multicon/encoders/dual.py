@@ -42,7 +42,8 @@ def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tow
     if kind == "pooled":  # CLIP's / SigLIP's vision model (multicon.encoders.pretrained)
         return PooledImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
     raise ValueError(
-        f"image tower 'kind' must be 'resnet', 'vit' or 'pooled', got {kind!r} in {spec}"
+        f"image tower 'kind' must be 'resnet' or 'vit' (or 'pooled', a CLIP/SigLIP vision "
+        f"model), got {kind!r} in {spec}"
     )
 
 
