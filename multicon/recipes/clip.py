@@ -286,8 +286,9 @@ def main(argv: list[str] | None = None) -> dict:
             )
         related = related_by_captions(model, train, margs.false_negative_threshold)
     contrastive = build_contrastive_model(model, margs, related)
-    before = {}
-    if margs.pretrained and launch_state().is_main_process:
+    before, state = {}, launch_state()
+    if margs.pretrained and state.is_main_process:
+        model.to(state.device)  # embedded where it is about to train, not on the CPU
         before = before_finetuning(model, test, data)
 
     def evaluate(_) -> dict[str, float]:
