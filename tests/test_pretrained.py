@@ -278,6 +278,11 @@ def test_a_folder_of_another_model_is_refused_with_what_it_holds(tmp_path):
     CLIPVisionModel(CLIPVisionConfig(**shape)).save_pretrained(tmp_path / "vision")
     with pytest.raises(ValueError, match=r"vision.*'clip_vision_model'.*one tower alone"):
         load_pretrained(tmp_path / "vision")
+    save_tiny("clip", tmp_path / "clip")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / "clip" / name).unlink()
+    with pytest.raises(FileNotFoundError, match="clip has no tokenizer"):
+        load_pretrained(tmp_path / "clip")
     with pytest.raises(FileNotFoundError, match="no such folder"):
         pretrained_family(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

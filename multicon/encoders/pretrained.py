@@ -36,6 +36,7 @@ _DEFAULT_STATS = {
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _TOWERS = ("clip_vision_model", "clip_text_model", "siglip_vision_model", "siglip_text_model")
 
 
@@ -118,6 +119,11 @@ def load_pretrained(
         learn_temperature: learn the logit scale (and SigLIP's bias) while fine-tuning.
     """
     family = pretrained_family(folder)
+    if not any((Path(folder) / name).is_file() for name in _TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"--pretrained {folder} has no tokenizer ({' or '.join(_TOKENIZER_FILES)}): save the "
+            "model's tokenizer beside it (`hf download` fetches it with the weights)"
+        )
     hf = _hf_class(family).from_pretrained(
         str(folder), trust_remote_code=False, use_safetensors=True
     )
