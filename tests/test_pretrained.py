@@ -264,7 +264,7 @@ def test_siglip_model_with_infonce(tmp_path):
     assert summary["loss"] == "infonce" and "logit_bias" not in summary
     tuned = DualEncoder.from_pretrained(tmp_path / "run" / "model")
     assert tuned.logit_bias.item() == pytest.approx(hf.logit_bias.item())
-    assert tuned.temperature != pytest.approx(float(torch.exp(-hf.logit_scale)), abs=1e-6)
+    assert tuned.temperature != pytest.approx(torch.exp(-hf.logit_scale).item(), abs=1e-6)
 
 
 def test_a_folder_of_another_model_is_refused_with_what_it_holds(tmp_path):
