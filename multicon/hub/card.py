@@ -56,10 +56,10 @@ Loading reads `model.safetensors` and `config.json` only; no pickled file is eve
 
 {% if results %}## Evaluation results
 
-{% if baseline %}"random init" is the same evaluation of the untrained model (the same architecture
-and seed, before the first step): the score the training added is the difference.
+{% if baseline %}"{{ baseline_label }}" is {{ baseline_note }}: the score the training added is the
+difference.
 
-| task | dataset | split | metric | value | random init |
+| task | dataset | split | metric | value | {{ baseline_label }} |
 |---|---|---|---|---|---|
 {% else %}| task | dataset | split | metric | value |
 |---|---|---|---|---|
@@ -95,6 +95,9 @@ def build_model_card(
     description: str | None = None,
     baseline: Mapping[str, float] | Sequence[EvalResult] | None = None,
     preprocessing: Mapping[str, Any] | None = None,
+    baseline_label: str = "random init",
+    baseline_note: str = "the same evaluation of the untrained model (the same architecture and "
+    "seed, before the first step)",
 ) -> ModelCard:
     """A `ModelCard` for a trained multicon model.
 
@@ -117,6 +120,8 @@ def build_model_card(
         baseline: the same evaluations of the random-initialised model, shown beside each
             trained score (``metrics``' shape: a mapping keyed by metric, or `EvalResult`s
             matched on task, dataset, split and metric). Never in the ``model-index``.
+        baseline_label, baseline_note: the baseline column's title and what it measured (a
+            fine-tuned pretrained model: "before fine-tuning", the pretrained model's scores).
         preprocessing: the inputs the model expects, stated in a table: ``input_size`` (side
             in pixels), ``channels``, ``scaling`` (how pixels become floats), ``mean``,
             ``std``, ``feature_dim`` (what ``model.features`` gives); other keys are shown as
@@ -171,6 +176,8 @@ def build_model_card(
         usage=usage.strip(),
         results=[_result_row(r, before) for r in results],
         baseline=bool(before),
+        baseline_label=baseline_label,
+        baseline_note=baseline_note,
         preprocessing=_preprocessing_rows(preprocessing or {}),
         hyperparameters=[(_cell(k), _cell(v if v != "" else "''")) for k, v in hparams.items()],
         versions=_versions(),

