@@ -329,11 +329,11 @@ def _vision_config(config: dict[str, Any], where: str):
     if model_type not in CONFIG_MAPPING:
         raise unknown_name(model_type, list(CONFIG_MAPPING.keys()), f"model_type in {where}")
     cfg = AutoConfig.for_model(model_type, **code_free_params(config, where))
-    model_class = MODEL_MAPPING.get(type(cfg))
+    model_class = MODEL_MAPPING.get(type(cfg), None)
     if model_class is not None and model_class.main_input_name == "pixel_values":
         return cfg
     vision = getattr(cfg, "vision_config", None)  # CLIP, SigLIP: take the image tower
-    if vision is not None and MODEL_MAPPING.get(type(vision)) is not None:
+    if vision is not None and MODEL_MAPPING.get(type(vision), None) is not None:
         if MODEL_MAPPING[type(vision)].main_input_name == "pixel_values":
             return vision
     takes = model_class.main_input_name if model_class is not None else "no AutoModel"
