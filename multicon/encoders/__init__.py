@@ -1,10 +1,11 @@
 """Encoders: inputs → vectors."""
 
+from multicon.encoders.backbones import build_backbone
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.encoders.heads import ProjectionHead
-from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.image import BackboneImageTower, ResNetImageTower, ViTImageTower
 from multicon.encoders.text import TextTower
 from multicon.encoders.tokenization import load_tokenizer, train_sentencepiece_tokenizer
 from multicon.encoders.tower import Tower
@@ -17,6 +18,7 @@ from multicon.encoders.vision import (
 
 __all__ = [
     "RESNET_FEATURE_DIMS",
+    "BackboneImageTower",
     "DualEncoder",
     "DualEncoderArgs",
     "EmbeddingTable",
@@ -26,6 +28,7 @@ __all__ = [
     "TextTower",
     "Tower",
     "ViTImageTower",
+    "build_backbone",
     "build_dual_encoder",
     "load_tokenizer",
     "resnet_backbone",

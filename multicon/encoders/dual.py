@@ -42,7 +42,7 @@ def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tow
     if kind == "backbone":
         return BackboneImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
     raise ValueError(
-        f"image tower 'kind' must be 'resnet', 'vit' or 'backbone', got {kind!r} in {spec}"
+        f"image tower 'kind' must be 'backbone', 'resnet' or 'vit', got {kind!r} in {spec}"
     )
 
 
