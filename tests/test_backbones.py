@@ -238,6 +238,15 @@ def test_corpus_stats_read_the_caption_images(tmp_path):
     mean, std = true_stats(images)
     assert stats["mean"] == pytest.approx(mean, abs=1e-5)
     assert stats["std"] == pytest.approx(std, abs=1e-5)
+    # the same images streamed from tar shards: the first ones, here all of them
+    from multicon.data.caption_stream import CaptionShardStream
+    from multicon.data.shards import write_shards
+
+    stream = CaptionShardStream(write_shards(corpus, tmp_path / "shards", samples_per_shard=7))
+    assert corpus_stats(stream, 32) == stats
+    first = corpus_stats(stream, 32, max_images=5)
+    assert first["mean"] == pytest.approx(true_stats(images[:5])[0], abs=1e-5)
+    assert first["source"] == "training split (5 of 18 images, the first)"
 
 
 def test_normalize_flag_picks_pretrained_data_named_or_given():
