@@ -21,7 +21,14 @@ import torch
 
 from multicon.data.images import ImageData, load_images
 from multicon.dist import launch_state
+from multicon.encoders.backbones import BACKBONE_HELP, WEIGHTS_HELP, pretrained_stats
 from multicon.encoders.heads import ProjectionHead
+from multicon.encoders.normalize import (
+    NORMALIZE_HELP,
+    check_normalize,
+    choose_normalization,
+    tensor_stats,
+)
 from multicon.encoders.vision import ImageEncoder, sync_batchnorm
 from multicon.eval.features import KNNMonitor
 from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
@@ -100,8 +107,14 @@ CIFAR10_SGD_PRESET = dict(
 class ImageEncoderArgs:
     """The `ImageEncoder` and how it runs."""
 
-    arch: str = "resnet18"
-    cifar_stem: bool = field(default=True, metadata={"help": "3x3 stem, no max-pool (32px)."})
+    arch: str = field(default="resnet18", metadata={"help": "Older name of --backbone."})
+    backbone: str = field(default="", metadata={"help": BACKBONE_HELP})
+    backbone_weights: str = field(default="", metadata={"help": WEIGHTS_HELP})
+    normalize: str = field(default="auto", metadata={"help": NORMALIZE_HELP})
+    cifar_stem: bool = field(
+        default=True,
+        metadata={"help": "ResNets: 3x3 stem, no max-pool (32px); other backbones keep theirs."},
+    )
     head_hidden_dim: int = 2048
     out_dim: int = 128
     head_layers: int = 2
@@ -119,17 +132,30 @@ class ImageEncoderArgs:
     def __post_init__(self) -> None:
         _at_least(self, 1, "out_dim", "head_hidden_dim", "head_layers")
         _at_least(self, 0, "predictor_hidden_dim")
+        check_normalize(self.normalize)
+        default = ImageEncoderArgs.__dataclass_fields__["arch"].default
+        if self.backbone and self.arch not in (default, self.backbone):
+            raise ValueError("give --backbone or its older name --arch, not both")
+        self.backbone = self.backbone or self.arch
 
-    def build(self) -> ImageEncoder:
+    def normalization(self, train: ImageData) -> dict:
+        """The input normalisation ``--normalize`` picks: the pretrained backbone's statistics,
+        or those of the training images (`multicon.encoders.normalize`)."""
+        pretrained = pretrained_stats(self.backbone, self.backbone_weights)
+        return choose_normalization(self.normalize, pretrained, lambda: tensor_stats(train.images))
+
+    def build(self, normalize: dict | None = None) -> ImageEncoder:
         return ImageEncoder(
-            self.arch,
-            cifar_stem=self.cifar_stem,
+            self.backbone,
+            cifar_stem=None if self.cifar_stem else False,  # None: where there is a ResNet stem
             head_hidden_dim=self.head_hidden_dim,
             out_dim=self.out_dim,
             head_layers=self.head_layers,
             head_batch_norm=self.head_batch_norm,
             head_last_batch_norm=self.head_last_batch_norm,
             channels_last=self.channels_last,
+            weights=self.backbone_weights,
+            normalize=normalize,
         )
 
     def build_predictor(self) -> ProjectionHead:
@@ -205,7 +231,11 @@ def run_image_recipe(
     check_output_dir(config)  # a used output_dir is refused before the data is loaded
     train, test = load_splits(data_args)
     size = data_args.image_size or train.image_size[0]
-    query_views, key_views = views(size)
+    normalize = encoder_args.normalization(train)  # before the seed: it draws nothing
+    query_views, key_views = (
+        None if v is None else dataclasses.replace(v, mean=normalize["mean"], std=normalize["std"])
+        for v in views(size)
+    )
     global_batch = config.batch_size * num_processes()
     if global_batch > len(train):
         raise ValueError(
@@ -213,7 +243,7 @@ def run_image_recipe(
             "images; lower --batch_size"
         )
     torch.manual_seed(config.seed)
-    encoder = prepare_encoder(encoder_args.build(), encoder_args)
+    encoder = prepare_encoder(encoder_args.build(normalize), encoder_args)
     model = build_model(encoder)
     config = scaled_config(config, encoder_args.scale_lr)
     if data_args.views_on == "device":
@@ -258,7 +288,7 @@ def run_image_recipe(
     save_run(  # SyncBN keeps BatchNorm's state keys
         model_dir,
         encoder,
-        model_name=f"{name.lower().replace(' ', '-')}-{encoder_args.arch}-{dataset}",
+        model_name=f"{name.lower().replace(' ', '-')}-{encoder.label}-{dataset}",
         method_tags=[name.split()[0].lower(), "image"],
         datasets=[dataset],
         metrics={"knn_top1": after},
@@ -298,6 +328,7 @@ def run_image_recipe(
         ),
         "method_args": dataclasses.asdict(method_args),
         "query_views": query_views.to_dict(),
+        "normalize": normalize,
     }
     summary["push"] = hub.push_outcome(model_dir)  # a failed upload is recorded, not raised
     summary["hub_commit"] = (summary["push"] or {}).get("commit")

@@ -33,8 +33,14 @@ class EvalArgs:
     train_split: str = "train"
     test_split: str = "test"
     image_size: int = field(default=0, metadata={"help": "Resize to this (0: the images' own)."})
-    mean: list[float] = field(default_factory=lambda: list(CIFAR10_MEAN))
-    std: list[float] = field(default_factory=lambda: list(CIFAR10_STD))
+    mean: list[float] = field(
+        default_factory=list,
+        metadata={"help": "Input mean (default: the model's saved normalize, else CIFAR-10's)."},
+    )
+    std: list[float] = field(
+        default_factory=list,
+        metadata={"help": "Input std (default: the model's saved normalize, else CIFAR-10's)."},
+    )
     knn_k: int = 200
     knn_temperature: float = 0.1
     linear_probe: bool = True
@@ -67,8 +73,13 @@ def main(argv: list[str] | None = None, prog: str = "multicon eval images") -> d
     test = load_images(args.data, args.test_split, limit=args.max_test_images or None)
     train_labels = train.require_labels("kNN and the linear probe (train split)")
     test_labels = test.require_labels("kNN and the linear probe (test split)")
+    # the statistics the encoder was trained with (models saved before they were recorded:
+    # the CIFAR-10 values every image recipe used then)
+    saved = encoder.normalize or {"mean": CIFAR10_MEAN, "std": CIFAR10_STD}
     views = ViewConfig(
-        size=args.image_size or train.image_size[0], mean=tuple(args.mean), std=tuple(args.std)
+        size=args.image_size or train.image_size[0],
+        mean=tuple(args.mean or saved["mean"]),
+        std=tuple(args.std or saved["std"]),
     )
     start = time.perf_counter()
     train_feats = extract_features(encoder, train, views, batch_size=args.batch_size)

@@ -1,10 +1,11 @@
 """Encoders: inputs → vectors."""
 
+from multicon.encoders.backbones import build_backbone
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.encoders.heads import ProjectionHead
-from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.image import BackboneImageTower, ResNetImageTower, ViTImageTower
 from multicon.encoders.pooled import PooledImageTower, PooledTextTower
 from multicon.encoders.pretrained import export_transformers, load_pretrained
 from multicon.encoders.text import TextTower
@@ -19,6 +20,7 @@ from multicon.encoders.vision import (
 
 __all__ = [
     "RESNET_FEATURE_DIMS",
+    "BackboneImageTower",
     "DualEncoder",
     "DualEncoderArgs",
     "EmbeddingTable",
@@ -30,6 +32,7 @@ __all__ = [
     "TextTower",
     "Tower",
     "ViTImageTower",
+    "build_backbone",
     "build_dual_encoder",
     "export_transformers",
     "load_pretrained",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from multicon.encoders.hf_models import transformer_config
-from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.image import BackboneImageTower, ResNetImageTower, ViTImageTower
 from multicon.encoders.pooled import PooledImageTower, PooledTextTower
 from multicon.encoders.text import TextTower
 from multicon.encoders.tower import Tower
@@ -32,18 +32,21 @@ logger = logging.getLogger(__name__)
 
 def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tower:
     """``{"kind": "resnet", "arch": "resnet18", "cifar_stem": False, "norm": "batch"}`` or
-    ``{"kind": "vit", "config": {...}, "pooling": "cls"}`` → an image tower."""
+    ``{"kind": "vit", "config": {...}, "pooling": "cls"}`` or ``{"kind": "backbone", "arch":
+    "torchvision:convnext_tiny"}`` (`BackboneImageTower`) → an image tower."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
     if kind == "resnet":
         return ResNetImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
     if kind == "vit":
         return ViTImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
+    if kind == "backbone":
+        return BackboneImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
     if kind == "pooled":  # CLIP's / SigLIP's vision model (multicon.encoders.pretrained)
         return PooledImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
     raise ValueError(
-        f"image tower 'kind' must be 'resnet' or 'vit' (or 'pooled', a CLIP/SigLIP vision "
-        f"model), got {kind!r} in {spec}"
+        f"image tower 'kind' must be 'backbone', 'resnet' or 'vit' (or 'pooled', a CLIP/SigLIP "
+        f"vision model), got {kind!r} in {spec}"
     )
 
 
@@ -81,6 +84,9 @@ class DualEncoder(
         logit_bias: SigLIP's bias ``b``, kept with the model (learned with the temperature):
             a pretrained SigLIP's, so that fine-tuning shares it with the sigmoid loss and the
             saved model keeps it; ``None`` (default) holds none.
+        image_mean, image_std: the input normalisation of `image_transform`.
+        normalize: ``{"mean", "std", "source"}`` (`multicon.encoders.normalize`): sets
+            ``image_mean``/``image_std`` and records where they came from in config.json.
 
     Build one with pretrained parts through `create`; reload a saved one with
     ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``), which
@@ -113,8 +119,14 @@ class DualEncoder(
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
         logit_bias: float | None = None,
+        normalize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if normalize is not None:
+            image_mean, image_std = normalize["mean"], normalize["std"]
+            if isinstance(self._hub_mixin_config, dict):  # one set of numbers in config.json
+                saved = {"image_mean": list(image_mean), "image_std": list(image_std)}
+                self._hub_mixin_config.update(saved)
         vit_size = image_tower.get("config", {}).get("image_size", image_size)
         if image_tower.get("kind") in ("vit", "pooled") and vit_size != image_size:
             raise ValueError(
@@ -137,6 +149,11 @@ class DualEncoder(
             self.register_buffer("logit_bias", torch.tensor(float(logit_bias)))
         self.embed_dim, self.image_size = embed_dim, image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
+        self.normalize = normalize or {
+            "mean": list(image_mean),
+            "std": list(image_std),
+            "source": "image_mean/image_std",
+        }
         self.tokenizer = None
         self._record_pretrained_backbones()
 
@@ -147,6 +164,8 @@ class DualEncoder(
         saved = self._hub_mixin_config
         if not isinstance(saved, dict):
             return
+        if isinstance(self.image, BackboneImageTower):  # an hf: path becomes its config
+            saved["image_tower"] = dict(self.image.saved_spec)
         for key, tower in (("image_tower", self.image), ("text_tower", self.text)):
             spec = saved.get(key)
             if isinstance(spec, dict) and "pretrained" in spec:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from multicon.encoders.backbones import BACKBONE_HELP, WEIGHTS_HELP, pretrained_stats
 from multicon.encoders.dual import DualEncoder
+from multicon.encoders.normalize import NORMALIZE_HELP, check_normalize, choose_normalization
 from multicon.encoders.tokenization import (
     MIN_VOCAB_SIZE,
     load_tokenizer,
@@ -29,6 +31,9 @@ class DualEncoderArgs:
         default="resnet18",
         metadata={"help": "resnet18/34/50/101 or vit (from the --vit_* config)."},
     )
+    backbone: str = field(default="", metadata={"help": BACKBONE_HELP + " Overrides --image_arch."})
+    backbone_weights: str = field(default="", metadata={"help": WEIGHTS_HELP})
+    normalize: str = field(default="auto", metadata={"help": NORMALIZE_HELP})
     cifar_stem: bool = field(default=False, metadata={"help": "ResNet 3x3 stride-1 stem."})
     image_norm: str = field(
         default="batch",
@@ -118,6 +123,14 @@ class DualEncoderArgs:
             )
         if self.queue_size < 0:
             raise ValueError(f"--queue_size must be >= 0, got {self.queue_size}")
+        check_normalize(self.normalize)
+        if self.backbone_weights and not self.backbone:
+            raise ValueError("--backbone_weights loads a --backbone's weights: give --backbone")
+        if self.backbone and self.image_weights:
+            raise ValueError(
+                "--image_weights is for --image_arch vit; with --backbone, name a pretrained "
+                "folder as --backbone hf:FOLDER"
+            )
         if self.pretrained:
             _check_pretrained(self)
         self.loss = self.loss or "infonce"
@@ -131,7 +144,7 @@ class DualEncoderArgs:
             raise ValueError(f"--temperature must be positive, got {self.temperature}")
         if not self.text_model:  # a pretrained text model brings its own shape
             _divides(self.text_width, "text_width", self.text_heads, "text_heads")
-        if self.image_arch == "vit" and not self.image_weights:
+        if self.image_arch == "vit" and not (self.image_weights or self.backbone):
             for name in ("vit_patch_size", "vit_width", "vit_depth", "vit_heads"):
                 if getattr(self, name) < 1:
                     raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -163,7 +176,8 @@ def _check_pretrained(args: DualEncoderArgs) -> None:
     the model's own loss unless --loss names one."""
     from multicon.encoders.pretrained import pretrained_loss
 
-    given = [f"--{n}" for n in ("text_model", "image_weights", "tokenizer") if getattr(args, n)]
+    names = ("text_model", "image_weights", "tokenizer", "backbone", "backbone_weights")
+    given = [f"--{n}" for n in names if getattr(args, n)]
     if given:
         raise ValueError(
             f"--pretrained {args.pretrained} brings both towers and its tokenizer: drop "
@@ -186,7 +200,15 @@ def tower_specs(
     BERT of ``text_width × text_depth`` (vocabulary ``vocab_size``) and a ResNet or a ViT of
     ``vit_width × vit_depth`` are configured from the flags.
     """
-    if args.image_arch == "vit":
+    if args.backbone:
+        image = {
+            "kind": "backbone",
+            "arch": args.backbone,
+            "weights": args.backbone_weights,
+            "cifar_stem": args.cifar_stem,
+            "norm": args.image_norm,
+        }
+    elif args.image_arch == "vit":
         if args.image_norm != "batch":
             raise ValueError(
                 f"--image_norm {args.image_norm} is for ResNet towers; a ViT has LayerNorm"
@@ -221,14 +243,35 @@ def tower_specs(
     return image, {"config": args.text_model or bert}
 
 
+def image_normalization(args: DualEncoderArgs, train) -> dict:
+    """The input normalisation ``--normalize`` picks (`choose_normalization`): the pretrained
+    image backbone's statistics, or those of the ``train`` corpus's images at ``--image_size``.
+    """
+    from multicon.encoders.normalize import corpus_stats
+
+    if args.backbone:
+        pretrained = pretrained_stats(args.backbone, args.backbone_weights)
+    elif args.image_arch == "vit" and args.image_weights:
+        pretrained = pretrained_stats(f"hf:{args.image_weights}")
+    else:
+        pretrained = None
+    return choose_normalization(
+        args.normalize, pretrained, lambda: corpus_stats(train, args.image_size)
+    )
+
+
 def build_dual_encoder(
-    args: DualEncoderArgs, captions: Sequence[str], max_length: int
+    args: DualEncoderArgs,
+    captions: Sequence[str],
+    max_length: int,
+    normalize: dict | None = None,
 ) -> DualEncoder:
     """The `DualEncoder` (with its tokenizer) that ``args`` describe.
 
     The tokenizer is ``args.tokenizer``, else the pretrained text model's, else a sentencepiece
     model trained on ``captions``. ``args.pretrained`` loads a transformers ``CLIPModel`` or
     ``SiglipModel`` folder instead (`multicon.encoders.pretrained.load_pretrained`).
+    ``normalize``: the image normalisation (`image_normalization`; None: ImageNet's).
 
     Example:
         >>> args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
@@ -270,4 +313,5 @@ def build_dual_encoder(
         freeze_text=args.freeze_text,
         temperature=args.temperature,
         learn_temperature=args.learn_temperature,
+        normalize=normalize,
     )

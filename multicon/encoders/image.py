@@ -1,4 +1,5 @@
-"""Image towers for dual encoders: a torchvision ResNet or a transformers ViT, then a projection."""
+"""Image towers for dual encoders: any backbone (torchvision, transformers, timm), a ResNet or
+a small transformers ViT, then a projection."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from typing import Any
 
 import torch
 
+from multicon.encoders.backbones import build_backbone
 from multicon.encoders.hf_models import build_transformer
 from multicon.encoders.tower import Tower
-from multicon.encoders.vision import RESNET_FEATURE_DIMS, resnet_backbone
 
 
 class ResNetImageTower(Tower):
@@ -34,12 +35,58 @@ class ResNetImageTower(Tower):
         norm: str = "batch",
         frozen=False,
     ) -> None:
+        if norm not in ("batch", "group"):
+            raise ValueError(f"unknown ResNet norm {norm!r}; choose one of ('batch', 'group')")
+        built = build_backbone(arch, cifar_stem=cifar_stem, norm=norm)
         super().__init__(
-            resnet_backbone(arch, cifar_stem=cifar_stem, norm=norm),
-            feature_dim=RESNET_FEATURE_DIMS[arch],
-            embed_dim=embed_dim,
-            frozen=frozen,
+            built.module, feature_dim=built.feature_dim, embed_dim=embed_dim, frozen=frozen
         )
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+
+class BackboneImageTower(Tower):
+    """Images → any backbone of `multicon.encoders.backbones` → ``(B, embed_dim)``.
+
+    Args:
+        arch: ``torchvision:NAME``, ``hf:PATH``, ``timm:NAME``, or ``"hf"`` with ``hf_config``.
+        embed_dim: shared embedding size.
+        weights: pretrained weights (`build_backbone`).
+        cifar_stem, norm: ResNets only (`build_backbone`).
+        hf_config: with ``arch="hf"``: the transformers config dict.
+        frozen: lock the backbone.
+
+    ``saved_spec`` is the tower spec that rebuilds it offline (a transformers config instead of
+    a path, no weights name): what a `DualEncoder` records in its config.json.
+
+    Example:
+        >>> import torch
+        >>> tower = BackboneImageTower("torchvision:mobilenet_v3_small", embed_dim=16)
+        >>> tower.feature_dim, tower(torch.randn(2, 3, 32, 32)).shape
+        (1024, torch.Size([2, 16]))
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        *,
+        embed_dim: int,
+        weights: str = "",
+        cifar_stem: bool = False,
+        norm: str = "batch",
+        hf_config: dict[str, Any] | None = None,
+        frozen: bool = False,
+    ) -> None:
+        built = build_backbone(
+            arch, weights=weights, cifar_stem=cifar_stem, norm=norm, hf_config=hf_config
+        )
+        super().__init__(
+            built.module, feature_dim=built.feature_dim, embed_dim=embed_dim, frozen=frozen
+        )
+        self.feature_dim, self.pretrained_stats = built.feature_dim, built.stats
+        self.saved_spec = {"kind": "backbone", "cifar_stem": cifar_stem, "norm": norm}
+        self.saved_spec.update(built.saved)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)

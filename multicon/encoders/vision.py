@@ -1,13 +1,23 @@
-"""Image backbones: torchvision ResNets, optionally with the CIFAR stem, as feature extractors."""
+"""Image encoders for SimCLR/MoCo: any backbone (`multicon.encoders.backbones`) + a projection
+head; ResNets optionally with the CIFAR stem."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
+from multicon.encoders.backbones import (
+    backbone_label,
+    build_backbone,
+    cifar_stem_of,
+    has_resnet_stem,
+)
 from multicon.encoders.heads import ProjectionHead
 from multicon.hub import HubModel
 
+# the feature sizes of common ResNets, for reference: backbones find theirs from the model
 RESNET_FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048}
 
 
@@ -24,7 +34,8 @@ def resnet_backbone(
     ``norm="group"`` puts GroupNorm (32 groups; Wu & He 2018) where torchvision has
     BatchNorm: each image is normalised on its own, so nothing depends on the batch, which
     matters at batches of a few images and for keys queued from different batches.
-    The feature size is ``RESNET_FEATURE_DIMS[arch]``.
+    Any torchvision ResNet-family name works (``resnext50_32x4d``, ``wide_resnet50_2``); the
+    feature size is the removed classifier's input size (`RESNET_FEATURE_DIMS` for common ones).
 
     Example:
         >>> import torch
@@ -32,25 +43,15 @@ def resnet_backbone(
         >>> net(torch.randn(2, 3, 32, 32)).shape
         torch.Size([2, 512])
     """
-    import torchvision
-
-    if arch not in RESNET_FEATURE_DIMS:
-        raise ValueError(f"unknown ResNet {arch!r}; choose one of {sorted(RESNET_FEATURE_DIMS)}")
     if norm not in RESNET_NORMS:
         raise ValueError(f"unknown ResNet norm {norm!r}; choose one of {RESNET_NORMS}")
-    norm_layer = (lambda channels: nn.GroupNorm(32, channels)) if norm == "group" else None
-    net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm_layer)
-    if cifar_stem:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    return net
+    return build_backbone(arch, cifar_stem=cifar_stem, norm=norm).module
 
 
 class ImageEncoder(
     HubModel, tags=["image-feature-extraction"], pipeline_tag="image-feature-extraction"
 ):
-    """ResNet backbone + projection head: the image side of SimCLR/MoCo.
+    """Backbone + projection head: the image side of SimCLR/MoCo.
 
     ``forward(x)`` gives what the contrastive loss sees (the projection); MoCo v3's predictor
     is the method's (`multicon.methods.moco_v3`), not the encoder's. ``features(x)`` gives the
@@ -59,13 +60,23 @@ class ImageEncoder(
     rebuilt with ``ImageEncoder.from_pretrained(folder)``.
 
     Args:
-        arch: torchvision ResNet name (see `RESNET_FEATURE_DIMS`).
-        cifar_stem: 3×3 stride-1 stem without max-pool, for 32×32 images.
+        arch: the backbone (`multicon.encoders.backbones`): ``resnet18``,
+            ``torchvision:convnext_tiny``, ``hf:PATH``, ``timm:NAME``; config.json records
+            ``"hf"`` with ``hf_config`` in place of a path.
+        cifar_stem: ResNets: 3×3 stride-1 stem without max-pool, for 32×32 images. ``None``:
+            on for a ResNet trained from scratch, off for others (pretrained weights keep their
+            stem); config.json records which.
         head_hidden_dim, out_dim, head_layers: projection head shape.
         head_batch_norm: BatchNorm in the head's hidden layers (SimCLR, MoCo v3; not MoCo v2).
         head_last_batch_norm: affine-free BatchNorm on the output (MoCo v3).
         channels_last: keep weights and inputs in channels-last memory format (faster convs on
             GPUs with tensor cores).
+        weights: pretrained backbone weights (`build_backbone`); config.json records "" since
+            the weights are saved in model.safetensors.
+        hf_config: with ``arch="hf"``, the transformers config of the backbone.
+        normalize: the input normalisation the encoder was trained with, ``{"mean", "std",
+            "source"}`` (`multicon.encoders.normalize`), saved in config.json; inputs are
+            expected normalised with it.
 
     Example:
         >>> import torch
@@ -80,18 +91,35 @@ class ImageEncoder(
     def __init__(
         self,
         arch: str = "resnet18",
-        cifar_stem: bool = True,
+        cifar_stem: bool | None = None,
         head_hidden_dim: int = 2048,
         out_dim: int = 128,
         head_layers: int = 2,
         head_batch_norm: bool = True,
         head_last_batch_norm: bool = False,
         channels_last: bool = False,
+        weights: str = "",
+        hf_config: dict[str, Any] | None = None,
+        normalize: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.arch, self.channels_last = arch, channels_last
-        self.backbone = resnet_backbone(arch, cifar_stem=cifar_stem)
-        self.feature_dim = RESNET_FEATURE_DIMS[arch]
+        self.channels_last = channels_last
+        built = build_backbone(arch, weights=weights, cifar_stem=cifar_stem, hf_config=hf_config)
+        if cifar_stem is None:  # SimCLR's 32 px stem for a ResNet trained from scratch
+            cifar_stem = has_resnet_stem(built.module) and not weights
+            if cifar_stem:
+                cifar_stem_of(built.module, arch)
+        self.backbone, self.feature_dim = built.module, built.feature_dim
+        saved = dict(built.saved)
+        if not (arch == "hf" or arch.startswith("hf:")):
+            saved["arch"] = arch  # a bare "resnet18" stays as given
+        self.arch = saved["arch"]
+        self.label = backbone_label(arch, saved.get("hf_config"))
+        self.pretrained_stats, self.normalize = built.stats, normalize
+        # config.json rebuilds the architecture offline: a transformers config, never a path,
+        # and no weights name (the weights are in model.safetensors)
+        if isinstance(self._hub_mixin_config, dict):
+            self._hub_mixin_config.update(saved, cifar_stem=cifar_stem)
         self.head = ProjectionHead(
             self.feature_dim,
             head_hidden_dim,

@@ -38,7 +38,7 @@ from multicon.data.caption_stream import CaptionShardStream
 from multicon.data.captions import CaptionCorpus, load_caption_dataset
 from multicon.data.parquet import check_parquet_files
 from multicon.dist import launch_state
-from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder, image_normalization
 from multicon.encoders.pretrained import export_transformers, pretrained_family
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
@@ -157,10 +157,12 @@ def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, to
     once by the main process and loaded by the others, so every rank has the same vocabulary."""
     state = launch_state()  # the process group the trainer's Accelerator will join
     trains_tokenizer = not (args.tokenizer or args.text_model or args.pretrained)
+    # --normalize: pretrained or data statistics (a --pretrained model brings its own)
+    normalize = None if args.pretrained else image_normalization(args, train)
     with state.main_process_first():
         if trains_tokenizer and not state.is_main_process:
             args = dataclasses.replace(args, tokenizer=str(tokenizer_dir))
-        model = build_dual_encoder(args, train.flat_captions()[0], max_length)
+        model = build_dual_encoder(args, train.flat_captions()[0], max_length, normalize)
         if trains_tokenizer and state.is_main_process and state.num_processes > 1:
             model.tokenizer.save_pretrained(str(tokenizer_dir))
     return model
@@ -442,6 +444,7 @@ def main(argv: list[str] | None = None) -> dict:
         "final_loss": round(result.loss, 4),
         "loss": margs.loss,
         "temperature": round(model.temperature, 4),
+        "normalize": model.normalize,
         **siglip_terms(contrastive),
         "train_seconds": round(seconds, 1),
         "command": " ".join(
