@@ -18,7 +18,7 @@ from hub_fake import FakeHub
 from huggingface_hub import constants
 from textures import texture_images, write_image_folder
 
-from multicon.pairs.views import CIFAR10_MEAN, CIFAR10_STD
+from multicon.pairs.views import CIFAR10_MEAN
 from multicon.recipes import clip as clip_recipe
 from multicon.recipes import demo as demo_recipe
 from multicon.recipes import simclr as simclr_recipe
@@ -156,8 +156,11 @@ def test_simclr_card(texture_folder, tmp_path):
     }
     check_baseline(folder, {(dataset, "knn_top1"): summary["knn_top1_random_init"]})
     rows = check_image_usage(folder, ImageEncoder, size=16, channels=3, feature_dim=512)
-    assert json.loads(rows["mean"]) == pytest.approx(list(CIFAR10_MEAN))  # what the kNN used
-    assert json.loads(rows["std"]) == pytest.approx(list(CIFAR10_STD))
+    # what the views and the kNN used: the training split's statistics, saved with the model
+    saved = json.loads((folder / "config.json").read_text())["normalize"]
+    assert json.loads(rows["mean"]) == pytest.approx(summary["normalize"]["mean"]) != CIFAR10_MEAN
+    assert json.loads(rows["std"]) == pytest.approx(summary["normalize"]["std"])
+    assert saved["mean"] == pytest.approx(summary["normalize"]["mean"])
     text = (folder / "README.md").read_text()
     assert "trained with SimCLR: InfoNCE" in text
     params = hyperparameters(folder)
