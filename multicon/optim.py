@@ -181,7 +181,21 @@ def _clip_sparse_rows_dense(p: torch.Tensor, rows: torch.Tensor, step: torch.Ten
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split so that biases and norm weights get no weight decay."""
+    """Trainable parameters split so that biases and norm weights get no weight decay.
+
+    Every 0-d and 1-d parameter goes to the second group (no weight decay, no LARS scaling),
+    as open_clip does: biases, norm gains and biases, and the losses' own scalars, CLIP's
+    learnable temperature (``log_logit_scale``) and SigLIP's logit scale and bias (decayed,
+    they would be pulled towards τ = 1 and b = 0 however the loss pulls them).
+
+    Example:
+        >>> from multicon import methods
+        >>> model = methods.siglip(nn.Linear(3, 2), nn.Linear(4, 2))
+        >>> decay, no_decay = parameter_groups(model, weight_decay=0.1)
+        >>> [(n, no_decay["weight_decay"]) for n, p in model.named_parameters()
+        ...  if any(p is q for q in no_decay["params"]) and n.startswith("loss")]
+        [('loss.log_logit_scale', 0.0), ('loss.logit_bias', 0.0)]
+    """
     decay, no_decay = [], []
     for _name, p in model.named_parameters():
         if not p.requires_grad:

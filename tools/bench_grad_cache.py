@@ -3,14 +3,17 @@
 Each setting runs in its own subprocess, ``--repeats`` times: GradCache at ``--global_batch``
 in chunks of ``--chunk``, and the plain step at ``--chunk``, doubling up to ``--global_batch``
 while its peak stays within ``--memory_budget_gb`` (the largest such batch is "the largest
-that fits"). Peak memory: on a CPU the subprocess's peak RSS (``ru_maxrss``), also given above
-its RSS once model and inputs are built; on a GPU ``torch.cuda.max_memory_allocated``, also
-above what is allocated before the first step. Time: seconds per step after ``--warmup``
+that fits"); ``--plain_batches`` names the plain batches instead of the doubling. The first
+round finds the settings; the next rounds run them in turn (GradCache, then each plain batch),
+so a change in the machine's load falls on every setting alike. Peak memory: on a CPU the
+subprocess's peak RSS (``ru_maxrss``), also given above its RSS once model and inputs are
+built; on a GPU ``torch.cuda.max_memory_allocated``, also above what is allocated before the
+first step. Time: seconds per step after ``--warmup``
 steps. JSON on stdout, with the command, the commit and every run.
 
     python tools/bench_grad_cache.py                       # ResNet-18 (CIFAR stem), 4096 / 256
-    python tools/bench_grad_cache.py --encoder small_cnn --global_batch 1024 --chunk 64 \\
-        --memory_budget_gb 4                               # what a loaded 2-core CPU can run
+    python tools/bench_grad_cache.py --encoder small_cnn --plain_batches 256,4096 \\
+        --threads 1                                        # what a loaded 2-core CPU can run
 """
 
 from __future__ import annotations
@@ -39,10 +42,15 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--memory_budget_gb", type=float, default=0.0,
                    help="the plain step 'fits' while its peak stays below (0: the GPU's memory; "
                    "on a CPU: half the machine's)")  # fmt: skip
+    p.add_argument("--plain_batches", default="",
+                   help="comma-separated plain batches, instead of doubling from --chunk "
+                   "(the largest within the budget is 'the largest that fits')")  # fmt: skip
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=2)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default). On a CPU shared with other jobs, "
+                   "1 keeps each op from waiting on a second, descheduled thread")  # fmt: skip
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--_child", nargs=2, type=int, metavar=("BATCH", "CHUNK"), help=argparse.SUPPRESS
@@ -90,7 +98,12 @@ def child(args: argparse.Namespace) -> dict:
             if i >= args.warmup:
                 seconds.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
-    return {"seconds_per_step": seconds, "peak_bytes": peak, "base_bytes": base}
+    return {
+        "seconds_per_step": seconds,
+        "peak_bytes": peak,
+        "base_bytes": base,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def _encoder(args):
@@ -164,6 +177,32 @@ def _summary(runs: list[dict]) -> dict:
     }
 
 
+def _per_round(by_setting: dict, gc_name: str, args, largest: int | None) -> list[dict]:
+    """Each round's ratios, GradCache against the plain runs of the same round (run side by
+    side, so under about the same load)."""
+    rounds = []
+    for repeat in range(args.repeats):
+        pick = {
+            name: next((r for r in runs if r["repeat"] == repeat and "error" not in r), None)
+            for name, runs in by_setting.items()
+        }
+        gc, at_chunk = pick.get(gc_name), pick.get(f"plain_{args.chunk}")
+        fits = pick.get(f"plain_{largest}") if largest else None
+        row: dict = {"repeat": repeat}
+        if gc and at_chunk:
+            row["above_base_ratio_to_plain_at_chunk"] = round(
+                (gc["peak_bytes"] - gc["base_bytes"])
+                / (at_chunk["peak_bytes"] - at_chunk["base_bytes"]),
+                3,
+            )
+        if gc and fits:
+            gc_s = statistics.median(gc["seconds_per_step"]) / args.global_batch
+            fits_s = statistics.median(fits["seconds_per_step"]) / largest
+            row["time_per_sample_ratio_to_largest_plain"] = round(gc_s / fits_s, 3)
+        rounds.append(row)
+    return rounds
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse(argv)
@@ -188,27 +227,38 @@ def main(argv: list[str] | None = None) -> dict:
     commit = _git("rev-parse", "HEAD")  # what the runs import: read before they start
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
 
-    def measure(name: str, batch: int, chunk: int) -> dict:
-        mine = []
-        for repeat in range(args.repeats):
-            r = run_setting(args, argv, batch, chunk)
-            r.update(setting=name, batch=batch, chunk=chunk, repeat=repeat)
-            mine.append(r)
-            runs.append(r)
-            print(json.dumps(r), file=sys.stderr, flush=True)
-        settings[name] = {"batch": batch, "chunk": chunk, **_summary(mine)}
+    by_setting: dict[str, list[dict]] = {}
+
+    def run(name: str, batch: int, chunk: int, repeat: int) -> dict:
+        r = run_setting(args, argv, batch, chunk)
+        r.update(setting=name, batch=batch, chunk=chunk, repeat=repeat)
+        r["load_average_after"] = os.getloadavg()
+        by_setting.setdefault(name, []).append(r)
+        runs.append(r)
+        print(json.dumps(r), file=sys.stderr, flush=True)
+        settings[name] = {"batch": batch, "chunk": chunk, **_summary(by_setting[name])}
         return settings[name]
 
-    measure(f"grad_cache_{args.global_batch}_chunk_{args.chunk}", args.global_batch, args.chunk)
+    gc_name = f"grad_cache_{args.global_batch}_chunk_{args.chunk}"
+    order = [(gc_name, args.global_batch, args.chunk)]
+    run(gc_name, args.global_batch, args.chunk, 0)
+    # Round 0 finds the plain batches that fit; later rounds interleave every setting.
+    if args.plain_batches:
+        candidates = sorted({int(b) for b in args.plain_batches.split(",")})
+    else:
+        candidates = [args.chunk * 2**i for i in range(args.global_batch.bit_length())]
+        candidates = [b for b in candidates if b <= args.global_batch]
     largest = None
-    batch = args.chunk
-    while batch <= args.global_batch:
-        s = measure(f"plain_{batch}", batch, 0)
+    for batch in candidates:
+        s = run(f"plain_{batch}", batch, 0, 0)
+        order.append((f"plain_{batch}", batch, 0))
         if "error" in s or s["peak_gb"] * 2**30 > budget:
             break
         largest = batch
-        batch *= 2
-    gc = settings[f"grad_cache_{args.global_batch}_chunk_{args.chunk}"]
+    for repeat in range(1, args.repeats):
+        for name, batch, chunk in order:
+            run(name, batch, chunk, repeat)
+    gc = settings[gc_name]
     at_chunk = settings.get(f"plain_{args.chunk}", {})
     fits = settings.get(f"plain_{largest}", {}) if largest else {}
     checks = {}
@@ -224,6 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
         checks["largest_plain_batch_that_fits"] = largest
         checks["time_per_sample_ratio_to_largest_plain"] = round(per_sample / plain_per_sample, 3)
         checks["time_target_1.5x"] = checks["time_per_sample_ratio_to_largest_plain"] <= 1.5
+    checks["per_round"] = _per_round(by_setting, gc_name, args, largest)
     report = {
         "command": " ".join(["python", "tools/bench_grad_cache.py", *argv]),
         "commit": commit,
@@ -231,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": device,
         "load_average": {"start": load_at_start, "end": os.getloadavg()},
         "memory_budget_gb": round(budget / 2**30, 2),
+        "threads": sorted({r["threads"] for r in runs if "threads" in r}),
         "settings": settings,
         "checks": checks,
         "runs": runs,
