@@ -2,8 +2,9 @@
 
 A recipe picks the method (a `multicon.methods` composition and a view preset); `run_image_recipe`
 loads the data, makes the pairs (device views or CPU workers), trains with the kNN monitor, and
-writes beside the checkpoint: the encoder (``model/``, Hub format), ``knn_curve.png``,
-``retrievals.png`` and ``summary.json``.
+writes beside the checkpoint: the encoder (``model/``, Hub format), the PNGs of
+`multicon.eval.run_figures.image_figures` (training curves, kNN curve, nearest neighbours, test-set
+map) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from multicon.dist import launch_state
 from multicon.encoders.heads import ProjectionHead
 from multicon.encoders.vision import ImageEncoder, sync_batchnorm
 from multicon.eval.features import KNNMonitor
-from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
+from multicon.eval.run_figures import image_figures
 from multicon.hub import HubArgs, save_run
 from multicon.model import ContrastiveModel
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
@@ -236,9 +237,10 @@ def run_image_recipe(
         k=data_args.knn_k,
         temperature=data_args.knn_temperature,
     )
-    evaluations = [{"epoch": 0, "knn_top1": before}] + list(result.evaluations)
-    plot_knn_curve(evaluations, out / "knn_curve.png", title=f"{name}: kNN top-1")
-    save_retrieval_grid(train, test, train_feats, test_feats, out / "retrievals.png")
+    evaluations = [{"epoch": 0, "step": 0, "knn_top1": before}] + list(result.evaluations)
+    figures = image_figures(
+        out, name, result.history, evaluations, train, test, train_feats, test_feats
+    )
     model_dir = out / "model"
     hub = hub or HubArgs()
     dataset = Path(data_args.data.rstrip("/")).name  # "cifar10" for a folder or a Hub name
@@ -259,7 +261,9 @@ def run_image_recipe(
         "method": name,
         "knn_top1_random_init": round(before, 4),
         "knn_top1": round(after, 4),
-        "knn_curve": [{k: e[k] for k in ("epoch", "knn_top1") if k in e} for e in evaluations],
+        "knn_curve": [
+            {k: e[k] for k in ("epoch", "step", "knn_top1") if k in e} for e in evaluations
+        ],
         "steps": result.global_step,
         "final_loss": round(result.loss, 4),
         "train_seconds": round(seconds, 1),
@@ -272,6 +276,7 @@ def run_image_recipe(
         "processes": trainer.accelerator.num_processes,
         "lr_used": config.lr,
         "model_dir": str(model_dir),
+        "figures": figures,
         "hub_commit": hub.push(model_dir),
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
