@@ -50,6 +50,7 @@ def plot_knn_curve(
             ax.annotate(f"{v:.1f}", (x, v), textcoords="offset points", xytext=(0, 6),
                         ha="center", fontsize=8)  # fmt: skip
     ax.set_xlabel(f"training {'step' if by_step else 'epoch'} (0: random initialisation)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("kNN top-1 accuracy (%)" if metric == "knn_top1" else f"{metric} (%)")
     ax.set_title(title, fontsize=10)
     ax.margins(x=0.08, y=0.2)
@@ -96,6 +97,7 @@ def plot_training_curves(
         if points:
             ax.plot(*zip(*points, strict=True), marker=marker, markersize=3)
         ax.set_xlabel("training step")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel(ylabel)
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)

@@ -38,6 +38,7 @@ from multicon.data.parquet import check_parquet_files
 from multicon.dist import launch_state
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
+from multicon.eval.run_figures import caption_figures
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
     plot_top_captions(
         out / "top3_captions.png", test, images, texts, owners, min(data.show_images, len(test))
     )
+    figures = ["top3_captions.png"]
+    figures += caption_figures(out, result.history, recall, model_name(margs))
     zero_shot_result = zero_shot(model, data) if data.zero_shot_dataset else {}
     save_run(
         out / "model",
@@ -321,6 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
         "temperature": round(model.temperature, 4),
         **siglip_terms(contrastive),
         "train_seconds": round(seconds, 1),
+        "figures": figures,
         "command": " ".join(
             ["python", "recipes/clip_captions.py", *(argv if argv is not None else sys.argv[1:])]
         ),
