@@ -141,14 +141,18 @@ class ImageEncoderArgs:
         return ProjectionHead(self.out_dim, self.predictor_hidden_dim, self.out_dim, num_layers=2)
 
 
-def load_splits(args: ImageDataArgs) -> tuple[ImageData, ImageData]:
-    """Train and test `ImageData`; the kNN monitor needs labels on both."""
+def load_splits(args: ImageDataArgs, progress: bool = False) -> tuple[ImageData, ImageData]:
+    """Train and test `ImageData`; the kNN monitor needs labels on both. ``progress``: tqdm
+    bars while decoding."""
     # the first N are chosen before decoding: the rest are never read
-    train = load_images(
-        args.data, args.train_split, on_error=args.on_error, limit=args.max_train_images or None
-    )
-    test = load_images(
-        args.data, args.test_split, on_error=args.on_error, limit=args.max_test_images or None
+    train, test = (
+        load_images(
+            args.data, split, on_error=args.on_error, limit=limit or None, progress=progress
+        )  # fmt: skip
+        for split, limit in (
+            (args.train_split, args.max_train_images),
+            (args.test_split, args.max_test_images),
+        )
     )
     train.require_labels("the kNN monitor (train split)")
     test.require_labels("the kNN monitor (test split)")
@@ -191,7 +195,7 @@ def run_image_recipe(
     """Load, train with the kNN monitor, save the encoder and the pictures; return the summary.
     ``step``: the training step (`GradCacheArgs.step`; default the plain autograd step)."""
     check_output_dir(config)  # a used output_dir is refused before the data is loaded
-    train, test = load_splits(data_args)
+    train, test = load_splits(data_args, config.progress_bar)
     size = data_args.image_size or train.image_size[0]
     query_views, key_views = views(size)
     global_batch = config.batch_size * num_processes()
@@ -215,6 +219,7 @@ def run_image_recipe(
         k=data_args.knn_k,
         temperature=data_args.knn_temperature,
         max_train=data_args.knn_max_train,
+        progress=config.progress_bar,
     )
     trainer = Trainer(model, pairs, config, step=step, evaluate=lambda _: monitor(encoder))
     device = trainer.accelerator.device

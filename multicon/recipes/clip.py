@@ -217,7 +217,7 @@ def model_name(args: DualEncoderArgs) -> str:
     return "clip-captions" if args.queue_size == 0 else "clip-captions-queue"
 
 
-def zero_shot(model, data: DataArgs) -> dict[str, float]:
+def zero_shot(model, data: DataArgs, progress: bool = False) -> dict[str, float]:
     """Zero-shot top-1 on a labelled image dataset from prompt templates ("a photo of a {}.")."""
     from datasets import load_dataset
 
@@ -232,6 +232,7 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
         ds,
         image_column=data.zero_shot_image_column,
         label_column=data.zero_shot_label_column,
+        progress=progress,
     )
     return {**result, "zero_shot/images": len(ds)}
 
@@ -276,7 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
     contrastive = build_contrastive_model(model, margs, related)
 
     def evaluate(_) -> dict[str, float]:
-        return retrieval_recall(*embed_corpus(model, test))
+        return retrieval_recall(*embed_corpus(model, test, progress=config.progress_bar))
 
     start = time.perf_counter()
     trainer = Trainer(contrastive, pairs, config, step=step, evaluate=evaluate)
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     out = Path(config.output_dir)
-    images, texts, owners = embed_corpus(model, test)
+    images, texts, owners = embed_corpus(model, test, progress=config.progress_bar)
     recall = retrieval_recall(images, texts, owners)
     (out / "retrieval.md").write_text(retrieval_table(recall))
     plot_top_captions(
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     figures = ["top3_captions.png"]
     figures += caption_figures(out, result.history, recall, model_name(margs))
-    zero_shot_result = zero_shot(model, data) if data.zero_shot_dataset else {}
+    zero_shot_result = zero_shot(model, data, config.progress_bar) if data.zero_shot_dataset else {}
     save_run(
         out / "model",
         model,

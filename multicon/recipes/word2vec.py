@@ -181,8 +181,9 @@ def tokenizer_for(name: str):
     return transformers_tokenizer(name)
 
 
-def load_encoded(args: CorpusArgs) -> tuple[Vocabulary, EncodedCorpus]:
-    """The vocabulary and token ids of the corpus, from its token cache (built on first use)."""
+def load_encoded(args: CorpusArgs, progress: bool = False) -> tuple[Vocabulary, EncodedCorpus]:
+    """The vocabulary and token ids of the corpus, from its token cache (built on first use,
+    with tqdm bars when ``progress``)."""
     corpus = load_corpus(args)
     if Path(args.corpus).is_file():
         identity = file_identity(args.corpus)
@@ -203,6 +204,7 @@ def load_encoded(args: CorpusArgs) -> tuple[Vocabulary, EncodedCorpus]:
         args.token_cache or None,
         min_count=args.min_count,
         max_size=args.max_vocab or None,
+        progress=progress,
     )
 
 
@@ -335,7 +337,7 @@ def train(
     cached_step = step_for(grad_cache_chunk, config.batch_size) if grad_cache_chunk else None
     warn_kernel_settings(kernel, w2v_args, config)
     t0 = time.perf_counter()
-    vocab, encoded = load_encoded(data)
+    vocab, encoded = load_encoded(data, config.progress_bar)
     prepare_s = time.perf_counter() - t0
     shown = pick_words(vocab.words, eval_args.show_words)  # an unknown word: named before training
     torch.manual_seed(config.seed)
