@@ -145,14 +145,19 @@ def load_splits(args: ImageDataArgs, progress: bool = False) -> tuple[ImageData,
     """Train and test `ImageData`; the kNN monitor needs labels on both. ``progress``: tqdm
     bars while decoding."""
     # the first N are chosen before decoding: the rest are never read
-    train, test = (
-        load_images(
-            args.data, split, on_error=args.on_error, limit=limit or None, progress=progress
-        )  # fmt: skip
-        for split, limit in (
-            (args.train_split, args.max_train_images),
-            (args.test_split, args.max_test_images),
-        )
+    train = load_images(
+        args.data,
+        args.train_split,
+        on_error=args.on_error,
+        limit=args.max_train_images or None,
+        progress=progress,
+    )
+    test = load_images(
+        args.data,
+        args.test_split,
+        on_error=args.on_error,
+        limit=args.max_test_images or None,
+        progress=progress,
     )
     train.require_labels("the kNN monitor (train split)")
     test.require_labels("the kNN monitor (test split)")
