@@ -2,8 +2,9 @@
 
 A recipe picks the method (a `multicon.methods` composition and a view preset); `run_image_recipe`
 loads the data, makes the pairs (device views or CPU workers), trains with the kNN monitor, and
-writes beside the checkpoint: the encoder (``model/``, Hub format), ``knn_curve.png``,
-``retrievals.png`` and ``summary.json``.
+writes beside the checkpoint: the encoder (``model/``, Hub format), the PNGs of
+`multicon.eval.run_figures.image_figures` (training curves, kNN curve, nearest neighbours, test-set
+map) and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from multicon.encoders.normalize import (
 )
 from multicon.encoders.vision import ImageEncoder, sync_batchnorm
 from multicon.eval.features import KNNMonitor
-from multicon.eval.plots import plot_knn_curve, save_retrieval_grid
+from multicon.eval.run_figures import image_figures
 from multicon.hub import HubArgs, save_run
 from multicon.model import ContrastiveModel
 from multicon.pairs.images import DeviceViewPairs, ViewPairs
@@ -166,14 +167,23 @@ class ImageEncoderArgs:
         return ProjectionHead(self.out_dim, self.predictor_hidden_dim, self.out_dim, num_layers=2)
 
 
-def load_splits(args: ImageDataArgs) -> tuple[ImageData, ImageData]:
-    """Train and test `ImageData`; the kNN monitor needs labels on both."""
+def load_splits(args: ImageDataArgs, progress: bool = False) -> tuple[ImageData, ImageData]:
+    """Train and test `ImageData`; the kNN monitor needs labels on both. ``progress``: tqdm
+    bars while decoding."""
     # the first N are chosen before decoding: the rest are never read
     train = load_images(
-        args.data, args.train_split, on_error=args.on_error, limit=args.max_train_images or None
+        args.data,
+        args.train_split,
+        on_error=args.on_error,
+        limit=args.max_train_images or None,
+        progress=progress,
     )
     test = load_images(
-        args.data, args.test_split, on_error=args.on_error, limit=args.max_test_images or None
+        args.data,
+        args.test_split,
+        on_error=args.on_error,
+        limit=args.max_test_images or None,
+        progress=progress,
     )
     train.require_labels("the kNN monitor (train split)")
     test.require_labels("the kNN monitor (test split)")
@@ -229,7 +239,7 @@ def run_image_recipe(
     """Load, train with the kNN monitor, save the encoder and the pictures; return the summary.
     ``step``: the training step (`GradCacheArgs.step`; default the plain autograd step)."""
     check_output_dir(config)  # a used output_dir is refused before the data is loaded
-    train, test = load_splits(data_args)
+    train, test = load_splits(data_args, config.progress_bar)
     size = data_args.image_size or train.image_size[0]
     normalize = encoder_args.normalization(train)  # before the seed: it draws nothing
     query_views, key_views = (
@@ -257,6 +267,7 @@ def run_image_recipe(
         k=data_args.knn_k,
         temperature=data_args.knn_temperature,
         max_train=data_args.knn_max_train,
+        progress=config.progress_bar,
     )
     trainer = Trainer(model, pairs, config, step=step, evaluate=lambda _: monitor(encoder))
     device = trainer.accelerator.device
@@ -279,9 +290,10 @@ def run_image_recipe(
         k=data_args.knn_k,
         temperature=data_args.knn_temperature,
     )
-    evaluations = [{"epoch": 0, "knn_top1": before}] + list(result.evaluations)
-    plot_knn_curve(evaluations, out / "knn_curve.png", title=f"{name}: kNN top-1")
-    save_retrieval_grid(train, test, train_feats, test_feats, out / "retrievals.png")
+    evaluations = [{"epoch": 0, "step": 0, "knn_top1": before}] + list(result.evaluations)
+    figures = image_figures(
+        out, name, result.history, evaluations, train, test, train_feats, test_feats
+    )
     model_dir = out / "model"
     hub = hub or HubArgs()
     dataset = Path(data_args.data.rstrip("/")).name  # "cifar10" for a folder or a Hub name
@@ -310,7 +322,9 @@ def run_image_recipe(
         "method": name,
         "knn_top1_random_init": round(before, 4),
         "knn_top1": round(after, 4),
-        "knn_curve": [{k: e[k] for k in ("epoch", "knn_top1") if k in e} for e in evaluations],
+        "knn_curve": [
+            {k: e[k] for k in ("epoch", "step", "knn_top1") if k in e} for e in evaluations
+        ],
         "steps": result.global_step,
         "final_loss": round(result.loss, 4),
         "train_seconds": round(seconds, 1),
@@ -323,6 +337,7 @@ def run_image_recipe(
         "processes": trainer.accelerator.num_processes,
         "lr_used": config.lr,
         "model_dir": str(model_dir),
+        "figures": figures,
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),

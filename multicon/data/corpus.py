@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from multicon.data.token_cache import MappedArray
+from multicon.progress import progress as progress_bar
 from multicon.text.vocab import Vocabulary
 
 Tokenizer = Callable[[str], list[str]]
@@ -301,8 +302,11 @@ class EncodedCorpus:
         )
 
 
-def encode_corpus(corpus: Iterable[list[str]], vocab: Vocabulary) -> EncodedCorpus:
+def encode_corpus(
+    corpus: Iterable[list[str]], vocab: Vocabulary, *, progress: bool = False
+) -> EncodedCorpus:
     """Token ids of every in-vocabulary word; sentences left empty are dropped.
+    ``progress``: a tqdm bar counting words (main process only).
 
     Example:
         >>> vocab = Vocabulary.from_counts({"a": 2, "b": 1})
@@ -314,12 +318,15 @@ def encode_corpus(corpus: Iterable[list[str]], vocab: Vocabulary) -> EncodedCorp
     chunks: list[torch.Tensor] = []
     lengths: list[int] = []
     raw = 0
-    for sentence in corpus:
-        raw += len(sentence)
-        ids = [i for i in map(get, sentence) if i is not None]
-        if ids:
-            chunks.append(torch.tensor(ids, dtype=torch.int32))
-            lengths.append(len(ids))
+    total = getattr(corpus, "max_words", None)
+    with progress_bar(enabled=progress, total=total, desc="token ids", unit="word") as bar:
+        for sentence in corpus:
+            raw += len(sentence)
+            ids = [i for i in map(get, sentence) if i is not None]
+            if ids:
+                chunks.append(torch.tensor(ids, dtype=torch.int32))
+                lengths.append(len(ids))
+            bar.update(len(sentence))
     if not chunks:
         raise ValueError(
             f"corpus has no in-vocabulary words ({raw} words read, vocabulary of {len(vocab)})"

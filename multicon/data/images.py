@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from multicon.data.parquet import check_parquet_files
+from multicon.progress import progress as progress_bar
 
 OnError = Literal["raise", "skip"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -130,12 +131,15 @@ def stack_images(
     on_error: OnError = "raise",
     classes: list[str] | None = None,
     limit: int | None = None,
+    progress: bool = False,
+    total: int | None = None,
 ) -> ImageData:
     """Decode ``(name, bytes_or_path, label)`` items into one `ImageData`.
 
     All images must share one size unless ``size`` resizes them; the first image that differs
     is named in the error. With ``limit``, decoding stops at that many readable images: later
-    items are never read (``items`` may be a lazy iterator).
+    items are never read (``items`` may be a lazy iterator). ``progress``: a tqdm bar (main
+    process only) counting decoded items, out of ``total`` when known.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -154,7 +158,10 @@ def stack_images(
     from concurrent.futures import ThreadPoolExecutor
 
     pending = iter(items)
-    with ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
+    if limit is not None:
+        total = min(total, limit) if total is not None else limit
+    bar = progress_bar(enabled=progress, total=total, desc="decoding images", unit="img")
+    with bar, ThreadPoolExecutor(max_workers=max(1, min(16, os.cpu_count() or 1))) as pool:
         while limit is None or len(images) < limit:
             # take only as many items as images are still wanted (more after skips)
             chunk = list(islice(pending, 1 << 14 if limit is None else limit - len(images)))
@@ -178,6 +185,7 @@ def stack_images(
                     )
                 images.append(img)
                 labels.append(label)
+            bar.update(len(chunk))
     if not images:
         raise ValueError(f"no readable images (skipped {len(skipped)})")
     has_labels = all(lab is not None for lab in labels)
@@ -346,13 +354,15 @@ def load_hf_images(
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
     limit: int | None = None,
+    progress: bool = False,
 ) -> ImageData:
     """Images from `datasets`: a local folder (parquet files in the Hub layout, or an
     imagefolder), a Hub dataset name, or a loaded ``datasets.Dataset``.
 
     The image column is found from its ``Image`` feature (or named ``img``/``image``), the label
     column from its ``ClassLabel`` feature (or named ``label``/``labels``); a dataset without a
-    label column gives ``labels=None``. ``limit``: decode only the first N readable images.
+    label column gives ``labels=None``. ``limit``: decode only the first N readable images;
+    ``progress``: a tqdm bar while decoding.
     """
     import datasets
 
@@ -394,7 +404,15 @@ def load_hf_images(
             data, name = _image_cell(cell, i, where)
             yield name, data, (int(row[label_column]) if label_column else None)
 
-    return stack_images(items(), size=size, on_error=on_error, classes=classes, limit=limit)
+    return stack_images(
+        items(),
+        size=size,
+        on_error=on_error,
+        classes=classes,
+        limit=limit,
+        progress=progress,
+        total=len(rows),
+    )
 
 
 def _find_column(ds, feature_type, names, where, required=True) -> str | None:
@@ -429,6 +447,7 @@ def load_image_folder(
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
     limit: int | None = None,
+    progress: bool = False,
 ) -> ImageData:
     """Every image file under ``root``; one sub-folder per class gives labels (sorted names).
 
@@ -469,6 +488,8 @@ def load_image_folder(
         on_error=on_error,
         classes=class_dirs if labelled else None,
         limit=limit,
+        progress=progress,
+        total=len(files),
     )
 
 
@@ -479,9 +500,11 @@ def load_images(
     size: int | tuple[int, int] | None = None,
     on_error: OnError = "raise",
     limit: int | None = None,
+    progress: bool = False,
 ) -> ImageData:
     """Load ``split`` of an image dataset from wherever ``source`` points, by what is there
-    (with ``limit``, only the first N readable images are decoded):
+    (with ``limit``, only the first N readable images are decoded; ``progress``: a tqdm bar
+    while decoding image files):
 
     * a folder holding ``cifar-10-batches-py`` / ``cifar-100-python`` → `load_cifar`;
     * a folder with parquet files (Hub layout) → `load_hf_images`;
@@ -493,7 +516,9 @@ def load_images(
     if not path.exists():
         if str(source).startswith((".", "/", "~")):
             raise FileNotFoundError(f"dataset folder {path} does not exist")
-        return load_hf_images(str(source), split, size=size, on_error=on_error, limit=limit)
+        return load_hf_images(
+            str(source), split, size=size, on_error=on_error, limit=limit, progress=progress
+        )
     if not path.is_dir():
         raise ValueError(f"{path} is a file; pass the folder that holds the dataset")
     for name, folder in (("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")):
@@ -507,7 +532,9 @@ def load_images(
             images, labels = data.images[:limit].clone(), data.labels[:limit].clone()
             return ImageData(images, labels, data.classes)
     if any(path.rglob("*.parquet")):
-        return load_hf_images(path, split, size=size, on_error=on_error, limit=limit)
+        return load_hf_images(
+            path, split, size=size, on_error=on_error, limit=limit, progress=progress
+        )
     if (path / split).is_dir():
         path = path / split
-    return load_image_folder(path, size=size, on_error=on_error, limit=limit)
+    return load_image_folder(path, size=size, on_error=on_error, limit=limit, progress=progress)

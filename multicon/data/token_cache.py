@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from multicon.progress import progress as progress_bar
 from multicon.text.vocab import Vocabulary
 
 FORMAT = "multicon-token-cache"
@@ -228,23 +229,31 @@ def build_cache(
     vocab: Vocabulary | None = None,
     min_count: int = 1,
     max_size: int | None = None,
+    progress: bool = False,
 ):
     """Encode ``sentences`` into a cache at ``folder`` and open it; one pass over the corpus.
 
     Args:
         vocab: encode with this vocabulary; None: count the words in the same pass and keep
             those seen ``min_count`` times, at most ``max_size`` (`Vocabulary.from_counts`).
+        progress: tqdm bars (main process only) over the words read, then over the token ids
+            rewritten with the final vocabulary.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
+        total = getattr(sentences, "max_words", None)  # a `TextCorpus` slice knows its length
+        desc = "vocabulary and token ids" if vocab is None else "token ids"
+        with progress_bar(enabled=progress, total=total, desc=desc, unit="word") as bar:
+            if vocab is None:
+                raw, counts = _write_provisional(sentences, tmp, bar)
+            else:
+                raw, tokens, n_sentences = _write_encoded(sentences, vocab, tmp, bar)
         if vocab is None:
-            raw, counts = _write_provisional(sentences, tmp)
             vocab = Vocabulary.from_counts(counts, min_count=min_count, max_size=max_size)
-            tokens, n_sentences = _remap(tmp, [vocab.index.get(w, -1) for w in counts])
-        else:
-            raw, tokens, n_sentences = _write_encoded(sentences, vocab, tmp)
+            final = [vocab.index.get(w, -1) for w in counts]
+            tokens, n_sentences = _remap(tmp, final, progress)
         if tokens == 0:
             raise ValueError(
                 f"corpus has no in-vocabulary words ({raw} words read, vocabulary of {len(vocab)})"
@@ -282,9 +291,10 @@ def cached_encoding(
     vocab: Vocabulary | None = None,
     min_count: int = 1,
     max_size: int | None = None,
+    progress: bool = False,
 ):
     """The (vocabulary, encoded corpus) of ``sentences``: from the cache when one was built for
-    the same ``key`` and vocabulary, else built now (`build_cache`).
+    the same ``key`` and vocabulary, else built now (`build_cache`; ``progress``: its bars).
 
     Args:
         key: what identifies the corpus and its tokenization (`file_identity`,
@@ -317,7 +327,15 @@ def cached_encoding(
     opened = open_cache(folder, key)
     if opened is not None:
         return opened
-    return build_cache(sentences, folder, key, vocab=vocab, min_count=min_count, max_size=max_size)
+    return build_cache(
+        sentences,
+        folder,
+        key,
+        vocab=vocab,
+        min_count=min_count,
+        max_size=max_size,
+        progress=progress,
+    )
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -351,7 +369,9 @@ class _Appender:
         return self.count
 
 
-def _write_provisional(sentences: Iterable[list[str]], tmp: Path) -> tuple[int, dict[str, int]]:
+def _write_provisional(
+    sentences: Iterable[list[str]], tmp: Path, bar
+) -> tuple[int, dict[str, int]]:
     """Every word under a provisional id (its order of first sight); returns the words read and
     each word's count, in provisional id order."""
     first_seen: dict[str, int] = {}
@@ -364,6 +384,7 @@ def _write_provisional(sentences: Iterable[list[str]], tmp: Path) -> tuple[int, 
         ids.extend([first_seen.setdefault(w, len(first_seen)) for w in sentence])
         raw += len(sentence)
         offsets.append(raw)
+        bar.update(len(sentence))
     ids.close()
     offsets.close()
     counts = np.zeros(len(first_seen), dtype=np.int64)
@@ -373,7 +394,7 @@ def _write_provisional(sentences: Iterable[list[str]], tmp: Path) -> tuple[int, 
     return raw, dict(zip(first_seen, counts.tolist(), strict=True))
 
 
-def _remap(tmp: Path, final: list[int]) -> tuple[int, int]:
+def _remap(tmp: Path, final: list[int], progress: bool = False) -> tuple[int, int]:
     """Rewrite provisional ids with ``final[provisional]`` (-1: out of vocabulary, dropped),
     removing sentences left empty; block by block. Returns (tokens, sentences) written."""
     table = np.asarray(final, dtype=np.int64)
@@ -384,6 +405,7 @@ def _remap(tmp: Path, final: list[int]) -> tuple[int, int]:
     written = 0
     s = 0
     n_sent = len(src_off) - 1
+    bar = progress_bar(enabled=progress, total=len(src_ids), desc="final token ids", unit="word")
     while s < n_sent:
         # a run of whole sentences of about _BLOCK tokens (at least one sentence)
         start = int(src_off[s])
@@ -399,6 +421,8 @@ def _remap(tmp: Path, final: list[int]) -> tuple[int, int]:
             written += length
             offsets.append(written)
         s = e
+        bar.update(int(off[-1]) - int(off[0]))
+    bar.close()
     (tmp / "all.int32").unlink()
     (tmp / "all.int64").unlink()
     tokens = ids.close()
@@ -406,7 +430,7 @@ def _remap(tmp: Path, final: list[int]) -> tuple[int, int]:
 
 
 def _write_encoded(
-    sentences: Iterable[list[str]], vocab: Vocabulary, tmp: Path
+    sentences: Iterable[list[str]], vocab: Vocabulary, tmp: Path, bar
 ) -> tuple[int, int, int]:
     get = vocab.index.get
     ids, offsets = _Appender(tmp / "ids.int32", "int32"), _Appender(tmp / "offsets.int64", "int64")
@@ -419,4 +443,5 @@ def _write_encoded(
             ids.extend(encoded)
             written += len(encoded)
             offsets.append(written)
+        bar.update(len(sentence))
     return raw, ids.close(), offsets.close() - 1

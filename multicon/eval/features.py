@@ -9,6 +9,7 @@ from torch import nn
 
 from multicon.eval.knn import knn_accuracy
 from multicon.pairs.views import ViewConfig, check_uint8_images, eval_transform
+from multicon.progress import progress as progress_bar
 
 
 def _images_and_labels(data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -30,12 +31,15 @@ def extract_features(
     batch_size: int = 512,
     device: torch.device | str | None = None,
     autocast: bool = True,
+    progress: bool = False,
+    desc: str = "features",
 ) -> torch.Tensor:
     """Backbone features ``(N, F)`` (float32, on ``device``) of uint8 images, in eval mode.
 
     Images are resized to ``views.size`` if needed and normalised with ``views.mean/std``; the
     encoder's ``features`` method is used when it has one (an `ImageEncoder`), else its output.
-    On CUDA the forward runs under bf16 autocast unless ``autocast=False``.
+    On CUDA the forward runs under bf16 autocast unless ``autocast=False``. ``progress``: a
+    tqdm bar (named ``desc``, main process only) counting images.
 
     Example:
         >>> import torch
@@ -55,12 +59,15 @@ def extract_features(
     forward = _feature_fn(encoder)
     use_amp = autocast and device.type == "cuda"
     out = []
+    bar = progress_bar(enabled=progress, total=len(images), desc=desc, unit="img")
     try:
         for chunk in images.split(batch_size):
             x = eval_transform(chunk.to(device, non_blocking=True), views)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out.append(forward(x).float())
+            bar.update(len(chunk))
     finally:
+        bar.close()
         encoder.train(was_training)
     return torch.cat(out)
 
@@ -77,6 +84,7 @@ class KNNMonitor:
         views: gives the evaluation size and normalisation.
         k, temperature: the weighted kNN's neighbours and temperature.
         max_train: use at most this many training images as the memory bank (0: all).
+        progress: tqdm bars while features are extracted (main process only).
 
     Example:
         >>> import torch
@@ -100,6 +108,7 @@ class KNNMonitor:
         temperature: float = 0.1,
         max_train: int = 0,
         batch_size: int = 512,
+        progress: bool = False,
     ) -> None:
         self.train_images, self.train_labels = _labelled(train, "the kNN monitor (train split)")
         self.test_images, self.test_labels = _labelled(test, "the kNN monitor (test split)")
@@ -111,12 +120,13 @@ class KNNMonitor:
             self.train_images, self.train_labels = self.train_images[keep], self.train_labels[keep]
         self.views, self.k, self.temperature = views, k, temperature
         self.batch_size = batch_size
+        self.progress = progress
 
     def features(self, encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """Train and test features of ``encoder`` (the trained image encoder)."""
-        enc = encoder
-        train = extract_features(enc, self.train_images, self.views, batch_size=self.batch_size)
-        test = extract_features(enc, self.test_images, self.views, batch_size=self.batch_size)
+        kwargs = dict(views=self.views, batch_size=self.batch_size, progress=self.progress)
+        train = extract_features(encoder, self.train_images, desc="kNN bank features", **kwargs)
+        test = extract_features(encoder, self.test_images, desc="kNN test features", **kwargs)
         return train, test
 
     def __call__(self, encoder: nn.Module) -> dict[str, float]:

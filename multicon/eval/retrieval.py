@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from multicon.progress import progress as progress_bar
+
 
 def retrieval_recall(
     image_embeddings: torch.Tensor,
@@ -57,32 +59,45 @@ def retrieval_recall(
 
 @torch.no_grad()
 def embed_corpus(
-    model, corpus, *, batch_size: int = 256
+    model, corpus, *, batch_size: int = 256, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Embed every image and every caption of a `CaptionCorpus` with a `DualEncoder`.
 
-    Returns ``(image_embeddings, text_embeddings, text_image)``.
+    Returns ``(image_embeddings, text_embeddings, text_image)``. ``progress``: tqdm bars
+    (main process only) counting images, then captions.
     """
     was_training = model.training
     model.eval()
     transform = model.image_transform(train=False)
     images = []
-    for start in range(0, len(corpus), batch_size):
-        batch = [
-            transform(corpus.image(i)) for i in range(start, min(start + batch_size, len(corpus)))
-        ]
-        images.append(model.encode_image(torch.stack(batch)).cpu())
+    with progress_bar(
+        enabled=progress, total=len(corpus), desc="image embeddings", unit="img"
+    ) as bar:
+        for start in range(0, len(corpus), batch_size):
+            stop = min(start + batch_size, len(corpus))
+            batch = [transform(corpus.image(i)) for i in range(start, stop)]
+            images.append(model.encode_image(torch.stack(batch)).cpu())
+            bar.update(stop - start)
     texts, owners = corpus.flat_captions()
-    text_emb = [
-        model.encode_text(texts[s : s + batch_size]).cpu() for s in range(0, len(texts), batch_size)
-    ]
+    text_emb = []
+    with progress_bar(
+        enabled=progress, total=len(texts), desc="text embeddings", unit="caption"
+    ) as bar:
+        for s in range(0, len(texts), batch_size):
+            text_emb.append(model.encode_text(texts[s : s + batch_size]).cpu())
+            bar.update(len(texts[s : s + batch_size]))
     model.train(was_training)
     return torch.cat(images), torch.cat(text_emb), owners
 
 
 def evaluate_retrieval(
-    model, corpus, *, ks: Sequence[int] = (1, 5, 10), batch_size: int = 256
+    model,
+    corpus,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    batch_size: int = 256,
+    progress: bool = False,
 ) -> dict[str, float]:
     """R@K both ways of a `DualEncoder` on every image and caption of a `CaptionCorpus`."""
-    images, texts, owners = embed_corpus(model, corpus, batch_size=batch_size)
+    images, texts, owners = embed_corpus(model, corpus, batch_size=batch_size, progress=progress)
     return retrieval_recall(images, texts, owners, ks)

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
+from multicon.progress import progress as progress_bar
+
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",
     "a picture of a {}.",
@@ -41,9 +43,16 @@ def zero_shot_classifier(
 
 @torch.no_grad()
 def zero_shot_predict(
-    model, images: Iterable, classifier: torch.Tensor, *, batch_size: int = 256
+    model,
+    images: Iterable,
+    classifier: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+    total: int | None = None,
 ) -> torch.Tensor:
-    """Class index of each PIL image (or image tensor) under a `zero_shot_classifier`."""
+    """Class index of each PIL image (or image tensor) under a `zero_shot_classifier`.
+    ``progress``: a tqdm bar (main process only) counting images, out of ``total`` if given."""
     was_training = model.training
     model.eval()
     preds, batch = [], []
@@ -55,6 +64,7 @@ def zero_shot_predict(
         batch.clear()
 
     transform = model.image_transform(train=False)
+    images = progress_bar(images, enabled=progress, total=total, desc="zero-shot", unit="img")
     for image in images:
         batch.append(image if isinstance(image, torch.Tensor) else transform(image.convert("RGB")))
         if len(batch) == batch_size:
@@ -74,8 +84,10 @@ def zero_shot_accuracy(
     class_names: Sequence[str] | None = None,
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> dict[str, float]:
-    """Zero-shot top-1 accuracy (percent) on a labelled `datasets` image dataset.
+    """Zero-shot top-1 accuracy (percent) on a labelled `datasets` image dataset
+    (``progress``: a tqdm bar over its images).
 
     Class names default to the label column's `ClassLabel` names (e.g. CIFAR-10's
     ``load_dataset("parquet", data_dir=".../cifar10")["test"]`` with ``image_column="img"``).
@@ -104,5 +116,7 @@ def zero_shot_accuracy(
         raise ValueError(f"labels fall outside the {len(class_names)} class names")
     classifier = zero_shot_classifier(model, [n.replace("_", " ") for n in class_names], templates)
     images = (row[image_column] for row in dataset.select_columns([image_column]))
-    preds = zero_shot_predict(model, images, classifier, batch_size=batch_size)
+    preds = zero_shot_predict(
+        model, images, classifier, batch_size=batch_size, progress=progress, total=len(labels)
+    )
     return {"zero_shot/top1": 100.0 * (preds == labels).float().mean().item()}

@@ -41,6 +41,7 @@ from multicon.dist import launch_state
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder, image_normalization
 from multicon.encoders.pretrained import export_transformers, pretrained_family
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
+from multicon.eval.run_figures import caption_figures
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
 from multicon.hub import HubArgs, save_run
@@ -223,7 +224,7 @@ def model_name(args: DualEncoderArgs) -> str:
     return "clip-captions" if args.queue_size == 0 else "clip-captions-queue"
 
 
-def zero_shot(model, data: DataArgs) -> dict[str, float]:
+def zero_shot(model, data: DataArgs, progress: bool = False) -> dict[str, float]:
     """Zero-shot top-1 on a labelled image dataset from prompt templates ("a photo of a {}.")."""
     from datasets import load_dataset
 
@@ -238,6 +239,7 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
         ds,
         image_column=data.zero_shot_image_column,
         label_column=data.zero_shot_label_column,
+        progress=progress,
     )
     return {**result, "zero_shot/images": len(ds)}
 
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
     contrastive = build_contrastive_model(model, margs, related)
 
     def evaluate(_) -> dict[str, float]:
-        return retrieval_recall(*embed_corpus(model, test))
+        return retrieval_recall(*embed_corpus(model, test, progress=config.progress_bar))
 
     trainer = Trainer(contrastive, pairs, config, step=step, evaluate=evaluate)
     main_process = trainer.accelerator.is_main_process
@@ -401,13 +403,15 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     out = Path(config.output_dir)
-    images, texts, owners = embed_corpus(model, test)
+    images, texts, owners = embed_corpus(model, test, progress=config.progress_bar)
     recall = retrieval_recall(images, texts, owners)
     (out / "retrieval.md").write_text(retrieval_table(recall))
     plot_top_captions(
         out / "top3_captions.png", test, images, texts, owners, min(data.show_images, len(test))
     )
-    zero_shot_result = zero_shot(model, data) if data.zero_shot_dataset else {}
+    figures = ["top3_captions.png"]
+    figures += caption_figures(out, result.history, recall, model_name(margs))
+    zero_shot_result = zero_shot(model, data, config.progress_bar) if data.zero_shot_dataset else {}
     save_run(
         out / "model",
         model,
@@ -447,6 +451,7 @@ def main(argv: list[str] | None = None) -> dict:
         "normalize": model.normalize,
         **siglip_terms(contrastive),
         "train_seconds": round(seconds, 1),
+        "figures": figures,
         "command": " ".join(
             ["python", "recipes/clip_captions.py", *(argv if argv is not None else sys.argv[1:])]
         ),

@@ -23,6 +23,7 @@ from transformers import HfArgumentParser
 from multicon import AffineViewPairs, TrainConfig, Trainer, knn_accuracy, methods
 from multicon.data import load_digits
 from multicon.encoders.small_cnn import SmallConvEncoder
+from multicon.eval.run_figures import image_figures
 from multicon.hub import HubArgs, save_run
 from multicon.run_folder import check_output_dir
 
@@ -105,6 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
         "args": asdict(args),
     }
     if trainer.accelerator.is_main_process:  # one writer under `accelerate launch`
+        encoder.eval()  # the trained features: training curves, kNN curve, neighbours, map
+        curve = [{"epoch": 0, "step": 0, "knn_top1": before}, *result.evaluations]
+        summary["figures"] = image_figures(
+            config.output_dir, "SimCLR on digits", result.history, curve, train, test,
+            features(encoder, train.images), features(encoder, test.images),
+        )  # fmt: skip
         save_run(
             model_dir,
             encoder,

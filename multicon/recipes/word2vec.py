@@ -46,6 +46,7 @@ from multicon.data.corpus import (
     whitespace_words,
 )
 from multicon.data.token_cache import cached_encoding, dataset_identity, file_identity
+from multicon.eval.run_figures import pick_words, word_figures
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
 from multicon.hub import HubArgs, save_run
 from multicon.optim import build_optimizer
@@ -152,6 +153,11 @@ class EvalArgs:
     wordsim: str = str(WORD_EVAL / "wordsim353.tsv")
     simlex: str = str(WORD_EVAL / "simlex999.txt")
     restrict_vocab: int = 30_000
+    show_words: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Words whose nearest words word_neighbours.png tables (default: 8 "
+                  "words of frequency ranks 20-1000)."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.restrict_vocab < 1:
@@ -179,8 +185,9 @@ def tokenizer_for(name: str):
     return transformers_tokenizer(name)
 
 
-def load_encoded(args: CorpusArgs) -> tuple[Vocabulary, EncodedCorpus]:
-    """The vocabulary and token ids of the corpus, from its token cache (built on first use)."""
+def load_encoded(args: CorpusArgs, progress: bool = False) -> tuple[Vocabulary, EncodedCorpus]:
+    """The vocabulary and token ids of the corpus, from its token cache (built on first use,
+    with tqdm bars when ``progress``)."""
     corpus = load_corpus(args)
     if Path(args.corpus).is_file():
         identity = file_identity(args.corpus)
@@ -201,6 +208,7 @@ def load_encoded(args: CorpusArgs) -> tuple[Vocabulary, EncodedCorpus]:
         args.token_cache or None,
         min_count=args.min_count,
         max_size=args.max_vocab or None,
+        progress=progress,
     )
 
 
@@ -402,8 +410,9 @@ def train(
     cached_step = step_for(grad_cache_chunk, config.batch_size) if grad_cache_chunk else None
     warn_kernel_settings(kernel, w2v_args, config)
     t0 = time.perf_counter()
-    vocab, encoded = load_encoded(data)
+    vocab, encoded = load_encoded(data, config.progress_bar)
     prepare_s = time.perf_counter() - t0
+    shown = pick_words(vocab.words, eval_args.show_words)  # an unknown word: named before training
     torch.manual_seed(config.seed)
     # DistributedDataParallel cannot all-reduce sparse gradients: several processes use dense
     # ones, unless they share one copy of the tables (hogwild: no gradient sync at all)
@@ -470,6 +479,11 @@ def train(
         )
         # in the model folder, so the Hub repo also loads in gensim / word2vec C
         w2v.save_word2vec_format(out / "model" / "vectors.bin", binary=True)
+    figures = (
+        word_figures(out, result.history, w2v.vectors, vocab.words, show_words=shown)
+        if main_process
+        else []
+    )
     return {
         "main_process": main_process,
         "processes": trainer.accelerator.num_processes,
@@ -485,6 +499,7 @@ def train(
         **scores,
         "analogy_sections": analogy_sections(w2v, eval_args),
         "random_init": random_init,
+        "figures": figures,
     }
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from multicon.progress import progress as progress_bar
+
 
 class Vocabulary:
     """Words sorted by count (ties broken alphabetically), with their counts.
@@ -66,12 +68,21 @@ class Vocabulary:
 
     @classmethod
     def build(
-        cls, sentences: Iterable[list[str]], *, min_count: int = 1, max_size: int | None = None
+        cls,
+        sentences: Iterable[list[str]],
+        *,
+        min_count: int = 1,
+        max_size: int | None = None,
+        progress: bool = False,
     ) -> Vocabulary:
-        """Count the words of tokenized ``sentences`` and cut as in `from_counts`."""
+        """Count the words of tokenized ``sentences`` and cut as in `from_counts`.
+        ``progress``: a tqdm bar counting words (main process only)."""
         counter: Counter = Counter()
-        for sentence in sentences:
-            counter.update(sentence)
+        total = getattr(sentences, "max_words", None)  # a `TextCorpus` slice knows its length
+        with progress_bar(enabled=progress, total=total, desc="vocabulary", unit="word") as bar:
+            for sentence in sentences:
+                counter.update(sentence)
+                bar.update(len(sentence))
         return cls.from_counts(counter, min_count=min_count, max_size=max_size)
 
     def __len__(self) -> int:
