@@ -220,6 +220,9 @@ def test_train_word2vec_streams_a_datasets_corpus_into_the_cache(tmp_path, monke
             yield row
 
     streamed = datasets.IterableDataset.from_generator(rows)
+    assert streamed.column_names is None  # known only from its rows
+    with pytest.raises(ValueError, match=r"no column 'text'; its rows have \['body'\]"):
+        train_word2vec(streamed)
     with pytest.raises(ValueError, match="streaming dataset has no content fingerprint"):
         train_word2vec(streamed, text_column="body", token_cache=tmp_path / "cache" / "stream")
     w2v = train_word2vec(
