@@ -1,8 +1,12 @@
 """tools/bench_word2vec.py runs gensim and multicon on one corpus and reports every round."""
 
 import json
+import mmap
 import subprocess
+import time
 
+import numpy as np
+import pytest
 from test_custom_generator import ROOT, load_tool
 from test_word2vec_learning import _write_corpus
 
@@ -40,6 +44,30 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
         assert report[side]["analogy_answered"] == 1
         # measured in a process of its own: more than torch's import alone, less than 4 GiB
         assert 100 < report[side]["peak_rss_mb"] < 4096
+        # its anonymous part, sampled: most of the peak, never more than all of it
+        assert 50 < report[side]["peak_rss_anon_mb"] <= report[side]["peak_rss_mb"] + 1
+        assert report[side]["memory_trace"][0][0] == 0
+
+
+def test_memory_sampler_tells_anonymous_from_file_backed_memory(tmp_path):
+    from multicon.bench.word2vec import MemorySampler as sampler
+    if sampler.read() is None:
+        pytest.skip("/proc/self/status has no RssAnon here")
+    path = tmp_path / "pages.bin"
+    path.write_bytes(b"\1" * (64 << 20))
+    base_anon, base_file = sampler.read()
+    with sampler(every=0.01) as mapped:  # 64 MiB of a mapped file, every page touched
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as pages:
+            view = np.frombuffer(pages, np.uint8)
+            assert int(view[::4096].sum()) == 64 << 8
+            del view
+            time.sleep(0.2)
+    with sampler(every=0.01) as held:  # 64 MiB of written heap memory
+        block = np.ones(64 << 20, np.uint8)
+        time.sleep(0.2)
+        del block
+    assert mapped.peak_file >= base_file + 60 and mapped.peak_anon < base_anon + 30
+    assert held.peak_anon >= base_anon + 60
 
 
 def test_code_version_names_the_commit_and_a_dirty_tree(tmp_path):

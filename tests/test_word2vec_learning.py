@@ -5,17 +5,20 @@ frequent function words that subsampling thins out. Words of one topic share con
 word's nearest neighbours should be its topic mates: chance is 4 in 104 for a top-4 neighbour.
 """
 
+import json
 import random
 
 import pytest
 import torch
 
 from multicon import methods
+from multicon.data import token_cache
 from multicon.data.corpus import TextCorpus, encode_corpus
+from multicon.data.token_cache import MappedArray
 from multicon.eval.words import most_similar
 from multicon.optim import SGD
 from multicon.pairs.context import ContextPairs
-from multicon.text import Vocabulary, Word2Vec
+from multicon.text import Vocabulary, Word2Vec, training
 from multicon.text.training import train_word2vec
 from multicon.train import NonFiniteLossError, TrainConfig, Trainer
 
@@ -149,13 +152,85 @@ def test_train_word2vec_in_one_call_as_gensim(tmp_path, kernel):
     assert precision > 0.9, precision  # chance: about 0.04
 
 
-def test_train_word2vec_takes_lists_and_refuses_one_shot_iterators():
+class _RecordedPairs(ContextPairs):
+    """ContextPairs that remember the corpus they were given."""
+
+    corpora: list = []
+
+    def __init__(self, corpus, *args, **kwargs):
+        type(self).corpora.append(corpus)
+        super().__init__(corpus, *args, **kwargs)
+
+
+def test_train_word2vec_reads_its_corpus_once_into_memory_mapped_ids(monkeypatch):
+    monkeypatch.setattr(training, "ContextPairs", _RecordedPairs)
+    _RecordedPairs.corpora = []
     sentences = [[f"t{t}w{i % 4}" for i in range(12)] for t in range(6)] * 50
     w2v = train_word2vec(sentences, dim=8, window=3, min_count=1, sample=0, epochs=1)
     assert sorted(w2v.vocab.words) == sorted({w for s in sentences for w in s})
-    with pytest.raises(TypeError, match="re-iterable"):
-        train_word2vec(iter(sentences), min_count=1)
+    once = train_word2vec(iter(sentences), dim=8, window=3, min_count=1, sample=0, epochs=1)
+    assert once.vocab.words == w2v.vocab.words  # a one-shot iterator: read once, not twice
+    for corpus in _RecordedPairs.corpora:  # the pairs read ids from disk, never a tensor of all
+        assert isinstance(corpus.ids, MappedArray) and isinstance(corpus.offsets, MappedArray)
+        assert corpus.raw_words == 12 * 6 * 50
     with pytest.raises(ValueError, match="kernel must be"):
         train_word2vec(sentences, kernel="gpu")
     with pytest.raises(ValueError, match="min_count"):
         train_word2vec([["rare"]], min_count=5)
+
+
+def test_train_word2vec_keeps_and_reuses_a_token_cache(tmp_path, monkeypatch):
+    _write_corpus(tmp_path / "topics.txt", sentences=200)
+    cache = tmp_path / "cache"
+    first = train_word2vec(tmp_path / "topics.txt", dim=8, min_count=1, epochs=1, token_cache=cache)
+    assert (cache / "meta.json").is_file() and (cache / "ids.int32").stat().st_size == 200 * 12 * 4
+
+    def unread(self):
+        raise AssertionError("the corpus was read again")
+
+    monkeypatch.setattr(TextCorpus, "__iter__", unread)
+    again = train_word2vec(tmp_path / "topics.txt", dim=8, min_count=1, epochs=1, token_cache=cache)
+    assert again.vocab.words == first.vocab.words
+    with pytest.raises(ValueError, match="meta.json: .*another corpus.*vocabulary: cache has"):
+        train_word2vec(tmp_path / "topics.txt", min_count=2, token_cache=cache)
+    sentences = [["a", "b", "c"]] * 20
+    train_word2vec(sentences, dim=8, min_count=1, sample=0, epochs=1, token_cache=tmp_path / "list")
+    with pytest.raises(ValueError, match="meta.json: .*another corpus.*corpus: cache has"):
+        train_word2vec([["a", "b", "d"]] * 20, min_count=1, token_cache=tmp_path / "list")
+    with pytest.raises(ValueError, match="generator corpus has no identity.*corpus_name"):
+        train_word2vec((s for s in sentences), min_count=1, token_cache=tmp_path / "gen")
+
+
+def test_train_word2vec_streams_a_datasets_corpus_into_the_cache(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    _write_corpus(tmp_path / "topics.txt", sentences=300)
+    lines = (tmp_path / "topics.txt").read_text().splitlines()
+    json_path = tmp_path / "topics.jsonl"
+    json_path.write_text("".join(json.dumps({"body": line}) + "\n" for line in lines))
+    stream = datasets.load_dataset("json", data_files=str(json_path), split="train", streaming=True)
+    assert isinstance(stream, datasets.IterableDataset)
+    monkeypatch.setattr(token_cache, "_BLOCK", 64)  # ids reach the disk every 64 tokens
+    seen = []
+
+    def rows():  # checks, as it streams, that what came before is already on disk
+        for i, row in enumerate(stream):
+            if i == 200:
+                (written,) = tmp_path.glob("cache/.stream.tmp-*/all.int32")
+                seen.append(written.stat().st_size)
+            yield row
+
+    streamed = datasets.IterableDataset.from_generator(rows)
+    assert streamed.column_names is None  # known only from its rows
+    with pytest.raises(ValueError, match=r"no column 'text'; its rows have \['body'\]"):
+        train_word2vec(streamed)
+    with pytest.raises(ValueError, match="streaming dataset has no content fingerprint"):
+        train_word2vec(streamed, text_column="body", token_cache=tmp_path / "cache" / "stream")
+    w2v = train_word2vec(
+        streamed, text_column="body", dim=8, min_count=1, epochs=1,
+        token_cache=tmp_path / "cache" / "stream", corpus_name="local/topics",
+    )  # fmt: skip
+    assert seen and seen[0] >= 4 * (200 * 12 - 64)  # 200 rows of 12 words, less one block
+    want = Vocabulary.build(TextCorpus.from_file(tmp_path / "topics.txt"), min_count=1)
+    assert w2v.vocab.words == want.words and w2v.vocab.counts.tolist() == want.counts.tolist()
+    meta = json.loads((tmp_path / "cache" / "stream" / "meta.json").read_text())
+    assert meta["key"]["corpus"]["name"] == "local/topics" and meta["tokens"] == 300 * 12

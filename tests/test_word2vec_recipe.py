@@ -60,6 +60,31 @@ def test_recipe_trains_scores_and_saves(tmp_path):
     assert torch.allclose(torch.from_numpy(kv.vectors), model.vectors)
 
 
+def test_recipe_streams_a_local_dataset_file_into_its_token_cache(tmp_path):
+    rng = random.Random(1)
+    words = [[f"t{rng.randrange(8)}w{i % 4}" for i in range(10)] for _ in range(300)]
+    rows = [{"body": " ".join(sentence)} for sentence in words]
+    (tmp_path / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    flags = [
+        *("--corpus", str(tmp_path / "corpus.jsonl"), "--text_column", "body"),
+        *("--min_count", "1", "--dim", "8", "--sample", "0", "--epochs", "1"),
+        *("--batch_size", "512", "--analogies", "", "--wordsim", "", "--simlex", ""),
+        *("--log_with", "", "--progress_bar", "0", "--token_cache", str(tmp_path / "cache")),
+    ]
+    report = _recipe().main([*flags, "--output_dir", str(tmp_path / "run")])
+    assert report["vocab_size"] == 32 and report["corpus_words"] == 3000
+    meta = json.loads((tmp_path / "cache" / "meta.json").read_text())
+    assert meta["key"]["corpus"]["column"] == "body" and meta["tokens"] == 3000
+    # the same file read with another tokenizer: its cache is refused, naming the file and why
+    again = [*flags, "--tokenizer", "whitespace", "--output_dir", str(tmp_path / "2")]
+    refused = "cache/meta.json: .*another corpus, tokenizer.*tokenizer: cache has 'lowercase'"
+    with pytest.raises(ValueError, match=refused + ", asked 'whitespace'"):
+        _recipe().main(again)
+    other = [*flags[:2], "--text_column", "title", *flags[4:], "--output_dir", str(tmp_path / "3")]
+    with pytest.raises(ValueError, match="no column 'title'"):
+        _recipe().main(other)
+
+
 def test_recipe_asks_for_huge_pages_before_torch_allocates():
     """The recipe sets THP_MEM_ALLOC_ENABLE ahead of torch's first allocation (it is read once
     then): a large tensor made after importing the recipe is madvised into huge pages (the

@@ -7,7 +7,12 @@ They run one after the other, so a machine shared with other jobs loads both ali
 corpus words × epochs / training seconds (gensim: ``train()``; multicon: ``Trainer.fit()``).
 
 Each side runs in a process of its own, which reports its peak resident memory (``peak_rss_mb``,
-from ``getrusage``'s ``ru_maxrss``: reading the corpus, building the vocabulary and training).
+from ``getrusage``'s ``ru_maxrss``: reading the corpus, building the vocabulary and training)
+and, sampled from ``/proc/self/status`` every 0.2 s, the peaks of its two parts:
+``peak_rss_anon_mb`` (anonymous memory: the heap, tensors, Python objects; what the process
+really holds) and ``peak_rss_file_mb`` (file-backed pages mapped: shared libraries and memory-mapped
+files, which the kernel can drop and reread); ``memory_trace`` lists ``[seconds, anon MB, file
+MB]`` every 10 s.
 gensim is given the corpus as an in-memory list of sentences, as before; multicon reads its
 memory-mapped token cache (built by its first run, under ``--token_cache`` or $MULTICON_CACHE).
 
@@ -34,6 +39,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -267,6 +273,63 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
     return round(resource.getrusage(who).ru_maxrss / 1024, 1)
 
 
+class MemorySampler:
+    """Peaks of this process's anonymous and file-backed resident memory, sampled in a thread.
+
+    ``ru_maxrss`` is the peak of their sum; a memory-mapped file's pages count in it while they
+    are mapped, though the kernel can drop them at any time, so the anonymous part is the figure
+    that says what the process holds. (Linux only: elsewhere the peaks stay None.)
+    """
+
+    def __init__(self, every: float = 0.2, trace_every: float = 10.0) -> None:
+        self.every, self.trace_every = every, trace_every
+        self.peak_anon: float | None = None
+        self.peak_file: float | None = None
+        self.trace: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read() -> tuple[float, float] | None:
+        """(RssAnon, RssFile) in MiB now, or None where /proc/self/status lacks them."""
+        try:
+            fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+            return tuple(int(fields[k].split()[0]) / 1024 for k in ("RssAnon", "RssFile"))
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def _run(self) -> None:
+        start = next_trace = time.perf_counter()
+        while True:
+            now = self.read()
+            if now is None:
+                return
+            anon, file = now
+            self.peak_anon = max(self.peak_anon or 0.0, anon)
+            self.peak_file = max(self.peak_file or 0.0, file)
+            t = time.perf_counter()
+            if t >= next_trace:
+                self.trace.append([round(t - start), round(anon), round(file)])
+                next_trace += self.trace_every
+            if self._stop.wait(self.every):
+                return
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self) -> dict:
+        return {
+            "peak_rss_anon_mb": None if self.peak_anon is None else round(self.peak_anon, 1),
+            "peak_rss_file_mb": None if self.peak_file is None else round(self.peak_file, 1),
+            "memory_trace": self.trace,
+        }
+
+
 def run_part(side: str, argv: list[str]) -> dict:
     """One side (``gensim`` or ``multicon``) in a fresh process: its peak memory is its own."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -307,7 +370,10 @@ def main(argv: list[str] | None = None, prog: str = "multicon bench word2vec") -
         if bench.part not in ("gensim", "multicon"):
             raise ValueError(f"--part must be 'gensim' or 'multicon', got {bench.part!r}")
         run = run_gensim if bench.part == "gensim" else run_multicon
-        figures = run(data, w2v_args, ev, bench)
+        with MemorySampler() as memory:
+            figures = run(data, w2v_args, ev, bench)
+        if bench.processes == 1 or bench.part == "gensim":  # hogwild trains in child processes
+            figures.update(memory.figures())
         Path(bench.out).write_text(json.dumps(figures))
         return figures
     report: dict = {

@@ -155,6 +155,8 @@ class TextCorpus:
 
         def pieces() -> Iterator[tuple[str, bool]]:
             for row in dataset:
+                if column not in row:  # a stream's columns are known only from its rows
+                    raise ValueError(f"dataset has no column {column!r}; its rows have {list(row)}")
                 text = row[column]
                 if not isinstance(text, str):
                     raise ValueError(f"column {column!r} holds {type(text).__name__}, not text")

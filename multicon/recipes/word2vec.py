@@ -68,7 +68,11 @@ WORD_EVAL = Path(
 @dataclass
 class CorpusArgs:
     corpus: str = field(
-        default="text8", metadata={"help": "A text file (.gz ok) or a Hub dataset name."}
+        default="text8",
+        metadata={
+            "help": "A text file (.gz ok); a .jsonl, .json, .parquet or .csv file, streamed with "
+            "`datasets` (its --text_column); or a Hub dataset name (streamed)."
+        },
     )
     text_column: str = field(default="text", metadata={"help": "Column of a Hub dataset."})
     tokenizer: str = field(
@@ -191,6 +195,8 @@ def load_encoded(args: CorpusArgs, progress: bool = False) -> tuple[Vocabulary, 
     corpus = load_corpus(args)
     if Path(args.corpus).is_file():
         identity = file_identity(args.corpus)
+        if _dataset_format(args.corpus):
+            identity["column"] = args.text_column
     else:
         identity = {**dataset_identity(corpus.source, args.corpus), "column": args.text_column}
     tokenizer = args.tokenizer
@@ -218,12 +224,25 @@ def _mtime(path: str) -> int:
 
 def load_corpus(args: CorpusArgs) -> TextCorpus:
     kwargs = dict(tokenizer=tokenizer_for(args.tokenizer), max_words=args.max_words or None)
-    if Path(args.corpus).is_file():
+    builder = _dataset_format(args.corpus)
+    if Path(args.corpus).is_file() and builder is None:
         return TextCorpus.from_file(args.corpus, **kwargs)
     from datasets import load_dataset
 
-    dataset = load_dataset(args.corpus, split="train", streaming=True)
+    if builder:  # a local table, streamed row by row as a Hub dataset is
+        dataset = load_dataset(builder, data_files=args.corpus, split="train", streaming=True)
+    else:
+        dataset = load_dataset(args.corpus, split="train", streaming=True)
     return TextCorpus.from_dataset(dataset, args.text_column, **kwargs)
+
+
+def _dataset_format(corpus: str) -> str | None:
+    """The `datasets` builder of a local table file (``.jsonl`` -> json, ...), else None."""
+    if not Path(corpus).is_file():
+        return None
+    return {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(
+        Path(corpus).suffix
+    )
 
 
 def word_scores(model: Word2Vec, args: EvalArgs) -> dict[str, float | int | None]:
