@@ -50,6 +50,9 @@ class EvalArgs:
     max_train_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
     max_test_images: int = field(default=0, metadata={"help": "Use only the first N (0: all)."})
     device: str = field(default="", metadata={"help": "'' picks cuda when present."})
+    progress_bar: bool = field(
+        default=True, metadata={"help": "tqdm bars while images decode and features extract."}
+    )
 
     def __post_init__(self) -> None:
         for name in ("max_train_images", "max_test_images"):
@@ -69,8 +72,9 @@ def main(argv: list[str] | None = None, prog: str = "multicon eval images") -> d
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     encoder = ImageEncoder.from_pretrained(args.model).to(device)
     # the first N are chosen before decoding: the rest are never read
-    train = load_images(args.data, args.train_split, limit=args.max_train_images or None)
-    test = load_images(args.data, args.test_split, limit=args.max_test_images or None)
+    bars = {"progress": args.progress_bar}
+    train = load_images(args.data, args.train_split, limit=args.max_train_images or None, **bars)
+    test = load_images(args.data, args.test_split, limit=args.max_test_images or None, **bars)
     train_labels = train.require_labels("kNN and the linear probe (train split)")
     test_labels = test.require_labels("kNN and the linear probe (test split)")
     # the statistics the encoder was trained with (models saved before they were recorded:
@@ -82,8 +86,8 @@ def main(argv: list[str] | None = None, prog: str = "multicon eval images") -> d
         std=tuple(args.std or saved["std"]),
     )
     start = time.perf_counter()
-    train_feats = extract_features(encoder, train, views, batch_size=args.batch_size)
-    test_feats = extract_features(encoder, test, views, batch_size=args.batch_size)
+    train_feats = extract_features(encoder, train, views, batch_size=args.batch_size, **bars)
+    test_feats = extract_features(encoder, test, views, batch_size=args.batch_size, **bars)
     feature_seconds = time.perf_counter() - start
     result = {
         "knn_top1": knn_accuracy(
