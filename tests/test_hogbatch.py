@@ -143,3 +143,42 @@ def test_no_compiler_is_a_clear_error(tmp_path, monkeypatch):
         native.load.cache_clear()
         fused_skipgram._library.cache_clear()
         hogbatch._hogbatch.cache_clear()
+
+
+def test_recipe_trains_with_kernel_hogbatch(tmp_path):
+    from test_word2vec_recipe import _small_run
+
+    report, said = _small_run(tmp_path, "--kernel", "hogbatch")
+    assert report["kernel"] == "hogbatch" and report["steps"] >= 1
+    assert report["final_loss"] > 0
+    assert not [m for m in said if "apply to the torch kernel" in m]
+
+
+def test_bench_runs_gensim_and_each_kernel_side_by_side(monkeypatch):
+    """The rounds, seeds, flags and best-of-runs arithmetic of ``--kernels`` (each side's run
+    replaced by a stand-in that answers with figures made from its flags)."""
+    from test_custom_generator import load_tool
+
+    bench = load_tool("bench_word2vec")
+    called = []
+
+    def fake_run_part(side, argv):
+        seed, kernel = int(argv[argv.index("--seed") + 1]), None
+        if "--kernel" in argv:
+            kernel = argv[argv.index("--kernel") + 1]
+        called.append((side, kernel, seed))
+        speed = {None: 100, "fused": 150, "hogbatch": 300}[kernel] + 10 * seed
+        return {"words_per_second": speed, "analogy": 0.1, "ws353": 0.2 + seed, "simlex999": 0.3}
+
+    monkeypatch.setattr(bench, "run_part", fake_run_part)
+    args = bench.BenchArgs(kernels="fused, hogbatch", repeats=2, seed=5)
+    k = bench.compare_kernels(args, ["--corpus", "x"])["kernels"]
+    assert called == [
+        ("gensim", None, 5), ("multicon", "fused", 5), ("multicon", "hogbatch", 5),
+        ("gensim", None, 6), ("multicon", "fused", 6), ("multicon", "hogbatch", 6),
+    ]  # fmt: skip
+    assert [r["seed"] for r in k["runs"]["hogbatch"]] == [5, 6]
+    assert all(r["load_average"] >= 0 for runs in k["runs"].values() for r in runs)
+    assert k["best_words_per_second"] == {"gensim": 160, "fused": 210, "hogbatch": 360}
+    assert k["best_ratio_to_gensim"] == {"fused": 1.312, "hogbatch": 2.25}
+    assert k["mean_scores"]["fused"] == {"analogy": 0.1, "ws353": 5.7, "simlex999": 0.3}
