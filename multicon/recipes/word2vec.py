@@ -1,8 +1,9 @@
 """word2vec skip-gram with negative sampling, through the shared contrastive engine.
 
 On a CPU the step is word2vec's own per-pair loop in C (`FusedSkipGram`, `--kernel fused`,
-chosen by `--kernel auto` when a C compiler is found); elsewhere, or with `--kernel torch`, the
-engine's batched tensor step.
+chosen by `--kernel auto` when a C compiler is found; `--kernel hogbatch` shares each window's
+noise words, `HogBatchSkipGram`); elsewhere, or with `--kernel torch`, the engine's batched
+tensor step.
 
 Any corpus: a text8-style single-line file, a line-per-sentence file (plain or .gz), or a Hub
 dataset's text column (when online). Prints analogy / WS-353 / SimLex-999 scores, writes the model
