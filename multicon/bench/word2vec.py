@@ -33,6 +33,11 @@ import os
 # set before torch's first allocation; a value given by the caller is kept and reported
 THP_GIVEN = os.environ.get("THP_MEM_ALLOC_ENABLE")
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# OpenMP threads that sleep, not spin, between the C kernel's steps (libgomp reads this once, when
+# torch loads it; the kernel shares torch's libgomp): on a machine shared with other jobs a
+# spinning thread takes the core its partner or the pair generator needs (docs/word2vec.md)
+OMP_GIVEN = os.environ.get("OMP_WAIT_POLICY")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
 import resource
@@ -76,6 +81,14 @@ class BenchArgs:
     )
     overhead_steps: int = field(
         default=100, metadata={"help": "Steps timed with and without Trainer (0: skip)."}
+    )
+    kernels: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated --kernel values (e.g. 'fused,hogbatch'), each run after "
+            "gensim in every round (round r: seed + r); the JSON's 'kernels' gives every run, its "
+            "load average and the best against gensim's best. Empty: --kernel alone."
+        },
     )
     part: str = field(
         default="",
@@ -378,15 +391,20 @@ def main(argv: list[str] | None = None, prog: str = "multicon bench word2vec") -
         return figures
     report: dict = {
         "command": " ".join(
-            [*([f"THP_MEM_ALLOC_ENABLE={THP_GIVEN}"] if THP_GIVEN is not None else []), "python"]
+            [*([f"THP_MEM_ALLOC_ENABLE={THP_GIVEN}"] if THP_GIVEN is not None else [])]
+            + [*([f"OMP_WAIT_POLICY={OMP_GIVEN}"] if OMP_GIVEN is not None else []), "python"]
             + sys.argv
         ),
         "code": code_version(),
         "corpus": asdict(data),
         "settings": {**asdict(w2v_args), **asdict(bench)},
         "torch_threads": w2v_args.threads or torch.get_num_threads(),
+        "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
     }
     child_argv = _without_out(argv)
+    if bench.kernels:  # gensim and every kernel side by side, `repeats` rounds
+        report.update(compare_kernels(bench, child_argv))
+        return _write(report, bench)
     rounds = []  # gensim then multicon, `repeats` times: machine drift hits both alike
     for _ in range(bench.repeats):
         gensim = None if bench.skip_gensim else run_part("gensim", child_argv)
@@ -401,12 +419,49 @@ def main(argv: list[str] | None = None, prog: str = "multicon bench word2vec") -
         "seconds_per_step_in_run": round(figures["train_seconds"] / figures["steps"], 5),
         **(step_seconds(data, w2v_args, bench) if bench.overhead_steps else {}),
     }
+    return _write(report, bench)
+
+
+def _write(report: dict, bench: BenchArgs) -> dict:
     text = json.dumps(report, indent=2)
     print(text)
     if bench.out:
         Path(bench.out).parent.mkdir(parents=True, exist_ok=True)
         Path(bench.out).write_text(text)
     return report
+
+
+SCORES = ("train_seconds", "words_per_second", "analogy", "ws353", "simlex999", "final_loss")
+
+
+def compare_kernels(bench: BenchArgs, argv: list[str]) -> dict:
+    """gensim, then each of ``bench.kernels``, ``bench.repeats`` times; every run's figures and
+    the 1-minute load average before it (the machine may be shared), each side's best words/s
+    and the best-of-runs ratio to gensim's best."""
+    kernels = [k.strip() for k in bench.kernels.split(",") if k.strip()]
+    sides = ([] if bench.skip_gensim else ["gensim"]) + kernels
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for r in range(bench.repeats):
+        for side in sides:
+            load = round(os.getloadavg()[0], 2)
+            part = ["--seed", str(bench.seed + r)]
+            part += ["--kernel", side] if side != "gensim" else []
+            figures = run_part("gensim" if side == "gensim" else "multicon", [*argv, *part])
+            runs[side].append({"seed": bench.seed + r, "load_average": load})
+            runs[side][-1].update({k: figures.get(k) for k in SCORES})
+    best = {side: max(r["words_per_second"] for r in runs[side]) for side in sides}
+    out: dict = {"runs": runs, "best_words_per_second": best}
+    if "gensim" in best:
+        out["best_ratio_to_gensim"] = {k: round(best[k] / best["gensim"], 3) for k in kernels}
+    out["mean_scores"] = {
+        side: {
+            k: round(sum(r[k] for r in runs[side]) / len(runs[side]), 4)
+            for k in ("analogy", "ws353", "simlex999")
+            if all(r[k] is not None for r in runs[side])
+        }
+        for side in sides
+    }
+    return {"kernels": out}
 
 
 def _without_out(argv: list[str]) -> list[str]:

@@ -1,8 +1,9 @@
 """word2vec skip-gram with negative sampling, through the shared contrastive engine.
 
 On a CPU the step is word2vec's own per-pair loop in C (`FusedSkipGram`, `--kernel fused`,
-chosen by `--kernel auto` when a C compiler is found); elsewhere, or with `--kernel torch`, the
-engine's batched tensor step.
+chosen by `--kernel auto` when a C compiler is found; `--kernel hogbatch` shares each window's
+noise words, `HogBatchSkipGram`); elsewhere, or with `--kernel torch`, the engine's batched
+tensor step.
 
 Any corpus: a text8-style single-line file, a line-per-sentence file (plain or .gz), or a Hub
 dataset's text column (when online). Prints analogy / WS-353 / SimLex-999 scores, writes the model
@@ -52,7 +53,7 @@ from multicon.hub import HubArgs, save_run
 from multicon.optim import build_optimizer
 from multicon.pairs.context import ContextPairs
 from multicon.run_folder import check_output_dir
-from multicon.steps import AutogradStep, FusedSkipGram, GradCacheArgs, step_for
+from multicon.steps import AutogradStep, FusedSkipGram, GradCacheArgs, HogBatchSkipGram, step_for
 from multicon.text import Vocabulary, Word2Vec
 
 # The standard test sets beside a checkout of the repo (../shared/data), or where
@@ -109,11 +110,13 @@ class Word2VecArgs:
         metadata={"help": "Pairs sharing one draw of shared_negatives noise words (0: batch)."},
     )
     ns_exponent: float = 0.75
-    kernel: Literal["auto", "fused", "torch"] = field(
+    kernel: Literal["auto", "fused", "hogbatch", "torch"] = field(
         default="auto",
         metadata={
             "help": "'fused': word2vec's per-pair updates in one loop (C on a CPU, Triton on a "
-            "GPU; `negative` noise words per pair); 'torch': batched tensor ops through the "
+            "GPU; `negative` noise words per pair); 'hogbatch': a C loop whose `negative` noise "
+            "words are shared by a centre's window (CPU; HogBatch); 'torch': batched tensor ops "
+            "through the "
             "shared loss (any device; shared_negatives, noise_group and row_clip apply); 'auto': "
             "fused on a CPU when a C compiler is found, else torch."
         },
@@ -364,7 +367,7 @@ def resolve_kernel(kernel: str, args: Word2VecArgs) -> str:
 def warn_kernel_settings(kernel: str, w2v_args: Word2VecArgs, config: TrainConfig) -> None:
     """Warn of settings the fused kernel does not use, and where the torch kernel's summed
     batch steps were measured to diverge."""
-    if kernel == "fused":
+    if kernel in ("fused", "hogbatch"):
         defaults = Word2VecArgs()
         unused = [
             f"--{name} {getattr(w2v_args, name)}"
@@ -416,10 +419,10 @@ def train(
     # them to zero changed no figure
     torch.set_flush_denormal(True)
     kernel = resolve_kernel(w2v_args.kernel, w2v_args)
-    if grad_cache_chunk and (kernel == "fused" or w2v_args.hogwild):
+    if grad_cache_chunk and (kernel in ("fused", "hogbatch") or w2v_args.hogwild):
         why = (
             "the fused kernel has no encoder pass to chunk"
-            if kernel == "fused"
+            if kernel in ("fused", "hogbatch")
             else ("--hogwild does not sync gradients")
         )
         raise ValueError(
@@ -439,7 +442,17 @@ def train(
     sparse = w2v_args.sparse and (single or w2v_args.hogwild)
     w2v = Word2Vec.from_vocab(vocab, w2v_args.dim, sparse=sparse)
     optimizer = None
-    if kernel == "fused":
+    if kernel == "hogbatch":
+        model, step = (
+            w2v,
+            HogBatchSkipGram(
+                w2v,
+                negative=w2v_args.negative,
+                ns_exponent=w2v_args.ns_exponent,
+                hogwild=w2v_args.hogwild,
+            ),
+        )
+    elif kernel == "fused":
         model, step = (
             w2v,
             FusedSkipGram(
