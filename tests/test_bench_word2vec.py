@@ -51,6 +51,7 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
 
 def test_memory_sampler_tells_anonymous_from_file_backed_memory(tmp_path):
     from multicon.bench.word2vec import MemorySampler as sampler
+
     if sampler.read() is None:
         pytest.skip("/proc/self/status has no RssAnon here")
     path = tmp_path / "pages.bin"
