@@ -157,9 +157,8 @@ def test_recipe_trains_with_kernel_hogbatch(tmp_path):
 def test_bench_runs_gensim_and_each_kernel_side_by_side(monkeypatch):
     """The rounds, seeds, flags and best-of-runs arithmetic of ``--kernels`` (each side's run
     replaced by a stand-in that answers with figures made from its flags)."""
-    from test_custom_generator import load_tool
+    from multicon.bench import word2vec as bench
 
-    bench = load_tool("bench_word2vec")
     called = []
 
     def fake_run_part(side, argv):
