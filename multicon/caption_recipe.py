@@ -34,6 +34,7 @@ def build_contrastive_model(
             model.text,
             bias=args.logit_bias,
             learnable=args.learn_temperature,
+            logit_bias=model.logit_bias,  # a pretrained SigLIP's (None: a new one)
             **towers,
         )
     if args.queue_size <= 0:

@@ -175,6 +175,19 @@ def prepare_encoder(encoder: ImageEncoder, args: ImageEncoderArgs) -> ImageEncod
     return encoder
 
 
+def card_preprocessing(encoder: ImageEncoder, views: ViewConfig) -> dict:
+    """The model card's statement of the inputs: the size and mean/std the kNN monitor fed the
+    encoder (`eval_transform` of the query views), and the size of ``features``."""
+    return {
+        "input_size": views.size,
+        "channels": 3,
+        "scaling": "RGB pixel / 255, to [0, 1]; other sizes resized (bilinear) to the input size",
+        "mean": [round(float(m), 6) for m in views.mean],
+        "std": [round(float(s), 6) for s in views.std],
+        "feature_dim": encoder.feature_dim,
+    }
+
+
 def run_image_recipe(
     name: str,
     build_model: Callable[[ImageEncoder], ContrastiveModel],
@@ -249,10 +262,18 @@ def run_image_recipe(
         method_tags=[name.split()[0].lower(), "image"],
         datasets=[dataset],
         metrics={"knn_top1": after},
+        baseline={"knn_top1": before},
         task="image-classification",
         split=data_args.test_split,
         hyperparameters=[method_args, data_args, encoder_args, config],
         repo_id=hub.push_to_hub or None,
+        description=(
+            f"A {encoder_args.arch} image encoder trained with {name}: InfoNCE between two "
+            f"augmented views of each image. The kNN score is the weighted vote (k "
+            f"{data_args.knn_k}, temperature {data_args.knn_temperature}) of the nearest "
+            "training images in `model.features` space."
+        ),
+        preprocessing=card_preprocessing(encoder, query_views),
     )
     samples = [h["samples_per_s"] for h in result.history if "samples_per_s" in h]
     summary = {
@@ -272,13 +293,14 @@ def run_image_recipe(
         "processes": trainer.accelerator.num_processes,
         "lr_used": config.lr,
         "model_dir": str(model_dir),
-        "hub_commit": hub.push(model_dir),
         "command": " ".join(
             [Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]
         ),
         "method_args": dataclasses.asdict(method_args),
         "query_views": query_views.to_dict(),
     }
+    summary["push"] = hub.push_outcome(model_dir)  # a failed upload is recorded, not raised
+    summary["hub_commit"] = (summary["push"] or {}).get("commit")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: v for k, v in summary.items() if k != "query_views"}, indent=2))
     return summary

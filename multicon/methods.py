@@ -124,6 +124,7 @@ def siglip(
     *,
     related: RelatedIds | None = None,
     logit_scale: torch.Tensor | None = None,
+    logit_bias: torch.Tensor | None = None,
 ) -> ContrastiveModel:
     """SigLIP (Zhai et al. 2023): every image–text pair of the global batch is an independent
     binary label (its own caption 1, every other 0), scored ``σ(t · cos(x, y) + b)``; the loss
@@ -136,7 +137,8 @@ def siglip(
     both fixed. ``related``: ids whose pairs are left out as false negatives.
     ``logit_scale``: a ``log t`` tensor to share instead of a new one (a `DualEncoder`'s
     ``log_logit_scale``, so the saved model keeps its learned ``t``; it then sets ``t`` and
-    whether it learns).
+    whether it learns). ``logit_bias``: likewise a ``b`` tensor to share (a pretrained
+    SigLIP's, held by its `DualEncoder`); ``bias`` is then unused.
 
     Example:
         >>> import torch
@@ -155,6 +157,7 @@ def siglip(
         normalize=True,
         related=related,
         log_logit_scale=logit_scale,
+        shared_bias=logit_bias,
     )
     return ContrastiveModel([Direction(image_encoder, BatchKeys(text_encoder))], loss)
 

@@ -309,3 +309,18 @@ def test_bench_images_from_the_command(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["images_per_s"]["ceiling"] > 0
     assert report["command"].startswith("multicon bench images --device cpu")
+
+
+def test_a_failed_push_after_training_exits_1_and_keeps_the_run(tmp_path, capsys, monkeypatch):
+    """The recipe records the failed upload (its one line is printed); the command says so in
+    its exit code, so a script or CI step sees it."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)  # a token, but offline: the upload fails
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    argv = ["demo", "--output_dir", str(tmp_path), "--max_steps", "1", "--batch_size", "32"]
+    argv += ["--eval_every", "0", "--width", "4", "--proj_dim", "8", "--push_to_hub", "me/d"]
+    assert main(argv) == 1
+    assert "push_to_hub:" in capsys.readouterr().err
+    assert json.loads((tmp_path / "summary.json").read_text())["push"]["error"]
+    assert (tmp_path / "model" / "model.safetensors").is_file()

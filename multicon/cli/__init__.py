@@ -209,6 +209,8 @@ def run(command: Command, argv: list[str], prog: str) -> int:
         raise UsageError(" ".join(str(error).split())) from None
     finally:
         sys.argv = saved_argv
+    if isinstance(result, dict) and (result.get("push") or {}).get("error"):
+        return 1  # trained and saved, but the upload failed (its one line is printed)
     return result if isinstance(result, int) else 0
 
 

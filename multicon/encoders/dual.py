@@ -21,6 +21,7 @@ from torch import nn
 
 from multicon.encoders.hf_models import transformer_config
 from multicon.encoders.image import ResNetImageTower, ViTImageTower
+from multicon.encoders.pooled import PooledImageTower, PooledTextTower
 from multicon.encoders.text import TextTower
 from multicon.encoders.tower import Tower
 from multicon.hub.model import HubModel
@@ -38,7 +39,23 @@ def build_image_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tow
         return ResNetImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
     if kind == "vit":
         return ViTImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
-    raise ValueError(f"image tower 'kind' must be 'resnet' or 'vit', got {kind!r} in {spec}")
+    if kind == "pooled":  # CLIP's / SigLIP's vision model (multicon.encoders.pretrained)
+        return PooledImageTower(embed_dim=embed_dim, frozen=frozen, **spec)
+    raise ValueError(
+        f"image tower 'kind' must be 'resnet' or 'vit' (or 'pooled', a CLIP/SigLIP vision "
+        f"model), got {kind!r} in {spec}"
+    )
+
+
+def build_text_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Tower:
+    """``{"config": {...}, "pooling": "mean"}`` (`TextTower`) or ``{"kind": "pooled",
+    "config": {...}, ...}`` (`PooledTextTower`: CLIP's / SigLIP's text model) → a text tower."""
+    if "config" not in spec:
+        raise ValueError(f"text_tower needs a transformers 'config', got keys {sorted(spec)}")
+    spec = dict(spec)
+    if spec.pop("kind", None) == "pooled":
+        return PooledTextTower(embed_dim=embed_dim, frozen=frozen, **spec)
+    return TextTower(spec.pop("config"), embed_dim=embed_dim, frozen=frozen, **spec)
 
 
 class DualEncoder(
@@ -61,6 +78,9 @@ class DualEncoder(
             (CLIP's logit scale; the loss clamps it at 100).
         learn_temperature: learn the temperature (CLIP): ``log_logit_scale`` is a parameter;
             ``False`` keeps it a fixed buffer.
+        logit_bias: SigLIP's bias ``b``, kept with the model (learned with the temperature):
+            a pretrained SigLIP's, so that fine-tuning shares it with the sigmoid loss and the
+            saved model keeps it; ``None`` (default) holds none.
 
     Build one with pretrained parts through `create`; reload a saved one with
     ``DualEncoder.from_pretrained(folder)`` (the tokenizer comes back as ``.tokenizer``), which
@@ -92,22 +112,16 @@ class DualEncoder(
         learn_temperature: bool = True,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        logit_bias: float | None = None,
     ) -> None:
         super().__init__()
-        if "config" not in text_tower:
-            raise ValueError(
-                f"text_tower needs a transformers 'config', got keys {sorted(text_tower)}"
-            )
         vit_size = image_tower.get("config", {}).get("image_size", image_size)
-        if image_tower.get("kind") == "vit" and vit_size != image_size:
+        if image_tower.get("kind") in ("vit", "pooled") and vit_size != image_size:
             raise ValueError(
                 f"the ViT is configured for {vit_size}px images but image_size is {image_size}"
             )
         self.image = build_image_tower(image_tower, embed_dim, freeze_image)
-        text_kwargs = {k: v for k, v in text_tower.items() if k != "config"}
-        self.text = TextTower(
-            text_tower["config"], embed_dim=embed_dim, frozen=freeze_text, **text_kwargs
-        )
+        self.text = build_text_tower(text_tower, embed_dim, freeze_text)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         log_scale = torch.tensor(math.log(1.0 / temperature))
@@ -115,6 +129,12 @@ class DualEncoder(
             self.log_logit_scale = nn.Parameter(log_scale)
         else:
             self.register_buffer("log_logit_scale", log_scale)
+        if logit_bias is None:
+            self.logit_bias = None
+        elif learn_temperature:
+            self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias)))
+        else:
+            self.register_buffer("logit_bias", torch.tensor(float(logit_bias)))
         self.embed_dim, self.image_size = embed_dim, image_size
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.tokenizer = None

@@ -17,6 +17,14 @@ from multicon.encoders.tokenization import (
 class DualEncoderArgs:
     """Command-line flags that choose the towers, the tokenizer and the negatives."""
 
+    pretrained: str = field(
+        default="",
+        metadata={
+            "help": "A transformers CLIPModel or SiglipModel folder to fine-tune: its towers, "
+            "projections, logit scale (and bias), tokenizer and image size/mean/std replace "
+            "the tower flags (multicon.encoders.pretrained)."
+        },
+    )
     image_arch: str = field(
         default="resnet18",
         metadata={"help": "resnet18/34/50/101 or vit (from the --vit_* config)."},
@@ -49,10 +57,11 @@ class DualEncoderArgs:
     freeze_image: bool = False
     freeze_text: bool = False
     loss: str = field(
-        default="infonce",
+        default="",
         metadata={
             "help": "infonce (CLIP: symmetric softmax over the batch) or siglip (Zhai et al. "
-            "2023: a sigmoid per image-text pair with a learned bias; in-batch keys only)."
+            "2023: a sigmoid per image-text pair with a learned bias; in-batch keys only); "
+            "'' (default): infonce, or with --pretrained the model's own."
         },
     )
     temperature: float | None = field(
@@ -109,6 +118,9 @@ class DualEncoderArgs:
             )
         if self.queue_size < 0:
             raise ValueError(f"--queue_size must be >= 0, got {self.queue_size}")
+        if self.pretrained:
+            _check_pretrained(self)
+        self.loss = self.loss or "infonce"
         if self.loss not in LOSSES:
             raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.loss == "siglip":
@@ -144,6 +156,20 @@ def _check_siglip(args: DualEncoderArgs) -> None:
             f"--loss siglip scores the batch's own image-text pairs; it has no momentum or "
             f"feature queues: drop {', '.join(given)} (or use --loss infonce)"
         )
+
+
+def _check_pretrained(args: DualEncoderArgs) -> None:
+    """--pretrained brings both towers and the tokenizer: refuse flags naming others, and take
+    the model's own loss unless --loss names one."""
+    from multicon.encoders.pretrained import pretrained_loss
+
+    given = [f"--{n}" for n in ("text_model", "image_weights", "tokenizer") if getattr(args, n)]
+    if given:
+        raise ValueError(
+            f"--pretrained {args.pretrained} brings both towers and its tokenizer: drop "
+            f"{', '.join(given)}"
+        )
+    args.loss = args.loss or pretrained_loss(args.pretrained)
 
 
 def _divides(value: int, name: str, by: int, by_name: str) -> None:
@@ -204,7 +230,8 @@ def build_dual_encoder(
     """The `DualEncoder` (with its tokenizer) that ``args`` describe.
 
     The tokenizer is ``args.tokenizer``, else the pretrained text model's, else a sentencepiece
-    model trained on ``captions``.
+    model trained on ``captions``. ``args.pretrained`` loads a transformers ``CLIPModel`` or
+    ``SiglipModel`` folder instead (`multicon.encoders.pretrained.load_pretrained`).
 
     Example:
         >>> args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
@@ -212,6 +239,16 @@ def build_dual_encoder(
         >>> model.encode_text(["a red circle"]).shape
         torch.Size([1, 16])
     """
+    if args.pretrained:
+        from multicon.encoders.pretrained import load_pretrained
+
+        return load_pretrained(
+            args.pretrained,
+            max_length=max_length,
+            freeze_image=args.freeze_image,
+            freeze_text=args.freeze_text,
+            learn_temperature=args.learn_temperature,
+        )
     if args.tokenizer or args.text_model:
         tokenizer = load_tokenizer(args.tokenizer or args.text_model, max_length=max_length)
     else:

@@ -33,7 +33,7 @@ class SmallConvEncoder(
         (torch.Size([2, 16]), torch.Size([2, 32]))
     """
 
-    example_input = "torch.rand(2, model.in_channels, 28, 28)"  # for the model card
+    example_input = "torch.rand(2, model.in_channels, 8, 8)"  # 8x8 digits; for the model card
 
     def __init__(
         self, in_channels: int = 1, width: int = 32, proj_dim: int = 64, proj_hidden_dim: int = 128

@@ -1,8 +1,10 @@
 """Model cards for multicon runs, built with `huggingface_hub.ModelCard`.
 
 The card's YAML header carries ``library_name: multicon``, the method tags, the datasets, the
-license and a ``model-index`` with every evaluated metric (so the Hub shows them on the model
-page); the body has a usage snippet, the training hyperparameters and the results table.
+license and a ``model-index`` with every evaluated metric, one entry per task and dataset (so the
+Hub shows them on the model page); the body says what the model was trained with, the inputs it
+expects (`preprocessing`), a usage snippet, the results table (with the random-initialisation
+baseline beside each trained score) and the training hyperparameters.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ Trained with multicon
 {%- if method_tags %} ({{ method_tags | join(", ") }}){% endif %}
 {%- if datasets %} on {{ datasets | join(", ") }}{% endif %}.
 
-## Usage
+{% if preprocessing %}## Preprocessing
+
+| input | value |
+|---|---|
+{% for name, value in preprocessing %}| {{ name }} | {{ value }} |
+{% endfor %}
+{% endif %}## Usage
 
 ```python
 {{ usage }}
@@ -48,9 +56,14 @@ Loading reads `model.safetensors` and `config.json` only; no pickled file is eve
 
 {% if results %}## Evaluation results
 
-| task | dataset | split | metric | value |
+{% if baseline %}"{{ baseline_label }}" is {{ baseline_note }}: the score the training added is the
+difference.
+
+| task | dataset | split | metric | value | {{ baseline_label }} |
+|---|---|---|---|---|---|
+{% else %}| task | dataset | split | metric | value |
 |---|---|---|---|---|
-{% for row in results %}| {{ row | join(" | ") }} |
+{% endif %}{% for row in results %}| {{ row | join(" | ") }} |
 {% endfor %}
 {% endif %}{% if hyperparameters %}## Training hyperparameters
 
@@ -80,6 +93,11 @@ def build_model_card(
     pipeline_tag: str | None = None,
     base_model: str | None = None,
     description: str | None = None,
+    baseline: Mapping[str, float] | Sequence[EvalResult] | None = None,
+    preprocessing: Mapping[str, Any] | None = None,
+    baseline_label: str = "random init",
+    baseline_note: str = "the same evaluation of the untrained model (the same architecture and "
+    "seed, before the first step)",
 ) -> ModelCard:
     """A `ModelCard` for a trained multicon model.
 
@@ -93,8 +111,21 @@ def build_model_card(
             ``split``) or `EvalResult`s for full control.
         hyperparameters: a mapping, a dataclass (e.g. the recipe's `TrainConfig`) or a list of
             them; names that look like secrets (``hub_token``) are left out.
-        usage: Python source for the usage section (default: the class's `usage_example`).
+        usage: Python source for the usage section (default: with ``preprocessing`` and a
+            class that has ``features``, `image_usage_snippet`; else the class's
+            `usage_example`).
         repo_id: where the model lives (default: ``path/to/this/folder`` in the snippet).
+        description: what the model is and the loss it was trained with (the recipes say it;
+            the default names only the class).
+        baseline: the same evaluations of the random-initialised model, shown beside each
+            trained score (``metrics``' shape: a mapping keyed by metric, or `EvalResult`s
+            matched on task, dataset, split and metric). Never in the ``model-index``.
+        baseline_label, baseline_note: the baseline column's title and what it measured (a
+            fine-tuned pretrained model: "before fine-tuning", the pretrained model's scores).
+        preprocessing: the inputs the model expects, stated in a table: ``input_size`` (side
+            in pixels), ``channels``, ``scaling`` (how pixels become floats), ``mean``,
+            ``std``, ``feature_dim`` (what ``model.features`` gives); other keys are shown as
+            given.
 
     Example:
         >>> card = build_model_card(model_name="demo", method_tags=["simclr"],
@@ -106,6 +137,7 @@ def build_model_card(
     method_tags = list(method_tags)
     hparams = public_hyperparameters(hyperparameters)
     results = _eval_results(metrics, datasets, task, split)
+    before = _baseline_values(_eval_results(baseline, datasets, task, split), results)
     if results and not datasets:
         datasets = sorted({r.dataset_type for r in results})
     tags = ["contrastive-learning", *method_tags]
@@ -117,7 +149,9 @@ def build_model_card(
         if model_class is None:
             raise ValueError("pass usage= (Python source) or the model_class")
         where = repo_id or "path/to/this/folder"
-        if hasattr(model_class, "usage_example"):
+        if preprocessing and hasattr(model_class, "features"):
+            usage = image_usage_snippet(model_class, where, preprocessing)
+        elif hasattr(model_class, "usage_example"):
             usage = model_class.usage_example(where)
         else:
             usage = usage_snippet(model_class, where)
@@ -140,7 +174,11 @@ def build_model_card(
         method_tags=method_tags,
         datasets=datasets,
         usage=usage.strip(),
-        results=[_result_row(r) for r in results],
+        results=[_result_row(r, before) for r in results],
+        baseline=bool(before),
+        baseline_label=baseline_label,
+        baseline_note=baseline_note,
+        preprocessing=_preprocessing_rows(preprocessing or {}),
         hyperparameters=[(_cell(k), _cell(v if v != "" else "''")) for k, v in hparams.items()],
         versions=_versions(),
     )
@@ -189,6 +227,90 @@ def usage_snippet(model_class: type, repo_id: str, example_input: str | None = N
             "print(embeddings.shape)",
         ]
     return "\n".join(lines)
+
+
+def image_usage_snippet(model_class: type, repo_id: str, preprocessing: Mapping[str, Any]) -> str:
+    """Source that loads an image model, prepares a batch as ``preprocessing`` says (size,
+    channels, mean/std) and takes ``model.features``: the representation kNN and linear probes
+    measure, not the projection the loss was trained on.
+
+    Example:
+        >>> src = image_usage_snippet(ModelCard, "me/m", {"input_size": 8, "channels": 1})
+        >>> src.splitlines()[4]
+        'images = torch.rand(2, 1, 8, 8)  # 2 images of 8x8 pixels, 1 channel, values in [0, 1]'
+    """
+    size, channels = _positive(preprocessing, "input_size"), _positive(preprocessing, "channels")
+    name = model_class.__name__
+    lines = ["import torch", f"from {_public_module(model_class)} import {name}", ""]
+    lines.append(f'model = {name}.from_pretrained("{repo_id}")')
+    lines.append(
+        f"images = torch.rand(2, {channels}, {size}, {size})  # 2 images of {size}x{size} "
+        f"pixels, {channels} channel{'s' if channels > 1 else ''}, values in [0, 1]"
+    )
+    mean, std = preprocessing.get("mean"), preprocessing.get("std")
+    if mean is not None and std is not None and _normalises(mean, std):
+        lines += [
+            "# normalised with the mean and std the model was trained and evaluated with",
+            f"mean = torch.tensor({_floats(mean)}).view(1, -1, 1, 1)",
+            f"std = torch.tensor({_floats(std)}).view(1, -1, 1, 1)",
+            "inputs = (images - mean) / std",
+        ]
+    else:
+        lines.append("inputs = images  # no mean/std normalisation")
+    lines += [
+        "with torch.no_grad():",
+        "    features = model.features(inputs)  # the features the kNN score was measured on",
+    ]
+    dim = preprocessing.get("feature_dim")
+    shape = f"  # torch.Size([2, {dim}])" if dim else ""
+    lines.append(f"print(features.shape){shape}")
+    return "\n".join(lines)
+
+
+def _positive(preprocessing: Mapping[str, Any], key: str) -> int:
+    value = preprocessing.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"preprocessing[{key!r}] must be a positive int, got {value!r}")
+    return value
+
+
+def _normalises(mean: Sequence[float], std: Sequence[float]) -> bool:
+    return any(m != 0 for m in mean) or any(s != 1 for s in std)
+
+
+def _floats(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{float(v):g}" for v in values) + "]"
+
+
+def _preprocessing_rows(preprocessing: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The card's preprocessing table: known keys in words, others as given."""
+    rows = []
+    known = {"input_size", "channels", "scaling", "mean", "std", "feature_dim"}
+    if "input_size" in preprocessing:
+        size, channels = preprocessing["input_size"], preprocessing.get("channels")
+        shown = f"{size}x{size} pixels"
+        if channels:
+            shown += f", {channels} channel{'s' if channels > 1 else ''}"
+        rows.append(("input size", shown))
+    if "scaling" in preprocessing:
+        rows.append(("pixel values", str(preprocessing["scaling"])))
+    mean, std = preprocessing.get("mean"), preprocessing.get("std")
+    if mean is not None and std is not None:
+        if _normalises(mean, std):
+            rows += [("mean", _floats(mean)), ("std", _floats(std))]
+        else:
+            rows.append(("mean / std", "none (inputs are not normalised)"))
+    if preprocessing.get("feature_dim"):
+        rows.append(
+            (
+                "output",
+                f"`model.features(x)`: {preprocessing['feature_dim']} numbers per image, the "
+                "backbone features the kNN score was measured on; `model(x)` is the projection "
+                "the loss was computed on",
+            )
+        )
+    rows += [(str(k), str(v)) for k, v in preprocessing.items() if k not in known]
+    return [(_cell(k), _cell(v)) for k, v in rows]
 
 
 def _public_module(cls: type) -> str:
@@ -273,16 +395,40 @@ def _eval_results(
 
 
 def _default_description(model_class: type | None) -> str:
+    # the loss is the recipe's to state: a default that named one was wrong for the others
     if model_class is None:
-        return "Embeddings trained by contrast (InfoNCE)."
-    return f"A `{model_class.__name__}` trained by contrast (InfoNCE)."
+        return "Embeddings trained with multicon."
+    return f"A `{model_class.__name__}` trained with multicon."
 
 
-def _result_row(result: EvalResult) -> list[str]:
-    value = result.metric_value
-    shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-    cells = [result.task_type, result.dataset_name, result.dataset_split or "", result.metric_type]
-    return [_cell(c) for c in cells] + [shown]
+def _result_key(result: EvalResult) -> tuple:
+    return (result.task_type, result.dataset_type, result.dataset_split, result.metric_type)
+
+
+def _baseline_values(baseline: list[EvalResult], results: list[EvalResult]) -> dict[tuple, float]:
+    """Random-init values keyed like ``results``; one with no trained score is an error."""
+    values = {_result_key(r): r.metric_value for r in baseline}
+    unmatched = values.keys() - {_result_key(r) for r in results}
+    if unmatched:
+        raise ValueError(f"baseline scores with no trained score beside them: {sorted(unmatched)}")
+    return values
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _result_row(result: EvalResult, baseline: Mapping[tuple, float]) -> list[str]:
+    metric = result.metric_type
+    if result.metric_name and result.metric_name != metric:
+        metric = f"{result.metric_name} (`{metric}`)"
+    dataset = result.dataset_name or result.dataset_type
+    cells = [result.task_name or result.task_type, dataset, result.dataset_split or "", metric]
+    row = [_cell(c) for c in cells] + [_shown(result.metric_value)]
+    if baseline:
+        before = baseline.get(_result_key(result))
+        row.append("" if before is None else _shown(before))
+    return row
 
 
 def _cell(value: Any) -> str:

@@ -22,6 +22,54 @@ REQUIRED_FILES = ("model.safetensors", "config.json", "README.md")
 # Never uploaded from a run folder: training state and pickles (the Hub copy is for users).
 PUSH_IGNORE = ["checkpoint*", "checkpoint*/**", "*.pt", "*.pth", "*.bin", "*.pkl", "*.ckpt"]
 PUSH_IGNORE += ["**/__pycache__/**", ".cache/**"]
+# The one ``.bin`` a run folder shares: word2vec's vectors in the C binary format (gensim and
+# word2vec load it), uploaded only when its header says it is one, never a renamed pickle.
+WORD2VEC_BINARY = "vectors.bin"
+
+
+def is_word2vec_binary(path: str | Path) -> bool:
+    """Whether ``path`` starts as the word2vec C format does: ``"<words> <dim>\\n"`` in ASCII
+    digits (a pickle or a zip, torch's format, starts otherwise).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = Path(folder, "vectors.bin")
+        ...     _ = path.write_bytes(b"3 100\\nthe ...")
+        ...     good = is_word2vec_binary(path)
+        ...     _ = path.write_bytes(b"\\x80\\x04\\x95 pickle")
+        ...     good, is_word2vec_binary(path)
+        (True, False)
+    """
+    with open(path, "rb") as f:
+        head = f.read(64).split(b"\n", 1)[0].split(b" ")
+    return len(head) == 2 and all(part.isdigit() for part in head)
+
+
+def push_ignore_patterns(folder: str | Path) -> list[str]:
+    """`PUSH_IGNORE` for ``folder``: every ``*.bin`` but a word2vec-format ``vectors.bin`` at
+    its top (fnmatch has no "except", so the ``.bin`` files are named one by one).
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = Path(folder, "vectors.bin").write_bytes(b"3 100\\n")
+        ...     _ = Path(folder, "optimizer.bin").write_bytes(b"\\x80\\x04")
+        ...     [p for p in push_ignore_patterns(folder) if "bin" in p]
+        ['optimizer.bin']
+    """
+    folder = Path(folder)
+    patterns = [p for p in PUSH_IGNORE if p != "*.bin"]
+    for path in sorted(folder.rglob("*.bin")):
+        relative = path.relative_to(folder).as_posix()
+        if relative != WORD2VEC_BINARY or not is_word2vec_binary(path):
+            patterns.append(glob_escape(relative))
+    return patterns
+
+
+def glob_escape(name: str) -> str:
+    """``name`` as an fnmatch pattern that matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def check_repo_id(repo_id: str, *, or_folder: bool = False) -> None:
@@ -102,7 +150,8 @@ def push_folder(
     """Create ``repo_id`` if needed and upload a saved run folder to it in one commit.
 
     The folder must hold what `save_run` writes (``model.safetensors``, ``config.json``,
-    ``README.md``); checkpoints and pickles in it are skipped.
+    ``README.md``); checkpoints and pickles in it are skipped (`push_ignore_patterns`: a
+    word2vec ``vectors.bin`` is the one ``.bin`` uploaded).
 
     Args:
         folder: the run folder.
@@ -135,7 +184,7 @@ def push_folder(
             folder_path=folder,
             commit_message=commit_message,
             revision=revision,
-            ignore_patterns=PUSH_IGNORE,
+            ignore_patterns=push_ignore_patterns(folder),
         )
 
 

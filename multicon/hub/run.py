@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,29 @@ class HubArgs:
     def push(self, folder: str | Path) -> str | None:
         """Upload ``folder`` when ``--push_to_hub`` was given; the commit URL (else ``None``)."""
         return maybe_push(folder, self.push_to_hub, private=self.hub_private or None)
+
+    def push_outcome(self, folder: str | Path) -> dict[str, str] | None:
+        """`push`, for the end of a recipe: a failed upload neither loses the trained model
+        nor stops the summary from being written. Returns ``None`` without ``--push_to_hub``,
+        ``{"repo_id", "commit"}`` after an upload, and ``{"repo_id", "error"}`` after a failure,
+        which is also printed as one line on stderr (the folder stays, to push again with
+        ``tools/push_to_hub.py``).
+
+        Example:
+            >>> HubArgs().push_outcome("runs/x") is None
+            True
+        """
+        if not self.push_to_hub:
+            return None
+        outcome = {"repo_id": self.push_to_hub}
+        try:
+            commit = self.push(folder)
+        except Exception as error:  # noqa: BLE001 (any failure: the run's results come first)
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            print(
+                f"push_to_hub: upload of {folder} to {self.push_to_hub} failed: {message} "
+                "(the model is kept there; push it again with tools/push_to_hub.py)",
+                file=sys.stderr,
+            )
+            return {**outcome, "error": message}
+        return {**outcome, "commit": commit} if commit else None

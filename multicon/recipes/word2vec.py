@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from huggingface_hub import EvalResult
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig, Trainer, methods, native
@@ -246,6 +247,75 @@ def analogy_sections(model: Word2Vec, args: EvalArgs) -> dict[str, float | None]
     return {name: _rounded(acc) for name, acc in r.section_accuracy().items()}
 
 
+# The standard evaluation files by name: the card files each score under its own dataset.
+EVAL_DATASETS = {
+    "questions-words.txt": ("google-analogy", "Google analogy test set (questions-words)"),
+    "wordsim353.tsv": ("wordsim353", "WordSim-353"),
+    "simlex999.txt": ("simlex999", "SimLex-999"),
+}
+
+
+def eval_results(scores: dict[str, float | int | None], args: EvalArgs) -> list[EvalResult]:
+    """The model card's results: analogy accuracy and similarity ρ, each under the evaluation
+    file it was measured on (never the training corpus), with how much of it was covered."""
+    results = []
+    for key, path, task, metric in (
+        ("analogy", args.analogies, ("word-analogy", "Word analogy (3CosAdd)"), "accuracy"),
+        ("ws353", args.wordsim, ("word-similarity", "Word similarity"), "spearman"),
+        ("simlex999", args.simlex, ("word-similarity", "Word similarity"), "spearman"),
+    ):
+        if not path or scores.get(key) is None:
+            continue
+        name = Path(path).name
+        dataset_type, dataset_name = EVAL_DATASETS.get(name, (Path(path).stem, name))
+        if key == "analogy":
+            covered = (
+                f"analogy accuracy, {scores['analogy_answered']} questions answered "
+                f"({scores['analogy_oov']} out of vocabulary; top {args.restrict_vocab} words)"
+            )
+        else:
+            covered = f"Spearman rho, {scores[f'{key}_pairs']} pairs ({scores[f'{key}_oov']} OOV)"
+        results.append(
+            EvalResult(
+                task_type=task[0],
+                task_name=task[1],
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                metric_type=metric,
+                metric_name=covered,
+                metric_value=float(scores[key]),
+            )
+        )
+    return results
+
+
+def loss_description(kernel: str, args: Word2VecArgs) -> str:
+    """The card's statement of what trained the vectors: the sigmoid (SGNS) loss, and how."""
+    sgns = (
+        f"Word vectors ({args.dim} dimensions) trained by skip-gram with negative sampling "
+        f"(SGNS, word2vec): the sigmoid (logistic) loss of each (word, context word) pair within "
+        f"a window of {args.window}, against noise words drawn from the unigram distribution "
+        f"to the power {args.ns_exponent}"
+    )
+    if kernel == "fused":
+        return (
+            f"{sgns}, {args.negative} per pair, with word2vec's own per-pair SGD updates (the "
+            "fused kernel: C on a CPU, Triton on a GPU). The vectors are the input table."
+        )
+    if args.shared_negatives:
+        noise = (
+            f"{args.shared_negatives} noise words shared by each group of "
+            f"{args.noise_group or 'the batch'} pairs, weighted {args.negative}/"
+            f"{args.shared_negatives}"
+        )
+    else:
+        noise = f"{args.negative} per pair"
+    return (
+        f"{sgns}: {noise}, computed in batches by the engine's tensor step (the torch kernel). "
+        "The vectors are the input table."
+    )
+
+
 def resolve_kernel(kernel: str, args: Word2VecArgs) -> str:
     """'fused' or 'torch' for ``kernel``: 'auto' takes the fused loop for a CPU run it can serve
     (one process, or hogwild; no row_clip) when a C compiler is found."""
@@ -376,6 +446,9 @@ def train(
     def evaluate(_) -> dict[str, float]:  # trackers take numbers: leave out what was not measured
         return {k: v for k, v in word_scores(w2v, eval_args).items() if v is not None}
 
+    # the random-init vectors' scores, the card's baseline (each process, before any trains)
+    random_init = word_scores(w2v, eval_args)
+
     trainer = Trainer(model, pairs, config, step=step, optimizer=optimizer, evaluate=evaluate)
     t1 = time.perf_counter()
     result = trainer.fit()
@@ -390,12 +463,10 @@ def train(
             model_name=f"word2vec-{Path(data.corpus).name.split('.')[0]}-{w2v_args.dim}d",
             method_tags=["word2vec", "skip-gram", "negative-sampling"],
             datasets=[data.corpus if not Path(data.corpus).is_file() else Path(data.corpus).name],
-            metrics={
-                k: v
-                for k, v in scores.items()
-                if k in ("analogy", "ws353", "simlex999") and v is not None
-            },
-            hyperparameters={**asdict(data), **asdict(w2v_args)},
+            metrics=eval_results(scores, eval_args),
+            baseline=eval_results(random_init, eval_args),
+            description=loss_description(kernel, w2v_args),
+            hyperparameters=[data, w2v_args, {"kernel_used": kernel}, eval_args, config],
         )
         # in the model folder, so the Hub repo also loads in gensim / word2vec C
         w2v.save_word2vec_format(out / "model" / "vectors.bin", binary=True)
@@ -413,6 +484,7 @@ def train(
         "final_loss": result.loss,
         **scores,
         "analogy_sections": analogy_sections(w2v, eval_args),
+        "random_init": random_init,
     }
 
 
@@ -443,7 +515,8 @@ def main(argv: list[str] | None = None) -> dict:
     figures = train(data, w2v_args, eval_args, config, cache.grad_cache_chunk)
     if not figures.pop("main_process"):
         return figures
-    figures["hub_commit"] = hub.push(Path(config.output_dir) / "model")
+    figures["push"] = hub.push_outcome(Path(config.output_dir) / "model")  # failure: recorded
+    figures["hub_commit"] = (figures["push"] or {}).get("commit")
     report = {
         "command": " ".join(["python", *sys.argv]),
         "corpus": asdict(data),
