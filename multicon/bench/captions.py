@@ -50,6 +50,10 @@ class BenchArgs:
         },
     )
     multicon: bool = field(default=True, metadata={"help": "false: time open_clip only."})
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile each tower (multicon) and the model (open_clip)."},
+    )
 
 
 def synthetic_batch(args: BenchArgs, image_size: int, vocab_size: int, device) -> PairBatch:
@@ -97,6 +101,9 @@ def bench_multicon(model_args: DualEncoderArgs, args: BenchArgs, device) -> dict
     )
     vocab = model.text.backbone.config.vocab_size
     cm = build_contrastive_model(model, model_args).to(device).train()
+    if args.compile:  # in place: the method's modules keep holding the towers
+        model.image.compile()
+        model.text.compile()
     opt = build_optimizer(cm, "adamw", args.lr, weight_decay=0.05)  # the clip recipe's
     batch = synthetic_batch(args, model_args.image_size, vocab, device)
     autocast = args.mixed_precision == "bf16"
@@ -117,6 +124,8 @@ def bench_open_clip(args: BenchArgs, image_size: int, device) -> dict[str, float
     import open_clip
 
     model = open_clip.create_model(args.open_clip_model, pretrained=None).to(device).train()
+    if args.compile:
+        model.compile()
     loss_fn = open_clip.ClipLoss()
     opt = torch.optim.AdamW(
         model.parameters(), lr=args.lr, fused=args.open_clip_fused_adamw or None
@@ -129,9 +138,9 @@ def bench_open_clip(args: BenchArgs, image_size: int, device) -> dict[str, float
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            image_features = model.encode_image(images, normalize=True)
-            text_features = model.encode_text(texts, normalize=True)
-            loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+            # forward: encode_image + encode_text, normalised, and exp(logit_scale)
+            image_features, text_features, scale = model(images, texts)[:3]
+            loss = loss_fn(image_features, text_features, scale)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
