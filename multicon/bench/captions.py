@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -74,14 +75,18 @@ def time_steps(step, args: BenchArgs, device: torch.device) -> dict[str, float]:
     for _ in range(args.warmup):
         step()
     _sync(device)
-    start = time.perf_counter()
+    each = []  # each step's time too: on a shared machine the median resists a busy spell
     for _ in range(args.steps):
+        start = time.perf_counter()
         step()
-    _sync(device)
-    seconds = time.perf_counter() - start
+        _sync(device)
+        each.append(time.perf_counter() - start)
+    seconds = sum(each)
     return {
-        "samples_per_s": round(args.steps * args.batch_size / seconds, 1),
+        "samples_per_s": round(args.steps * args.batch_size / seconds, 2),
         "step_ms": round(1000 * seconds / args.steps, 1),
+        "step_ms_median": round(1000 * statistics.median(each), 1),
+        "step_ms_each": [round(1000 * t, 1) for t in each],
     }
 
 
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None, prog: str = "multicon bench captions") -
         try:
             result["open_clip"] = bench_open_clip(args, model_args.image_size, device)
             if args.multicon:
-                ratio = result["multicon"]["samples_per_s"] / result["open_clip"]["samples_per_s"]
+                ratio = result["open_clip"]["step_ms"] / result["multicon"]["step_ms"]
                 result["speedup_vs_open_clip"] = round(ratio, 3)
         except ImportError:
             result["open_clip"] = "not installed (pip install open_clip_torch)"
