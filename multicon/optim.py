@@ -207,6 +207,14 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
+def _fusable(groups: list[dict]) -> bool:
+    """Whether torch's fused AdamW kernel takes these parameters: dense floating-point tensors
+    on the CPU or a CUDA device. It updates each tensor in one pass; the default CPU loop
+    makes about ten (sqrt, lerp, addcmul, ...), a quarter of a ViT-B/32 CLIP step on the CPU."""
+    params = [p for g in groups for p in g["params"]]
+    return all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+
+
 def build_optimizer(
     model: nn.Module,
     name: str,
@@ -216,7 +224,7 @@ def build_optimizer(
     row_clip: float = 0.0,
 ) -> torch.optim.Optimizer:
     """AdamW, SGD (Nesterov-free, with momentum) or LARS over the model's trainable parameters
-    (``row_clip``: see `SGD`)."""
+    (``row_clip``: see `SGD`). AdamW uses torch's fused kernel where it can (`_fusable`)."""
     groups = parameter_groups(model, weight_decay)
     if not any(g["params"] for g in groups):
         raise ValueError("the model has no trainable parameters")
@@ -225,7 +233,7 @@ def build_optimizer(
     if name == "adamw":
         for g in groups:
             g.pop("lars_exclude", None)
-        return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.AdamW(groups, lr=lr, fused=_fusable(groups) or None)
     if name == "sgd":
         for g in groups:
             g.pop("lars_exclude", None)

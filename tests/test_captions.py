@@ -323,6 +323,17 @@ def test_group_norm_image_tower_is_batch_independent_and_round_trips(tmp_path, t
         tower_specs(vit_args, vocab_size=len(tokenizer), max_length=16)
 
 
+def test_scratch_text_tower_has_no_dropout_as_clips(tokenizer):
+    """CLIP's text transformer has no dropout: a training-mode text tower built from the flags
+    gives the same embedding twice (BERT's default 0.1 would draw new masks each pass)."""
+    args = DualEncoderArgs(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
+    _, text = tower_specs(args, vocab_size=len(tokenizer), max_length=16)
+    model = DualEncoder({"kind": "resnet", "arch": "resnet18"}, text, embed_dim=16)
+    model.train()
+    tokens = dict(tokenizer(CAPTIONS[:3], padding=True, return_tensors="pt"))
+    torch.testing.assert_close(model.encode_text(tokens), model.encode_text(tokens))
+
+
 def test_frozen_tower_stays_locked_and_in_eval_mode(tokenizer):
     model = tiny_dual(tokenizer, freeze_text=True).train()
     assert not model.text.backbone.training and model.image.backbone.training

@@ -79,3 +79,24 @@ def test_max_steps_stops_mid_epoch_and_can_continue(tmp_path):
     assert result.global_step == 6
     state = torch.load(latest_checkpoint(tmp_path / "checkpoints") / "state.pt", weights_only=True)
     assert state["position"] == {"epoch": 1, "step_in_epoch": 2, "global_step": 6}
+
+
+def test_adamw_is_torchs_fused_kernel_with_the_loop_kernels_steps():
+    """build_optimizer's AdamW takes torch's fused kernel on the CPU (one pass per tensor, not
+    the loop's ten), and its steps are the loop's to float rounding."""
+    from multicon.optim import build_optimizer, parameter_groups
+
+    models = [small_model(), small_model()]
+    fused = build_optimizer(models[0], "adamw", 1e-2, weight_decay=0.05)
+    loop = torch.optim.AdamW(parameter_groups(models[1], 0.05), lr=1e-2)
+    assert all(g["fused"] for g in fused.param_groups)
+    assert not any(g["fused"] for g in loop.param_groups)
+    x = torch.randn(8, 64)
+    for _ in range(3):
+        for model, opt in zip(models, (fused, loop), strict=True):
+            z = model.directions[0].query(x)
+            (z.square().mean() + model.loss.log_logit_scale).backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(models[0].parameters(), models[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

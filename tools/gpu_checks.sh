@@ -56,6 +56,18 @@ check clip_vit_b32 $PY tools/bench_captions.py --image_arch vit --vit_patch_size
     --open_clip_model ViT-B-32
 check clip_rn50 $PY tools/bench_captions.py --image_arch resnet50 "${text[@]}" --embed_dim 1024 \
     "${clip[@]}" --open_clip_model RN50
+# issue 24: the same with torch.compile on both sides (multicon's towers, open_clip's model) and
+# with open_clip on the fused AdamW that multicon's build_optimizer uses. Target: >= 1.2x.
+compiled=(--compile)
+[ "${SMOKE:-0}" = 1 ] && compiled=()  # inductor needs minutes on a CPU: the smoke run skips it
+check clip_vit_b32_compile $PY tools/bench_captions.py --image_arch vit --vit_patch_size 32 \
+    --vit_width 768 --vit_depth 12 --vit_heads 12 "${text[@]}" --embed_dim 512 "${clip[@]}" \
+    --open_clip_model ViT-B-32 "${compiled[@]}"
+check clip_vit_b32_oc_fused $PY tools/bench_captions.py --image_arch vit --vit_patch_size 32 \
+    --vit_width 768 --vit_depth 12 --vit_heads 12 "${text[@]}" --embed_dim 512 "${clip[@]}" \
+    --open_clip_model ViT-B-32 --open_clip_fused_adamw --multicon false
+check clip_rn50_compile $PY tools/bench_captions.py --image_arch resnet50 "${text[@]}" \
+    --embed_dim 1024 "${clip[@]}" --open_clip_model RN50 "${compiled[@]}"
 
 # issue 5, what is left: the fused kernel with 8x fewer programs, the other batched settings
 check w2v_fused_gpu_ppp256 $PY tools/bench_word2vec.py "${words[@]}" "${eval[@]}" "${fused[@]}" \
