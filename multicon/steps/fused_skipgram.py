@@ -207,13 +207,27 @@ class FusedSkipGram(FusedSGDStep):
         Returns the summed loss, each pair scored as it met the tables.
         """
         inp = self.word2vec.input_embeddings.weight
-        out = self.word2vec.output_embeddings.weight
         if inp.device.type != "cpu":
             return self._gpu_step(batch, lr, noise)
         centre, context = self._ids(batch.query, "query"), self._ids(batch.key, "key")
+        return self._c_step(_library().mc_sgns_step, "fused skip-gram", centre, context, lr, noise)
+
+    def _c_step(
+        self,
+        kernel,
+        name: str,
+        centre: torch.Tensor,
+        context: torch.Tensor,
+        lr: float,
+        noise: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """One call of a C step (``mc_sgns_step``, ``mc_hogbatch_step``: the same signature)
+        on the CPU tables; returns the summed loss."""
+        inp = self.word2vec.input_embeddings.weight
+        out = self.word2vec.output_embeddings.weight
         if noise is not None:
             noise = self._check_noise(self._ids(noise, "noise"), len(centre))
-        loss = _library().mc_sgns_step(
+        loss = kernel(
             inp.data_ptr(),
             out.data_ptr(),
             inp.shape[1],
@@ -230,7 +244,7 @@ class FusedSkipGram(FusedSGDStep):
             self.threads or torch.get_num_threads(),
         )
         if loss == -1.0:
-            raise MemoryError("the fused skip-gram step could not allocate its work buffers")
+            raise MemoryError(f"the {name} step could not allocate its work buffers")
         return torch.tensor(loss)
 
     def _gpu_step(self, batch: PairBatch, lr: float, noise: torch.Tensor | None) -> torch.Tensor:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from multicon.pairs.base import PairBatch
-from multicon.steps.fused_skipgram import _F32, _I64, _P, _U64, FusedSkipGram, _library, _seed
+from multicon.steps.fused_skipgram import _F32, _I64, _P, _U64, FusedSkipGram, _library
 
 
 @functools.cache
@@ -106,24 +106,6 @@ class HogBatchSkipGram(FusedSkipGram):
             raise ValueError(
                 f"query and key must pair up: {len(centre)} centre ids, {len(context)} context ids"
             )
-        if noise is not None:
-            noise = self._check_noise(self._ids(noise, "noise"), len(centre))
-        loss = _hogbatch().mc_hogbatch_step(
-            inp.data_ptr(),
-            out.data_ptr(),
-            inp.shape[1],
-            centre.data_ptr(),
-            context.data_ptr(),
-            len(centre),
-            None if noise is None else noise.data_ptr(),
-            self.negative,
-            self._prob.data_ptr(),
-            self._alias.data_ptr(),
-            len(self._prob),
-            float(lr),
-            _seed(),
-            self.threads or torch.get_num_threads(),
+        return self._c_step(
+            _hogbatch().mc_hogbatch_step, "HogBatch skip-gram", centre, context, lr, noise
         )
-        if loss == -1.0:
-            raise MemoryError("the HogBatch skip-gram step could not allocate its work buffers")
-        return torch.tensor(loss)
