@@ -15,13 +15,8 @@ binary format.
     ACCELERATE_USE_CPU=true torchrun --nproc_per_node 2 recipes/word2vec_text8.py --corpus ...
 """
 
-import os
-
-# Read by PyTorch at its first allocation, so set before torch (and multicon) is imported:
-# see "Huge pages" in docs/word2vec.md.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-
-from multicon.recipes.word2vec import main  # noqa: E402
+# the module sets THP_MEM_ALLOC_ENABLE before torch is first imported (docs/word2vec.md)
+from multicon.recipes.word2vec import main
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import HUGE_PAGES_CHECK
 
 from multicon.text import Word2Vec, load_word2vec_format
 
@@ -93,18 +94,8 @@ def test_recipe_asks_for_huge_pages_before_torch_allocates():
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("r", {str(ROOT / "recipes/word2vec_text8.py")!r})
 spec.loader.exec_module(sys.modules.setdefault("r", importlib.util.module_from_spec(spec)))
-import torch
-x = torch.empty(8 << 20)
-ptr, flags = x.data_ptr(), None
-for line in open("/proc/self/smaps"):
-    head = line.split()[0]
-    if "-" in head and ":" not in head:
-        lo, hi = (int(v, 16) for v in head.split("-"))
-        inside = lo <= ptr < hi
-    elif line.startswith("VmFlags") and inside:
-        flags = line.split()[1:]
-print("hg" in flags)
 """
+    code += HUGE_PAGES_CHECK
     if not Path("/proc/self/smaps").exists():
         pytest.skip("needs Linux /proc/self/smaps")
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 # Read by PyTorch at its first allocation: set here for `python -m multicon.recipes.word2vec`
-# (`import multicon` loads no torch); the scripts and the `multicon` command set it earlier still.
+# and recipes/word2vec_text8.py (`import multicon` loads no torch); the `multicon` command too.
 # See "Huge pages" in docs/word2vec.md.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
