@@ -140,7 +140,7 @@ def test_row_clip_keeps_a_large_batch_from_diverging(tmp_path, row_clip):
     assert precision > 0.9, precision  # chance: about 0.04
 
 
-@pytest.mark.parametrize("kernel", ["fused", "torch"])
+@pytest.mark.parametrize("kernel", ["fused", "hogbatch", "torch"])
 def test_train_word2vec_in_one_call_as_gensim(tmp_path, kernel):
     _write_corpus(tmp_path / "topics.txt")
     w2v = train_word2vec(

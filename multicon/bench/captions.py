@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import HfArgumentParser
 
+from multicon.bench import code_version
 from multicon.caption_recipe import build_contrastive_model
 from multicon.encoders.dual import DualEncoder
 from multicon.encoders.dual_args import DualEncoderArgs, tower_specs
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None, prog: str = "multicon bench captions") -
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "command": " ".join([prog, *(argv if argv is not None else sys.argv[1:])]),
+        "code": code_version(),
         "bench_args": asdict(args),
         "model_args": asdict(model_args),
     }

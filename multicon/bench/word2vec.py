@@ -53,13 +53,11 @@ import torch
 from transformers import HfArgumentParser
 
 from multicon import TrainConfig
+from multicon.bench import code_version
 from multicon.eval.words import evaluate_analogies, evaluate_similarity
 from multicon.optim import SGD
-from multicon.text import Vocabulary
-
-# a checkout of the repository (code_version), or site-packages for an installed package
-ROOT = Path(__file__).resolve().parents[2]
 from multicon.recipes import word2vec as recipe
+from multicon.text import Vocabulary
 
 
 @dataclass
@@ -94,28 +92,6 @@ class BenchArgs:
         default="",
         metadata={"help": "Internal: run only 'gensim' or 'multicon' and write its JSON here."},
     )
-
-
-def code_version(root: str | Path = ROOT) -> dict:
-    """The git commit the benchmark runs from, and whether tracked files differ from it.
-
-    A record names the code that made it; a dirty tree means that commit alone does not
-    reproduce it. Outside a git checkout (or without git) both are None.
-    """
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True
-        )
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-        )
-    except FileNotFoundError:  # no git on this machine
-        return {"commit": None, "dirty": None}
-    if commit.returncode != 0 or status.returncode != 0:
-        return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def scores(vectors: torch.Tensor, vocab: Vocabulary, ev) -> dict[str, float]:

@@ -27,6 +27,7 @@ from multicon.data.token_cache import cached_encoding, dataset_identity, file_id
 from multicon.methods import sgns
 from multicon.pairs.context import ContextPairs
 from multicon.steps.fused_skipgram import FusedSkipGram
+from multicon.steps.hogbatch import HogBatchSkipGram
 from multicon.text.word2vec import Word2Vec
 from multicon.train import TrainConfig, Trainer
 
@@ -45,7 +46,7 @@ def train_word2vec(
     lr: float = 0.025,
     batch_size: int = 8192,
     seed: int = 0,
-    kernel: Literal["auto", "fused", "torch"] = "auto",
+    kernel: Literal["auto", "fused", "hogbatch", "torch"] = "auto",
     output_dir: str | Path | None = None,
     text_column: str = "text",
     token_cache: str | Path | None = None,
@@ -64,9 +65,10 @@ def train_word2vec(
         lr: initial learning rate (gensim's ``alpha``), decayed linearly to 0.
         batch_size: pairs per step.
         seed: seeds the tables, the pairs and the noise words.
-        kernel: ``"fused"`` (word2vec's per-pair loop in C, `FusedSkipGram`), ``"torch"`` (the
-            engine's batched step, 16 noise words shared by 256 pairs), or ``"auto"``: fused when
-            a C compiler is found. Threads: ``torch.set_num_threads``.
+        kernel: ``"fused"`` (word2vec's per-pair loop in C, `FusedSkipGram`), ``"hogbatch"``
+            (the C loop whose noise words a window shares, `HogBatchSkipGram`: faster on a CPU),
+            ``"torch"`` (the engine's batched step, 16 noise words shared by 256 pairs), or
+            ``"auto"``: fused when a C compiler is found. Threads: ``torch.set_num_threads``.
         output_dir: where the trainer writes checkpoints (``None``: a temporary folder, removed).
         text_column: the text column of a `datasets` corpus.
         token_cache: a folder to keep the corpus's token ids and vocabulary in and reuse on a
@@ -84,8 +86,8 @@ def train_word2vec(
         >>> w2v.most_similar("t0w0", topn=3)[0][0].startswith("t0")
         True
     """
-    if kernel not in ("auto", "fused", "torch"):
-        raise ValueError(f"kernel must be 'auto', 'fused' or 'torch', got {kernel!r}")
+    if kernel not in ("auto", "fused", "hogbatch", "torch"):
+        raise ValueError(f"kernel must be 'auto', 'fused', 'hogbatch' or 'torch', got {kernel!r}")
     if kernel == "auto":
         kernel = "fused" if native.available("sgns") else "torch"
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,8 +101,9 @@ def train_word2vec(
         )
         torch.manual_seed(seed)
         w2v = Word2Vec.from_vocab(vocab, dim)
-        if kernel == "fused":
-            model, step = w2v, FusedSkipGram(w2v, negative=negative, ns_exponent=ns_exponent)
+        if kernel in ("fused", "hogbatch"):
+            c_step = FusedSkipGram if kernel == "fused" else HogBatchSkipGram
+            model, step = w2v, c_step(w2v, negative=negative, ns_exponent=ns_exponent)
         else:
             model = sgns(w2v, negative, ns_exponent, shared_negatives=16, noise_group=256)
             step = None
