@@ -32,7 +32,6 @@ from multicon.pairs.base import (
     PairGenerator,
     SeededPairs,
 )
-from multicon.prefetch import prefetch
 from multicon.steps.autograd import AutogradStep
 from multicon.steps.base import Step, StepContext
 
@@ -252,8 +251,6 @@ class Trainer:
             rank=acc.process_index,
             world_size=acc.num_processes,
         )
-        if self.pairs.prefetch:
-            it = prefetch(it)
         for i, batch in enumerate(it):
             if i >= skip:  # batches are a pure function of (seed, epoch): replaying is exact
                 yield batch

@@ -259,10 +259,6 @@ class BatchPairGenerator(PairGenerator):
 
     seed: int = 0
     drop_last: bool = False
-    #: `Trainer` makes the next batch in a background thread while the step trains on this one
-    #: (`multicon.prefetch.prefetch`). Only for generators whose batches draw from their own
-    #: generators, never torch's global one, which the step draws from too.
-    prefetch: bool = False
 
     @abstractmethod
     def num_pairs(self) -> int:

@@ -71,7 +71,6 @@ class ContextPairs(BatchPairGenerator):
     """
 
     read_tokens = 1 << 20  # corpus tokens read at a time by whole-corpus scans
-    prefetch = True  # every draw is from the epoch's own generator
 
     def __init__(
         self,
