@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,6 +107,9 @@ def test_benchmark_prints_samples_per_second(capsys):
     )
     assert result["multicon"]["samples_per_s"] > 0
     assert json.loads(capsys.readouterr().out)["command"].startswith("python tools/bench_captions")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    commit = head.stdout.strip() if head.returncode == 0 else None  # None outside a checkout
+    assert result["code"]["commit"] == commit  # the record names its code
 
 
 def test_recipe_masks_false_negatives_with_the_frozen_text_model(tmp_path):
