@@ -3,6 +3,8 @@ import tempfile
 
 import pytest
 import torch
+from hub_fake import TOKEN, FakeHub
+from huggingface_hub import constants
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -51,3 +53,34 @@ def topic_corpus(tmp_path_factory):
     text = TextCorpus.from_file(path)
     vocab = Vocabulary.build(text, min_count=1)
     return vocab, encode_corpus(text, vocab)
+
+
+@pytest.fixture
+def no_token(monkeypatch, tmp_path):
+    """No HF_TOKEN in the environment and no stored login."""
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+
+
+@pytest.fixture
+def hub(monkeypatch, no_token):
+    """The fake Hub (tests/hub_fake.py) behind huggingface_hub's client; online mode, no Xet
+    (the plain LFS path), no login."""
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    fake = FakeHub(token=TOKEN)
+    fake.install()
+    yield fake
+    FakeHub.uninstall()
+
+
+@pytest.fixture
+def one_thread():
+    """Intra-op threads thrash on a loaded 2-core machine; one thread is ~50x faster here."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -21,6 +21,9 @@ from huggingface_hub.utils import _http
 LFS_HOST = "https://fake-lfs.test"
 
 
+TOKEN = "hf_FakeSecretToken0123456789abcdefXYZ"  # the fake Hub's one valid token
+
+
 @dataclass
 class FakeHub:
     token: str

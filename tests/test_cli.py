@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from caption_fixtures import write_shapes_jsonl
-from test_hub import TOKEN, hub, no_token, run_folder  # noqa: F401 (hub, no_token: fixtures)
+from hub_fake import TOKEN
+from test_hub import run_folder
 
 from multicon.cli import ORDER, main
 
@@ -284,7 +285,7 @@ def test_eval_of_a_folder_that_is_not_a_multicon_model(tmp_path, capsys, kind):
     ]
 
 
-def test_push_uploads_a_multicon_folder_and_refuses_bad_input(hub, tmp_path, capsys, monkeypatch):  # noqa: F811
+def test_push_uploads_a_multicon_folder_and_refuses_bad_input(hub, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     folder = str(run_folder(tmp_path))
     for repo_id in ("fake-user/two words", "a/b/c"):

@@ -15,7 +15,7 @@ from multicon import methods, native
 from multicon.optim import SGD
 from multicon.pairs.base import PairBatch
 from multicon.pairs.context import ContextPairs
-from multicon.steps import FusedSkipGram, fused_skipgram
+from multicon.steps import FusedSkipGram, HogBatchSkipGram, fused_skipgram
 from multicon.text import Vocabulary, Word2Vec
 from multicon.train import TrainConfig, Trainer
 
@@ -96,12 +96,13 @@ def test_noise_follows_unigram_to_the_three_quarters():
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_training_learns_topic_neighbours(topic_corpus, tmp_path, threads):
+@pytest.mark.parametrize("kernel", [FusedSkipGram, HogBatchSkipGram], ids=["per-pair", "hogbatch"])
+def test_c_kernel_training_learns_topic_neighbours(topic_corpus, tmp_path, kernel, threads):
     vocab, encoded = topic_corpus
     torch.manual_seed(0)
     w2v = Word2Vec.from_vocab(vocab, dim=16)
     pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
-    step = FusedSkipGram(w2v, negative=5, threads=threads)
+    step = kernel(w2v, negative=5, threads=threads)
     result = _train(
         w2v, pairs, tmp_path, step=step, epochs=3, batch_size=512, optimizer="sgd", lr=0.025
     )

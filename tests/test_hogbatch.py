@@ -4,11 +4,9 @@ of the same math, what it learns, and the input it refuses."""
 import pytest
 import torch
 from test_fused_skipgram import _copy, _tables, _w2v
-from test_word2vec_learning import _topic_precision, _train
 
 from multicon import native
 from multicon.pairs.base import PairBatch
-from multicon.pairs.context import ContextPairs
 from multicon.steps import HogBatchSkipGram, fused_skipgram, hogbatch
 from multicon.text import Word2Vec
 
@@ -89,21 +87,6 @@ def test_threads_never_split_a_window():
     HogBatchSkipGram(two, negative=2, threads=2).sgd_step(batch, 0.2, noise=noise)
     assert torch.equal(_tables(one)[0], _tables(two)[0])
     assert torch.equal(_tables(one)[1], _tables(two)[1])
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_hogbatch_training_learns_topic_neighbours(topic_corpus, tmp_path, threads):
-    vocab, encoded = topic_corpus
-    torch.manual_seed(0)
-    w2v = Word2Vec.from_vocab(vocab, dim=16)
-    pairs = ContextPairs(encoded, vocab.counts, window=3, sample=1e-2, seed=0)
-    step = HogBatchSkipGram(w2v, negative=5, threads=threads)
-    result = _train(
-        w2v, pairs, tmp_path, step=step, epochs=3, batch_size=512, optimizer="sgd", lr=0.025
-    )
-    assert result.history[-1]["loss"] < result.history[0]["loss"]
-    precision = _topic_precision(w2v)
-    assert precision > 0.9, precision  # chance: about 0.04
 
 
 def test_bad_input_is_named():

@@ -18,14 +18,13 @@ import pytest
 import safetensors.torch
 import torch
 import yaml
-from hub_fake import FakeHub
+from hub_fake import TOKEN
 from huggingface_hub import ModelCard, ModelHubMixin, PyTorchModelHubMixin, constants
 from torch import nn
 
 from multicon.hub import HubArgs, HubModel, maybe_push, push_folder, save_run, write_model_card
 
 push_tool = runpy.run_path(str(Path(__file__).parents[1] / "tools" / "push_to_hub.py"))
-TOKEN = "hf_FakeSecretToken0123456789abcdefXYZ"
 
 
 class TinyEncoder(HubModel, tags=["image"], pipeline_tag="image-feature-extraction"):
@@ -63,27 +62,6 @@ def trained_encoder(**kwargs) -> TinyEncoder:
         opt.step()
         model.steps += 1
     return model.eval()
-
-
-@pytest.fixture
-def no_token(monkeypatch, tmp_path):
-    """No HF_TOKEN in the environment and no stored login."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
-
-
-@pytest.fixture
-def hub(monkeypatch, no_token):
-    """The fake Hub behind huggingface_hub's client; online mode, no Xet (plain LFS path)."""
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    fake = FakeHub(token=TOKEN)
-    fake.install()
-    yield fake
-    FakeHub.uninstall()
 
 
 def run_folder(tmp_path: Path) -> Path:

@@ -15,15 +15,6 @@ from multicon.pairs.images import DeviceViewPairs
 from multicon.pairs.views import MoCoV2Views, SimCLRViews
 
 
-@pytest.fixture
-def one_thread():
-    """Intra-op threads thrash on a loaded 2-core machine; one thread is ~50x faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def textures():
     return texture_images(64, size=16, seed=0), texture_images(32, size=16, seed=1)

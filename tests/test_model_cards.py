@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from caption_fixtures import concepts, draw_shape, write_shapes_jsonl
-from hub_fake import FakeHub
+from hub_fake import TOKEN
 from huggingface_hub import constants
 from textures import texture_images, write_image_folder
 
@@ -24,7 +24,6 @@ from multicon.recipes import demo as demo_recipe
 from multicon.recipes import simclr as simclr_recipe
 from multicon.recipes import word2vec as word2vec_recipe
 
-TOKEN = "hf_FakeSecretToken0123456789abcdefXYZ"
 QUIET = ["--log_with", "", "--progress_bar", "false"]
 
 
@@ -185,16 +184,10 @@ def test_failed_push_after_training_is_recorded_not_raised(tmp_path, monkeypatch
 
 # -- word2vec -------------------------------------------------------------------------------
 @pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The fake Hub of tests/hub_fake.py, online mode, no Xet, the token in HF_TOKEN."""
+def hub(hub, monkeypatch):
+    """The shared fake Hub (conftest.py), logged in through HF_TOKEN."""
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    fake = FakeHub(token=TOKEN)
-    fake.install()
-    yield fake
-    FakeHub.uninstall()
+    return hub
 
 
 def word_files(folder: Path) -> list[str]:

@@ -5,7 +5,6 @@ import random
 from pathlib import Path
 
 import pytest
-import torch
 from caption_fixtures import write_shapes_jsonl
 from PIL import Image
 from textures import texture_images, write_image_folder
@@ -33,12 +32,7 @@ def check_figures(out: Path, summary: dict, expected: set[str]) -> None:
         check_picture(out / name)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 QUIET = ["--log_with", "", "--progress_bar", "false"]

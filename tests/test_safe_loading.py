@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hub_fake import FakeHub
-from huggingface_hub import constants
+from hub_fake import TOKEN
 from huggingface_hub.utils import filter_repo_objects
 
 from multicon.data import load_cifar, load_images
@@ -25,7 +24,6 @@ from multicon.hub import model as hub_model
 from multicon.hub.card import build_model_card, public_hyperparameters
 from multicon.hub.push import redact_token
 
-TOKEN = "hf_FakeSecretToken0123456789abcdefXYZ"
 BERT = {
     "model_type": "bert",
     "vocab_size": 40,
@@ -239,19 +237,6 @@ def test_a_tokenizer_asking_for_custom_code_is_refused_without_a_prompt(tmp_path
 
 
 # -- Hub downloads fetch only safetensors, JSON and tokenizer files ------------------------------
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The fake Hub (tests/hub_fake.py) behind huggingface_hub's client, online, no stored login."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    fake = FakeHub(token=TOKEN)
-    fake.install()
-    yield fake
-    FakeHub.uninstall()
 
 
 NEVER_FETCHED = [

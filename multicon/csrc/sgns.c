@@ -25,6 +25,18 @@ static inline uint64_t splitmix64(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+/* In a parallel region: this thread's index and the team's size, and its own random stream
+   from `seed` (threads never share a stream). */
+static inline uint64_t thread_stream(uint64_t seed, int *me, int *team) {
+    *me = 0;
+    *team = 1;
+#ifdef _OPENMP
+    *me = omp_get_thread_num();
+    *team = omp_get_num_threads();
+#endif
+    return splitmix64(seed ^ splitmix64((uint64_t)*me)) | 1;
+}
+
 static inline uint64_t xorshift64(uint64_t *s) {
     uint64_t x = *s;
     x ^= x << 13; x ^= x >> 7; x ^= x << 17;
@@ -103,12 +115,8 @@ double mc_sgns_step(float *restrict input, float *restrict output, int64_t dim,
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(+ : loss) reduction(| : failed)
     {
-        int me = 0, team = 1;
-#ifdef _OPENMP
-        me = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        uint64_t s = splitmix64(seed ^ splitmix64((uint64_t)me)) | 1;
+        int me, team;
+        uint64_t s = thread_stream(seed, &me, &team);
         float *grad = malloc(dim * sizeof(float));
         int64_t *now = malloc(2 * (negative + 1) * sizeof(int64_t)), *next = now + negative + 1;
         int64_t lo = n * me / team, hi = n * (me + 1) / team;
@@ -249,12 +257,8 @@ double mc_hogbatch_step(float *restrict input, float *restrict output, int64_t d
     const int64_t width = negative + 1;
 #pragma omp parallel num_threads(threads) reduction(+ : loss) reduction(| : failed)
     {
-        int me = 0, team = 1;
-#ifdef _OPENMP
-        me = omp_get_thread_num();
-        team = omp_get_num_threads();
-#endif
-        uint64_t s = splitmix64(seed ^ splitmix64((uint64_t)me)) | 1;
+        int me, team;
+        uint64_t s = thread_stream(seed, &me, &team);
         float *delta = malloc(HOGBATCH_RUN * dim * sizeof(float));
         float *gain = malloc(HOGBATCH_RUN * width * sizeof(float));
         int64_t *now = malloc(2 * width * sizeof(int64_t)), *next = now + width;
