@@ -262,9 +262,10 @@ double mc_hogbatch_step(float *restrict input, float *restrict output, int64_t d
         float *delta = malloc(HOGBATCH_RUN * dim * sizeof(float));
         float *gain = malloc(HOGBATCH_RUN * width * sizeof(float));
         int64_t *now = malloc(2 * width * sizeof(int64_t)), *next = now + width;
+        const float **o = malloc(width * sizeof(float *));  /* negative has no upper bound */
         int64_t lo = run_start(centre, n * me / team, n);
         int64_t hi = run_start(centre, n * (me + 1) / team, n);
-        if (!delta || !gain || !now) {
+        if (!delta || !gain || !now || !o) {
             failed = 1;
             lo = hi;
         }
@@ -284,7 +285,6 @@ double mc_hogbatch_step(float *restrict input, float *restrict output, int64_t d
             }
             const int64_t rows = e_now - i;
             float *x[HOGBATCH_RUN];
-            const float *o[HOGBATCH_RUN];
             for (int64_t r = 0; r < rows; r++) x[r] = input + context[i + r] * dim;
             for (int64_t t = 0; t < m_now; t++) o[t] = output + now[t] * dim;
             for (int64_t r = 0; r < rows; r++) {  /* S, then G, a context row at a time */
@@ -313,6 +313,7 @@ double mc_hogbatch_step(float *restrict input, float *restrict output, int64_t d
         }
         free(delta);
         free(gain);
+        free(o);
         free(now < next ? now : next);
     }
     return failed ? -1.0 : loss;
