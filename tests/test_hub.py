@@ -321,6 +321,32 @@ def test_from_pretrained_downloads_a_pushed_repo(hub, tmp_path):
     assert torch.equal(model(x), offline(x)) and hub.requests == []
 
 
+def test_word2vec_push_carries_vectors_for_gensim_and_download_skips_them(hub, tmp_path):
+    from multicon.text import load_word2vec_format
+
+    model, _ = word2vec()
+    model.push_to_hub("fake-user/w2v", token=TOKEN)
+    (commit,) = hub.commits
+    assert sorted(commit["files"]) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "vectors.bin",
+        "vocab.txt",
+    ]
+    (tmp_path / "vectors.bin").write_bytes(commit["files"]["vectors.bin"])
+    words, vectors = load_word2vec_format(tmp_path / "vectors.bin", binary=True)
+    assert words == ["the", "cat", "sat"] and torch.equal(vectors, model.vectors)
+    gensim = pytest.importorskip("gensim")
+    kv = gensim.models.KeyedVectors.load_word2vec_format(tmp_path / "vectors.bin", binary=True)
+    assert kv.index_to_key == words and torch.equal(torch.from_numpy(kv.vectors), model.vectors)
+    hub.requests.clear()
+    loaded = type(model).from_pretrained("fake-user/w2v", token=TOKEN, cache_dir=tmp_path / "c")
+    assert torch.equal(loaded.vectors, model.vectors)
+    fetched = {url.rsplit("/", 1)[-1] for method, url in hub.requests if method == "GET"}
+    assert "vocab.txt" in fetched and "vectors.bin" not in fetched  # safetensors is enough
+
+
 def test_push_to_hub_tool_uploads_a_run_folder(hub, tmp_path, monkeypatch, capsys):
     folder = run_folder(tmp_path)
     monkeypatch.setenv("HF_TOKEN", TOKEN)

@@ -509,8 +509,6 @@ def train(
             description=loss_description(kernel, w2v_args),
             hyperparameters=[data, w2v_args, {"kernel_used": kernel}, eval_args, config],
         )
-        # in the model folder, so the Hub repo also loads in gensim / word2vec C
-        w2v.save_word2vec_format(out / "model" / "vectors.bin", binary=True)
     figures = (
         word_figures(out, result.history, w2v.vectors, vocab.words, show_words=shown)
         if main_process

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from multicon.encoders.embedding import EmbeddingTable
 from multicon.eval.words import most_similar
 from multicon.hub.model import HubModel
+from multicon.hub.push import WORD2VEC_BINARY
 from multicon.text.vocab import Vocabulary
 from multicon.text.word2vec_format import save_word2vec_format
 
@@ -116,10 +117,13 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
         """Export the word vectors in the word2vec C text or binary format."""
         save_word2vec_format(path, self.require_vocab().words, self.vectors, binary=binary)
 
-    # -- the Hub format: weights + config.json + vocab.txt ----------------------------------
+    # -- the Hub format: weights + config.json + vocab.txt, and vectors.bin for gensim -------
     def _save_pretrained(self, save_directory: Path) -> None:
         super()._save_pretrained(save_directory)
         self.require_vocab().save(Path(save_directory) / VOCAB_FILE)
+        # what gensim's KeyedVectors.load_word2vec_format and word2vec C read; so a pushed repo
+        # serves them too (from_pretrained never downloads it: it reads the safetensors)
+        self.save_word2vec_format(Path(save_directory) / WORD2VEC_BINARY, binary=True)
 
     @classmethod
     def _from_folder(cls, folder: Path, **config) -> Word2Vec:
