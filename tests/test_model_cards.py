@@ -253,6 +253,10 @@ def test_word2vec_card(tmp_path, hub, kernel):
     assert params["kernel_used"] == kernel and params["dim"] == "8" and params["negative"] == "5"
     ns = run_usage(folder)
     assert ns["embeddings"].shape == (3, 8)
+    usage = text.split("## Usage")[1]  # it ran: embeddings, then a word's neighbours
+    assert (
+        "most_similar(word" in usage and 'load_word2vec_format("vectors.bin", binary=True)' in usage
+    )
     # vectors.bin (word2vec C format) goes up with the model; checkpoints never do
     (commit,) = hub.commits
     assert commit["files"]["vectors.bin"] == (folder / "vectors.bin").read_bytes()

@@ -52,6 +52,20 @@ class Word2Vec(HubModel, tags=["word2vec", "word-embeddings"]):
     example_input = "torch.tensor([0, 1, 2])"
     file_args = ("vocab",)
 
+    @classmethod
+    def usage_example(cls, repo_id: str) -> str:
+        """The card's snippet: embed ids, look words up, and load ``vectors.bin`` in gensim."""
+        return "\n".join(
+            [
+                super().usage_example(repo_id),
+                "word = model.vocab.words[0]",
+                "print(word, model.most_similar(word, topn=5))  # as gensim's KeyedVectors",
+                "# vectors.bin beside the weights holds the same vectors in the word2vec C binary",
+                "# format, for gensim (from gensim.models import KeyedVectors):",
+                '# vectors = KeyedVectors.load_word2vec_format("vectors.bin", binary=True)',
+            ]
+        )
+
     def __init__(
         self,
         vocab_size: int,
