@@ -61,6 +61,26 @@ def test_recipe_trains_scores_and_saves(tmp_path):
     assert torch.allclose(torch.from_numpy(kv.vectors), model.vectors)
 
 
+def test_shuffle_blocks_reaches_the_pairs_and_a_bad_value_names_the_flag(tmp_path, monkeypatch):
+    recipe = _recipe()
+    (tmp_path / "corpus.txt").write_text("a b c d e f\n" * 50)
+    args = [*("--corpus", str(tmp_path / "corpus.txt"), "--min_count", "1", "--sample", "0")]
+    args += [*("--analogies", "", "--wordsim", "", "--simlex", "", "--log_with", "")]
+    args += [*("--epochs", "1", "--progress_bar", "0", "--output_dir", str(tmp_path / "run"))]
+    with pytest.raises(ValueError, match="--shuffle_blocks must be >= 1, got 0"):
+        recipe.main([*args, "--shuffle_blocks", "0"])
+    made = []
+    real = recipe.ContextPairs
+
+    def recording(*a, **kw):
+        made.append(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(recipe, "ContextPairs", recording)
+    recipe.main([*args, "--shuffle_blocks", "16"])
+    assert [kw["shuffle_blocks"] for kw in made] == [16]
+
+
 def test_recipe_streams_a_local_dataset_file_into_its_token_cache(tmp_path):
     rng = random.Random(1)
     words = [[f"t{rng.randrange(8)}w{i % 4}" for i in range(10)] for _ in range(300)]

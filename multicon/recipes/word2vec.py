@@ -126,6 +126,13 @@ class Word2VecArgs:
         metadata={"help": "Fused kernel on a GPU: pairs each Triton program walks in order."},
     )
     sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
+    shuffle_blocks: int = field(
+        default=4,
+        metadata={
+            "help": "Blocks of 65,536 corpus words whose centres are shuffled together: a wider "
+            "shuffle, and that many blocks' pairs in memory at once."
+        },
+    )
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
     sparse: bool = field(
         default=True,
@@ -149,6 +156,8 @@ class Word2VecArgs:
     def __post_init__(self) -> None:
         if self.row_clip < 0:
             raise ValueError(f"--row_clip must be >= 0, got {self.row_clip}")
+        if self.shuffle_blocks < 1:
+            raise ValueError(f"--shuffle_blocks must be >= 1, got {self.shuffle_blocks}")
 
 
 @dataclass
@@ -481,7 +490,12 @@ def train(
                 )
 
     pairs = ContextPairs(
-        encoded, vocab.counts, window=w2v_args.window, sample=w2v_args.sample, seed=config.seed
+        encoded,
+        vocab.counts,
+        window=w2v_args.window,
+        sample=w2v_args.sample,
+        shuffle_blocks=w2v_args.shuffle_blocks,
+        seed=config.seed,
     )
 
     def evaluate(_) -> dict[str, float]:  # trackers take numbers: leave out what was not measured
