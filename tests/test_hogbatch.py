@@ -74,12 +74,13 @@ def test_a_long_run_is_cut_into_windows_with_their_own_noise():
 def test_more_noise_words_than_a_window_has_pairs():
     """A window's target rows are 1 + negative, unbounded: more than a window's pairs must not
     overrun the kernel's buffers (it wrote past a 64-entry array before)."""
-    negative = hogbatch.window_pairs() + 16
+    run = hogbatch.window_pairs()
+    negative = run + 16
     w2v = _w2v(words=200, dim=8)
     centre, context = torch.tensor([3, 3, 3, 7]), torch.tensor([5, 1, 9, 2])
     gen = torch.Generator().manual_seed(0)
     noise = torch.randint(8, 200, (4, negative), generator=gen)
-    want_in, want_out, want_loss = _reference(w2v, centre, context, noise, 0.05, run_max=64)
+    want_in, want_out, want_loss = _reference(w2v, centre, context, noise, 0.05, run_max=run)
     loss = HogBatchSkipGram(w2v, negative=negative, threads=1).sgd_step(
         PairBatch(centre, context, context), 0.05, noise=noise
     )
