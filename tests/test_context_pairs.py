@@ -6,7 +6,7 @@ import torch
 from multicon.data.corpus import EncodedCorpus
 from multicon.keys import BatchKeys, LogQCorrection, NoiseKeys, StepInputs, View
 from multicon.losses import InfoNCE, KeySet, SigmoidLoss, contrastive_logits
-from multicon.pairs import PairBatch
+from multicon.pairs import PairBatch, context
 from multicon.pairs.context import ContextPairs, keep_probability
 
 
@@ -57,6 +57,28 @@ def test_ranks_split_the_global_batch():
     assert len(r0) == len(r1) == len(whole)
     for w, a, b in zip(whole, r0, r1, strict=True):
         assert torch.equal(w, torch.cat([a, b]))
+
+
+def test_the_c_pair_loop_gives_the_tensor_ops_pairs(monkeypatch):
+    # subsampled, windows cut at sentence edges, a group's centres yielded in several parts
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 50, (5000,), generator=g, dtype=torch.int32)
+    ends = torch.randint(1, 5000, (300,), generator=g).unique()
+    corpus = EncodedCorpus(ids, torch.cat([torch.tensor([0]), ends, torch.tensor([5000])]), 5000)
+    counts = torch.bincount(ids.long(), minlength=50)
+
+    def pairs_of(native: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if not native:
+            monkeypatch.setattr(context, "_native_pairs", lambda: None)
+        pairs = ContextPairs(corpus, counts, window=4, sample=1e-2, block_tokens=300, seed=1)
+        pairs.centres_per_yield = 77
+        return [(b.query, b.key) for b in pairs.batches(250, epoch=0, device="cpu")]
+
+    assert context._native_pairs() is not None  # else this compares the tensor ops with themselves
+    c_loop, tensor_ops = pairs_of(native=True), pairs_of(native=False)
+    assert len(c_loop) == len(tensor_ops) > 10
+    for (cq, ck), (tq, tk) in zip(c_loop, tensor_ops, strict=True):
+        assert torch.equal(cq, tq) and torch.equal(ck, tk)
 
 
 def test_subsampling_follows_word2vec_formula():

@@ -134,6 +134,7 @@ def test_pairs_from_the_memmap_equal_the_in_memory_pairs(
     new_mapped = ContextPairs(mapped, vocab.counts, **settings)
     new_memory = ContextPairs(in_memory, vocab.counts, **settings)
     new_mapped.read_tokens = 500  # the expected pair count summed over many reads
+    new_mapped.centres_per_yield = 61  # a group's pairs yielded in parts
     assert new_mapped.num_pairs() == new_memory.num_pairs() == old.num_pairs()
     for epoch in (0, 1):
         want = _batches(old, 97, epoch)  # 97: batches straddle the groups' pair runs
@@ -148,7 +149,11 @@ def test_pairs_from_the_memmap_equal_the_in_memory_pairs(
         0, torch.device("cpu"), new_mapped._generator(0, torch.device("cpu"))
     )
     for _ in range(2 * (-(-len(mapped.ids) // block_tokens)) + 3):
-        (oq, ok), (nq, nk) = next(old_stream), next(new_stream)
+        oq, ok = next(old_stream)  # a group's pairs, which the new stream yields in parts
+        parts = [next(new_stream)]
+        while sum(len(q) for q, _ in parts) < len(oq):
+            parts.append(next(new_stream))
+        nq, nk = torch.cat([q for q, _ in parts]), torch.cat([k for _, k in parts])
         assert torch.equal(oq, nq) and torch.equal(ok, nk)
 
 

@@ -6,6 +6,20 @@
 
 #define AHEAD 16
 
+/* sum(left[order[i]] + right[order[i]]) over i = 0..n-1: the pairs mc_context_pairs writes. */
+int64_t mc_context_pair_count(const int64_t *left, const int64_t *right, const int64_t *order,
+                              int64_t n) {
+    int64_t total = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (i + AHEAD < n) {
+            __builtin_prefetch(left + order[i + AHEAD]);
+            __builtin_prefetch(right + order[i + AHEAD]);
+        }
+        total += left[order[i]] + right[order[i]];
+    }
+    return total;
+}
+
 /* For i = 0..n-1, centre c = centre[order[i]] with L = left[order[i]], R = right[order[i]]
  * words of room: the pairs (kept[c], kept[c-L]) .. (kept[c], kept[c-1]), then (kept[c],
  * kept[c+1]) .. (kept[c], kept[c+R]), into query and key (room for sum(left) + sum(right)

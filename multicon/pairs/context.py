@@ -12,21 +12,24 @@ Each epoch, from the corpus's token-id tensor:
    epoch, and the centre words of ``shuffle_blocks`` blocks at a time are permuted together (a
    centre's pairs stay adjacent: with a summed loss only which pairs share a batch matters).
 
-Pairs are built with ``repeat_interleave`` from each centre's room to the left and right (its
-reduced window cut at the sentence edges). Only one group of blocks' pairs exists at a time, so
-memory does not grow with the corpus. The
-number of pairs in an epoch is random; `num_pairs` is its expectation and `batches` yields exactly
-`num_batches` global batches (drawing a little past the epoch, or stopping a little short), so
-every process and the learning-rate schedule agree on the step count.
+Pairs are built from each centre's room to the left and right (its reduced window cut at the
+sentence edges), by a C loop on the CPU (`group_pairs`). Only one group of blocks' pairs exists at
+a time, so memory does not grow with the corpus. The number of pairs in an epoch is random;
+`num_pairs` is its expectation and `batches` yields exactly `num_batches` global batches (drawing
+a little past the epoch, or stopping a little short), so every process and the learning-rate
+schedule agree on the step count.
 """
 
 from __future__ import annotations
 
 import bisect
+import ctypes
+import functools
 from collections.abc import Iterator
 
 import torch
 
+from multicon import native
 from multicon.data.corpus import EncodedCorpus
 from multicon.pairs.base import BatchPairGenerator, PairBatch, epoch_seed
 
@@ -71,6 +74,7 @@ class ContextPairs(BatchPairGenerator):
     """
 
     read_tokens = 1 << 20  # corpus tokens read at a time by whole-corpus scans
+    centres_per_yield = 1 << 16  # centres whose pairs the stream yields at a time
 
     def __init__(
         self,
@@ -196,22 +200,16 @@ class ContextPairs(BatchPairGenerator):
                     left_parts.append(left)
                     right_parts.append(right)
                     local += len(kept)
-                kept = torch.cat(kept_parts)
                 centre = torch.cat(centre_parts)
                 perm = torch.randperm(len(centre), device=device, generator=g)
-                centre = centre[perm]
-                lc = torch.cat(left_parts)[perm]
-                count = lc + torch.cat(right_parts)[perm]
-                total = int(count.sum())
-                run_start = count.cumsum(0) - count
-                # a centre at c with L words to its left has keys c-L..c-1, c+1..c+R: the j-th
-                # pair of its run points at c - L + j, plus one once j reaches L
-                j = torch.arange(total, device=device)
-                key = j + torch.repeat_interleave(centre - lc - run_start, count, output_size=total)
-                key += j >= torch.repeat_interleave(run_start + lc, count, output_size=total)
-                query = torch.repeat_interleave(kept[centre].long(), count, output_size=total)
-                produced += total
-                yield query, kept[key].long()
+                kept = torch.cat(kept_parts)
+                left, right = torch.cat(left_parts), torch.cat(right_parts)
+                # a few hundred thousand pairs at a time: a wide group's pairs are never all in
+                # memory, and arrays this size are reused by the allocator, not fresh pages
+                for part in perm.split(self.centres_per_yield):
+                    query, key = group_pairs(kept, centre, left, right, part)
+                    produced += len(query)
+                    yield query, key
             if produced == 0:  # a whole pass without a pair: never loop forever on it
                 raise ValueError("this draw of the corpus yielded no context pairs")
 
@@ -281,6 +279,68 @@ class ContextPairs(BatchPairGenerator):
             per_rank = -(-want // world_size)
             sl = slice(rank * per_rank, (rank + 1) * per_rank)
             yield PairBatch(q[sl], k[sl], k[sl])
+
+
+def group_pairs(
+    kept: torch.Tensor,
+    centre: torch.Tensor,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    order: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (centre, context) id pairs of one group, centre by centre in ``order``.
+
+    Centre ``i`` is the kept word at ``centre[i]``; it pairs with the ``left[i]`` words before it,
+    then the ``right[i]`` words after it. Returns int64 ``query`` (the centre's id, repeated) and
+    ``key`` (the context word's id). On the CPU a C loop writes each pair once
+    (``multicon/csrc/pairs.c``); elsewhere, or without a C compiler, tensor ops give the same
+    pairs.
+
+    Example:
+        >>> kept = torch.tensor([7, 8, 9], dtype=torch.int32)
+        >>> room = torch.tensor([0, 1, 1]), torch.tensor([1, 1, 0])
+        >>> q, k = group_pairs(kept, torch.arange(3), *room, order=torch.tensor([2, 0, 1]))
+        >>> list(zip(q.tolist(), k.tolist()))
+        [(9, 8), (7, 8), (8, 7), (8, 9)]
+    """
+    lib = _native_pairs() if kept.device.type == "cpu" else None
+    if lib is not None:
+        args = [kept.to(torch.int32)] + [x.long() for x in (centre, left, right, order)]
+        args = [x.contiguous() for x in args]
+        kept_p, centre_p, left_p, right_p, order_p = (x.data_ptr() for x in args)
+        total = lib.mc_context_pair_count(left_p, right_p, order_p, len(order))
+        query = torch.empty(total, dtype=torch.long)
+        key = torch.empty(total, dtype=torch.long)
+        lib.mc_context_pairs(
+            kept_p, centre_p, left_p, right_p, order_p, len(order), query.data_ptr(), key.data_ptr()
+        )
+        return query, key
+    centre, lc = centre[order], left[order]
+    count = lc + right[order]
+    total = int(count.sum())
+    run_start = count.cumsum(0) - count
+    # a centre at c with L words to its left has keys c-L..c-1, c+1..c+R: the j-th pair of its
+    # run points at c - L + j, plus one once j reaches L
+    j = torch.arange(total, device=kept.device)
+    key = j + torch.repeat_interleave(centre - lc - run_start, count, output_size=total)
+    key += j >= torch.repeat_interleave(run_start + lc, count, output_size=total)
+    query = torch.repeat_interleave(kept[centre].long(), count, output_size=total)
+    return query, kept[key].long()
+
+
+@functools.cache
+def _native_pairs() -> ctypes.CDLL | None:
+    """The compiled pair loop, or None where no C compiler builds it (the tensor ops then run)."""
+    try:
+        lib = native.load("pairs")
+    except native.NativeUnavailableError:
+        return None
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.mc_context_pairs.argtypes = [p, p, p, p, p, i64, p, p]
+    lib.mc_context_pairs.restype = None
+    lib.mc_context_pair_count.argtypes = [p, p, p, i64]
+    lib.mc_context_pair_count.restype = i64
+    return lib
 
 
 def _max_id(corpus: EncodedCorpus, chunk: int) -> int:
