@@ -49,6 +49,21 @@ def test_bench_reports_rounds_and_ratios(tmp_path):
         assert report[side]["memory_trace"][0][0] == 0
 
 
+def test_pair_bench_times_both_pair_paths_at_each_width(tmp_path, capsys):
+    from multicon.pairs import context
+
+    corpus = tmp_path / "topics.txt"
+    _write_corpus(corpus, sentences=300)
+    argv = ["--corpus", str(corpus), "--sample", "0", "--batch_size", "64", "--repeats", "2"]
+    report = load_tool("bench_pairs").main([*argv, "--shuffle_blocks", "1,2"])
+    assert json.loads(capsys.readouterr().out) == report
+    runs = report["seconds_per_epoch"]
+    assert sorted(runs) == [f"{p}_blocks{w}" for p in ("c_loop", "tensor_ops") for w in (1, 2)]
+    assert all(len(times) == 2 and min(times) > 0 for times in runs.values())
+    assert report["pairs_per_epoch"] > 1000
+    assert context._native_pairs() is not None  # the bench put the C loop back
+
+
 def test_memory_sampler_tells_anonymous_from_file_backed_memory(tmp_path):
     from multicon.bench.word2vec import MemorySampler as sampler
 

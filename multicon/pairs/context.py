@@ -174,8 +174,8 @@ class ContextPairs(BatchPairGenerator):
             for a in range(0, n_tokens, size):
                 mask_states.append(g.get_state())
                 ids = corpus.read_ids(a, min(a + size, n_tokens)).to(device)
-                mask = torch.rand(len(ids), device=device, generator=g) < keep[ids.long()]
-                kept_before.append(kept_before[-1] + int(mask.sum()))
+                draw = torch.rand(len(ids), device=device, generator=g)
+                kept_before.append(kept_before[-1] + kept_count(ids, draw, keep))
             n = kept_before[-1]
             if n == 0:
                 raise ValueError("subsampling kept no words: raise `sample` or use a larger corpus")
@@ -233,12 +233,12 @@ class ContextPairs(BatchPairGenerator):
             ids = corpus.read_ids(start, stop).to(device)
             replay = torch.Generator(device=device)
             replay.set_state(mask_states[c])
-            mask = torch.rand(len(ids), device=device, generator=replay) < keep[ids.long()]
+            draw = torch.rand(len(ids), device=device, generator=replay)
             s0, s1 = corpus.sentence_of(start), corpus.sentence_of(stop - 1)
             offsets = corpus.read_offsets(s0, s1 + 2).to(device)
-            pos = torch.arange(start, stop, device=device)[mask]
-            ids_parts.append(ids[mask])
-            sent_parts.append(torch.searchsorted(offsets, pos, right=True) + (s0 - 1))
+            kept, sent = kept_words(ids, draw, keep, start, offsets, s0)
+            ids_parts.append(kept)
+            sent_parts.append(sent)
             c += 1
         ids, sent = torch.cat(ids_parts), torch.cat(sent_parts)
         return ids[a - first : e - first], sent[a - first : e - first]
@@ -279,6 +279,50 @@ class ContextPairs(BatchPairGenerator):
             per_rank = -(-want // world_size)
             sl = slice(rank * per_rank, (rank + 1) * per_rank)
             yield PairBatch(q[sl], k[sl], k[sl])
+
+
+def kept_count(ids: torch.Tensor, draw: torch.Tensor, keep: torch.Tensor) -> int:
+    """How many of the tokens ``ids`` subsampling keeps: those with ``draw < keep[id]``."""
+    lib = _native_pairs() if ids.device.type == "cpu" else None
+    if lib is None:
+        return int((draw < keep[ids.long()]).sum())
+    args = [x.contiguous() for x in (ids.to(torch.int32), draw.float(), keep.float())]  # held
+    return lib.mc_keep_words(*(x.data_ptr() for x in args), len(ids), 0, None, 0, None, None)
+
+
+def kept_words(
+    ids: torch.Tensor,
+    draw: torch.Tensor,
+    keep: torch.Tensor,
+    start: int,
+    offsets: torch.Tensor,
+    first: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens ``ids`` (corpus positions ``start ..``) that subsampling keeps (``draw <
+    keep[id]``), and the index of each one's sentence; ``offsets`` are the starts of sentences
+    ``first ..``, through the end of the last sentence ``ids`` reaches into.
+
+    Example:
+        >>> ids, keep = torch.tensor([5, 6, 7, 8], dtype=torch.int32), torch.ones(9)
+        >>> draw = torch.tensor([0.5, 2.0, 0.5, 0.5])   # token 6 (a draw above 1) is dropped
+        >>> kept, sent = kept_words(ids, draw, keep, 10, torch.tensor([9, 12, 20]), first=3)
+        >>> kept.tolist(), sent.tolist()   # tokens 10 and 12 in sentences 3 and 4, 13 in 4
+        ([5, 7, 8], [3, 4, 4])
+    """
+    lib = _native_pairs() if ids.device.type == "cpu" else None
+    if lib is None:
+        mask = draw < keep[ids.long()]
+        pos = torch.arange(start, start + len(ids), device=ids.device)[mask]
+        return ids[mask], torch.searchsorted(offsets, pos, right=True) + (first - 1)
+    kept = torch.empty(len(ids), dtype=torch.int32)
+    sent = torch.empty(len(ids), dtype=torch.long)
+    args = [ids.to(torch.int32), draw.float(), keep.float(), offsets.long()]
+    args = [x.contiguous() for x in args]  # held while the C loop reads them
+    ids_p, draw_p, keep_p, offsets_p = (x.data_ptr() for x in args)
+    k = lib.mc_keep_words(
+        ids_p, draw_p, keep_p, len(ids), start, offsets_p, first, kept.data_ptr(), sent.data_ptr()
+    )
+    return kept[:k], sent[:k]
 
 
 def group_pairs(
@@ -330,7 +374,8 @@ def group_pairs(
 
 @functools.cache
 def _native_pairs() -> ctypes.CDLL | None:
-    """The compiled pair loop, or None where no C compiler builds it (the tensor ops then run)."""
+    """The compiled word and pair loops, or None where no C compiler builds them (the tensor ops
+    then run)."""
     try:
         lib = native.load("pairs")
     except native.NativeUnavailableError:
@@ -340,6 +385,8 @@ def _native_pairs() -> ctypes.CDLL | None:
     lib.mc_context_pairs.restype = None
     lib.mc_context_pair_count.argtypes = [p, p, p, i64]
     lib.mc_context_pair_count.restype = i64
+    lib.mc_keep_words.argtypes = [p, p, p, i64, i64, p, i64, p, p]
+    lib.mc_keep_words.restype = i64
     return lib
 
 
