@@ -57,7 +57,7 @@ class ContextPairs(BatchPairGenerator):
         window: maximum distance between centre and context word (word2vec ``-window``).
         sample: subsampling threshold (word2vec ``-sample``); 0 disables it.
         block_tokens: corpus tokens per shuffle block.
-        shuffle_blocks: blocks whose pairs are permuted together.
+        shuffle_blocks: blocks whose pairs are permuted together (docs/studies/hogbatch-simlex.md).
         seed: base seed; epoch ``e`` draws from ``(seed, e)``.
 
     Example:
@@ -84,7 +84,7 @@ class ContextPairs(BatchPairGenerator):
         window: int = 5,
         sample: float = 1e-3,
         block_tokens: int = 1 << 16,
-        shuffle_blocks: int = 4,
+        shuffle_blocks: int = 16,
         seed: int = 0,
     ) -> None:
         if not isinstance(window, int) or window < 1:

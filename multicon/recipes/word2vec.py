@@ -127,10 +127,10 @@ class Word2VecArgs:
     )
     sample: float = field(default=1e-4, metadata={"help": "Subsampling threshold (0: off)."})
     shuffle_blocks: int = field(
-        default=4,
+        default=16,
         metadata={
             "help": "Blocks of 65,536 corpus words whose centres are shuffled together: a wider "
-            "shuffle, and that many blocks' pairs in memory at once."
+            "shuffle, with about 3 MB a block in memory at once."
         },
     )
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
