@@ -9,14 +9,14 @@
 set -euo pipefail
 out=${1:?usage: hogbatch_ablation.sh OUT_DIR}
 mkdir -p "$out"
-# name | environment | recipe flags
+# name | environment | recipe flags (the study's default was 4 blocks; the recipe's is 16 since)
 variants=(
-  "base||"
-  "clip6|MC_EXTRA_FLAGS=-DHB_CLIP=6|"
-  "run4|MC_EXTRA_FLAGS=-DHOGBATCH_RUN=4|"
-  "run2|MC_EXTRA_FLAGS=-DHOGBATCH_RUN=2|"
+  "base||--shuffle_blocks 4"
+  "clip6|MC_EXTRA_FLAGS=-DHB_CLIP=6|--shuffle_blocks 4"
+  "run4|MC_EXTRA_FLAGS=-DHOGBATCH_RUN=4|--shuffle_blocks 4"
+  "run2|MC_EXTRA_FLAGS=-DHOGBATCH_RUN=2|--shuffle_blocks 4"
   "local|MC_BLOCK_TOKENS=1024|--shuffle_blocks 1"
-  "minlr|MC_MIN_LR_FRAC=0.004|"
+  "minlr|MC_MIN_LR_FRAC=0.004|--shuffle_blocks 4"
   "wide16||--shuffle_blocks 16"
   "wide64||--shuffle_blocks 64"
   "narrow|MC_BLOCK_TOKENS=16384|--shuffle_blocks 16"
