@@ -59,12 +59,14 @@ def test_ranks_split_the_global_batch():
         assert torch.equal(w, torch.cat([a, b]))
 
 
-def test_the_c_pair_loop_gives_the_tensor_ops_pairs(monkeypatch):
-    # subsampled, windows cut at sentence edges, a group's centres yielded in several parts
+def test_the_c_loops_give_the_tensor_ops_words_and_pairs(monkeypatch):
+    # subsampled, windows cut at sentence edges (some sentences empty), a group's centres yielded
+    # in several parts
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 50, (5000,), generator=g, dtype=torch.int32)
     ends = torch.randint(1, 5000, (300,), generator=g).unique()
-    corpus = EncodedCorpus(ids, torch.cat([torch.tensor([0]), ends, torch.tensor([5000])]), 5000)
+    offsets = torch.cat([torch.tensor([0]), ends, ends[::7], torch.tensor([5000])]).sort().values
+    corpus = EncodedCorpus(ids, offsets, 5000)
     counts = torch.bincount(ids.long(), minlength=50)
 
     def pairs_of(native: bool) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -13,8 +13,9 @@ Each epoch, from the corpus's token-id tensor:
    centre's pairs stay adjacent: with a summed loss only which pairs share a batch matters).
 
 Pairs are built from each centre's room to the left and right (its reduced window cut at the
-sentence edges), by a C loop on the CPU (`group_pairs`). Only one group of blocks' pairs exists at
-a time, so memory does not grow with the corpus. The number of pairs in an epoch is random;
+sentence edges). On the CPU, C loops subsample (`kept_words`) and write the pairs (`group_pairs`);
+elsewhere tensor ops give the same. Only one group of blocks exists at a time, so memory does not
+grow with the corpus. The number of pairs in an epoch is random;
 `num_pairs` is its expectation and `batches` yields exactly `num_batches` global batches (drawing
 a little past the epoch, or stopping a little short), so every process and the learning-rate
 schedule agree on the step count.
