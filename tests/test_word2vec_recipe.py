@@ -77,8 +77,8 @@ def test_shuffle_blocks_reaches_the_pairs_and_a_bad_value_names_the_flag(tmp_pat
         return real(*a, **kw)
 
     monkeypatch.setattr(recipe, "ContextPairs", recording)
-    recipe.main([*args, "--shuffle_blocks", "16"])
-    assert [kw["shuffle_blocks"] for kw in made] == [16]
+    recipe.main([*args, "--shuffle_blocks", "3"])  # not a default of the recipe or the class
+    assert [kw["shuffle_blocks"] for kw in made] == [3]
 
 
 def test_recipe_streams_a_local_dataset_file_into_its_token_cache(tmp_path):

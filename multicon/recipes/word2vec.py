@@ -130,7 +130,7 @@ class Word2VecArgs:
         default=16,
         metadata={
             "help": "Blocks of 65,536 corpus words whose centres are shuffled together: a wider "
-            "shuffle, with about 3 MB a block in memory at once."
+            "shuffle, holding 36 bytes a word of a group (2.4 MB a block) at once."
         },
     )
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)."})
