@@ -72,16 +72,26 @@ def test_memory_sampler_tells_anonymous_from_file_backed_memory(tmp_path):
     path = tmp_path / "pages.bin"
     path.write_bytes(b"\1" * (64 << 20))
     base_anon, base_file = sampler.read()
+
+    def hold_until(seen):  # give the sampler's thread up to 5 s to look, on a busy machine
+        for _ in range(500):
+            if seen():
+                return
+            time.sleep(0.01)
+
     with sampler(every=0.01) as mapped:  # 64 MiB of a mapped file, every page touched
         with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as pages:
             view = np.frombuffer(pages, np.uint8)
             assert int(view[::4096].sum()) == 64 << 8
+            hold_until(lambda: (mapped.peak_file or 0) >= base_file + 60)
             del view
-            time.sleep(0.2)
-    with sampler(every=0.01) as held:  # 64 MiB of written heap memory
-        block = np.ones(64 << 20, np.uint8)
-        time.sleep(0.2)
-        del block
+    # Fresh private pages: a malloc'd block could reuse heap pages earlier tests left resident.
+    fresh = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+    with sampler(every=0.01) as held, mmap.mmap(-1, 64 << 20, flags=fresh) as pages:
+        view = np.frombuffer(pages, np.uint8)
+        view[:] = 1  # 64 MiB of written anonymous memory
+        hold_until(lambda: (held.peak_anon or 0) >= base_anon + 60)
+        del view
     assert mapped.peak_file >= base_file + 60 and mapped.peak_anon < base_anon + 30
     assert held.peak_anon >= base_anon + 60
 
