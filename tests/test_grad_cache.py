@@ -7,7 +7,6 @@ of one model and compares every gradient, parameter and buffer (queues, momentum
 from __future__ import annotations
 
 import copy
-import shutil
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
@@ -16,11 +15,15 @@ import pytest
 import torch
 import torch.distributed as dist
 from test_distributed import run_two_processes
-from test_process_equivalence import CONFIGS, B, _tensors, write_caption_data
+from test_process_equivalence import (
+    CONFIGS,
+    B,
+    assert_resume_equals_uninterrupted_run,
+    write_caption_data,
+)
 from torch import nn
 
 from multicon import PairBatch, TrainConfig, Trainer, methods
-from multicon.checkpoint import checkpoint_dir
 from multicon.steps import AutogradStep, GradCacheStep, StepContext, step_for
 from multicon.steps.grad_cache import average_gradients
 
@@ -290,42 +293,11 @@ def caption_data(tmp_path_factory) -> Path:
     return folder
 
 
-def _resume_run(name: str, data: Path, out: Path, resume: str = "") -> Path:
-    torch.manual_seed(0)
-    model, pairs, training = CONFIGS[name](data, 1)
-    config = TrainConfig(
-        output_dir=str(out),
-        batch_size=2 * B,
-        log_with="",
-        progress_bar=False,
-        eval_every=0,
-        checkpoint_every=1,
-        keep_checkpoints=0,
-        resume=resume,
-        **training,
-    )
-    Trainer(model.double(), pairs, config, step=GradCacheStep(3)).fit()
-    return out / "checkpoints"
-
-
 @pytest.mark.parametrize("name", ["clip", "moco_v2"])  # the caption recipe; images, CPU views
 def test_resume_with_grad_cache_equals_uninterrupted_run(name, caption_data, tmp_path):
-    full = _resume_run(name, caption_data, tmp_path / "full")
-    stopped = tmp_path / "stopped" / "checkpoints"
-    stopped.mkdir(parents=True)
-    shutil.copytree(checkpoint_dir(full, 3), checkpoint_dir(stopped, 3))
-    torch.manual_seed(1234)
-    resumed = _resume_run(name, caption_data, tmp_path / "stopped", resume="latest")
-    last = sorted(p.name for p in full.iterdir())[-1]
-    assert last == sorted(p.name for p in resumed.iterdir())[-1]
-    a = torch.load(full / last / "state.pt", weights_only=False)
-    b = torch.load(resumed / last / "state.pt", weights_only=False)
-    tensors_a, tensors_b = _tensors(a["model"]), _tensors(b["model"])
-    tensors_a.update(_tensors(a["optimizer"]["state"], "optimizer."))
-    tensors_b.update(_tensors(b["optimizer"]["state"], "optimizer."))
-    assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 10
-    for key, value in tensors_a.items():
-        assert torch.equal(value, tensors_b[key]), key
+    assert_resume_equals_uninterrupted_run(
+        name, caption_data, tmp_path, make_step=lambda: GradCacheStep(3)
+    )
 
 
 # -- the recipes' flag -------------------------------------------------------------------------

@@ -305,7 +305,7 @@ def test_one_process_equals_two_processes(name, data, two_processes, tmp_path):
 
 
 # -- exact resume of map-style randomness (issue 21 §3) ---------------------------------------
-def _resume_run(name: str, data: Path, out: Path, workers: int, resume: str = ""):
+def _resume_run(name: str, data: Path, out: Path, workers: int, make_step, resume: str = ""):
     torch.manual_seed(0)
     model, pairs, training = CONFIGS[name](data, 1)
     config = TrainConfig(
@@ -319,20 +319,22 @@ def _resume_run(name: str, data: Path, out: Path, workers: int, resume: str = ""
         resume=resume,
         **{**training, "num_workers": workers},
     )
-    Trainer(model.double(), pairs, config).fit()
+    Trainer(model.double(), pairs, config, step=make_step and make_step()).fit()
     return out / "checkpoints"
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-@pytest.mark.parametrize("name", ["clip", "moco_v2"])
-def test_map_style_resume_equals_uninterrupted_run(name, workers, data, tmp_path):
-    full = _resume_run(name, data, tmp_path / "full", workers)
-    # "kill" the run after step 3 (mid-epoch 2): keep only what was on disk then
+def assert_resume_equals_uninterrupted_run(
+    name: str, data: Path, tmp_path: Path, *, workers: int = 0, make_step=None
+) -> None:
+    """A run of configuration ``name`` stopped after step 3 (mid-epoch 2) and resumed ends
+    with the uninterrupted run's parameters, buffers and optimizer state, bit for bit."""
+    full = _resume_run(name, data, tmp_path / "full", workers, make_step)
+    # "kill" the run after step 3: keep only what was on disk then
     stopped = tmp_path / "stopped" / "checkpoints"
     stopped.mkdir(parents=True)
     shutil.copytree(checkpoint_dir(full, 3), checkpoint_dir(stopped, 3))
     torch.manual_seed(1234)  # resuming must not depend on the RNG it starts with
-    resumed = _resume_run(name, data, tmp_path / "stopped", workers, resume="latest")
+    resumed = _resume_run(name, data, tmp_path / "stopped", workers, make_step, resume="latest")
     last = sorted(p.name for p in full.iterdir())[-1]
     assert last == sorted(p.name for p in resumed.iterdir())[-1]
     a = torch.load(full / last / "state.pt", weights_only=False)
@@ -343,6 +345,12 @@ def test_map_style_resume_equals_uninterrupted_run(name, workers, data, tmp_path
     assert tensors_a.keys() == tensors_b.keys() and len(tensors_a) > 10
     for key, value in tensors_a.items():
         assert torch.equal(value, tensors_b[key]), key
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("name", ["clip", "moco_v2"])
+def test_map_style_resume_equals_uninterrupted_run(name, workers, data, tmp_path):
+    assert_resume_equals_uninterrupted_run(name, data, tmp_path, workers=workers)
 
 
 def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
