@@ -153,18 +153,20 @@ def test_train_word2vec_in_one_call_as_gensim(tmp_path, kernel):
 
 
 class _RecordedPairs(ContextPairs):
-    """ContextPairs that remember the corpus they were given."""
+    """ContextPairs that remember the corpus they were given, and themselves."""
 
     corpora: list = []
+    made: list = []
 
     def __init__(self, corpus, *args, **kwargs):
         type(self).corpora.append(corpus)
         super().__init__(corpus, *args, **kwargs)
+        type(self).made.append(self)
 
 
 def test_train_word2vec_reads_its_corpus_once_into_memory_mapped_ids(monkeypatch):
     monkeypatch.setattr(training, "ContextPairs", _RecordedPairs)
-    _RecordedPairs.corpora = []
+    _RecordedPairs.corpora, _RecordedPairs.made = [], []
     sentences = [[f"t{t}w{i % 4}" for i in range(12)] for t in range(6)] * 50
     w2v = train_word2vec(sentences, dim=8, window=3, min_count=1, sample=0, epochs=1)
     assert sorted(w2v.vocab.words) == sorted({w for s in sentences for w in s})
@@ -175,6 +177,10 @@ def test_train_word2vec_reads_its_corpus_once_into_memory_mapped_ids(monkeypatch
         assert corpus.raw_words == 12 * 6 * 50
     with pytest.raises(ValueError, match="kernel must be"):
         train_word2vec(sentences, kernel="gpu")
+    with pytest.raises(ValueError, match="shuffle_blocks must be >= 1, got 0"):
+        train_word2vec(sentences, shuffle_blocks=0)
+    train_word2vec(sentences, dim=8, min_count=1, epochs=1, shuffle_blocks=3)
+    assert [pairs.shuffle_blocks for pairs in _RecordedPairs.made] == [16, 16, 3]
     with pytest.raises(ValueError, match="min_count"):
         train_word2vec([["rare"]], min_count=5)
 

@@ -45,6 +45,7 @@ def train_word2vec(
     epochs: int = 5,
     lr: float = 0.025,
     batch_size: int = 8192,
+    shuffle_blocks: int = 16,
     seed: int = 0,
     kernel: Literal["auto", "fused", "hogbatch", "torch"] = "auto",
     output_dir: str | Path | None = None,
@@ -64,6 +65,8 @@ def train_word2vec(
             with its defaults. ``max_vocab``: keep at most this many words.
         lr: initial learning rate (gensim's ``alpha``), decayed linearly to 0.
         batch_size: pairs per step.
+        shuffle_blocks: blocks of 65,536 corpus words whose pairs are shuffled together, as the
+            recipe's ``--shuffle_blocks`` (docs/word2vec.md): wider mixes more, costs memory.
         seed: seeds the tables, the pairs and the noise words.
         kernel: ``"fused"`` (word2vec's per-pair loop in C, `FusedSkipGram`), ``"hogbatch"``
             (the C loop whose noise words a window shares, `HogBatchSkipGram`: faster on a CPU),
@@ -88,6 +91,8 @@ def train_word2vec(
     """
     if kernel not in ("auto", "fused", "hogbatch", "torch"):
         raise ValueError(f"kernel must be 'auto', 'fused', 'hogbatch' or 'torch', got {kernel!r}")
+    if shuffle_blocks < 1:
+        raise ValueError(f"shuffle_blocks must be >= 1, got {shuffle_blocks}")
     if kernel == "auto":
         kernel = "fused" if native.available("sgns") else "torch"
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +112,14 @@ def train_word2vec(
         else:
             model = sgns(w2v, negative, ns_exponent, shared_negatives=16, noise_group=256)
             step = None
-        pairs = ContextPairs(encoded, vocab.counts, window=window, sample=sample, seed=seed)
+        pairs = ContextPairs(
+            encoded,
+            vocab.counts,
+            window=window,
+            sample=sample,
+            shuffle_blocks=shuffle_blocks,
+            seed=seed,
+        )
         config = TrainConfig(
             output_dir=str(output_dir or Path(tmp) / "run"),
             epochs=epochs,
