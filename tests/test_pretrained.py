@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from caption_fixtures import COLOURS, SHAPES, TEMPLATES, draw_shape, write_shapes_jsonl
@@ -24,6 +25,7 @@ from multicon.recipes import clip as clip_recipe
 
 LENGTH = 16  # the tiny text models' positions
 MEAN, STD = [0.4, 0.45, 0.5], [0.2, 0.25, 0.3]  # not any family's default: read from the folder
+BERT = {"model_type": "bert", "vocab_size": 64, "hidden_size": 16, "num_attention_heads": 2}
 TEXTS = ["a red circle", "there is a blue square here", "white triangle on black"]
 
 
@@ -128,6 +130,77 @@ def test_loading_keeps_the_models_outputs(tmp_path, family):
     model.save_pretrained(tmp_path / "saved")
     again = DualEncoder.from_pretrained(tmp_path / "saved")
     assert_same(multicon_outputs(again, images, TEXTS), hf_outputs(hf, tokenizer, images, TEXTS))
+
+
+def odd_shaped_images():
+    """Noise images, tall and wide: the resize's filter and geometry both show, and the crop's
+    rounding (a short-side resize to 32 leaves margins of 16, 8, 19 and 19 pixels)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    shapes = ((60, 40), (40, 50), (64, 40), (40, 64))
+    return [Image.fromarray(rng.integers(0, 256, (*hw, 3), dtype=np.uint8)) for hw in shapes]
+
+
+def assert_prepares_images_as(model: DualEncoder, processor_folder) -> None:
+    """``model.image_transform()`` gives the pixels the transformers processor saved in
+    ``processor_folder`` gives, for images of other sizes and aspects than the model's."""
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(processor_folder)
+    images = odd_shaped_images()
+    theirs = processor(images, return_tensors="pt")["pixel_values"]
+    ours = torch.stack([model.image_transform()(image) for image in images])
+    assert ours.shape == theirs.shape and torch.allclose(ours, theirs, atol=1e-5, rtol=0), (
+        (ours - theirs).abs().max()
+    )
+
+
+@pytest.mark.parametrize("family", ["clip", "siglip"])
+def test_pil_images_are_prepared_as_the_models_processor_prepares_them(tmp_path, family, caplog):
+    hf, _ = save_tiny(family, tmp_path / family)
+    model = load_pretrained(tmp_path / family)
+    assert "framed" not in caplog.text
+    assert model.image_interpolation == "bicubic"
+    assert model.image_resize == ("shortest_edge" if family == "clip" else "square")
+    assert_prepares_images_as(model, tmp_path / family)
+    # so a list of PIL images embeds as the transformers model embeds its processor's pixels
+    from transformers import AutoImageProcessor
+
+    pixels = AutoImageProcessor.from_pretrained(tmp_path / family)(
+        odd_shaped_images(), return_tensors="pt"
+    )["pixel_values"]
+    with torch.no_grad():
+        theirs = hf.get_image_features(pixel_values=pixels).pooler_output
+        ours = model.eval().encode_image(odd_shaped_images(), normalize=False)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0)
+    # kept when saved as a multicon model, and written back by the transformers export
+    model.save_pretrained(tmp_path / "saved")
+    again = DualEncoder.from_pretrained(tmp_path / "saved")
+    assert (again.image_resize, again.image_interpolation) == (
+        model.image_resize,
+        model.image_interpolation,
+    )
+    export_transformers(again, tmp_path / "exported")
+    assert_prepares_images_as(again, tmp_path / "exported")
+
+
+def test_processor_settings_multicon_cannot_follow_are_named(tmp_path, caplog):
+    """Another framing (resize, then a smaller crop) is a warning; another filter, an error."""
+    save_tiny("clip", tmp_path / "clip")
+    path = tmp_path / "clip" / "preprocessor_config.json"
+    saved = json.loads(path.read_text())
+    path.write_text(json.dumps({**saved, "size": {"shortest_edge": 36}}))  # 36, then crop 32
+    load_pretrained(tmp_path / "clip")
+    assert "resizes to {'shortest_edge': 36} and crops 32" in caplog.text
+    path.write_text(json.dumps({**json.loads(path.read_text()), "resample": 1}))  # LANCZOS
+    with pytest.raises(ValueError, match="preprocessor_config.json: resample 1"):
+        load_pretrained(tmp_path / "clip")
+    towers = ({"kind": "resnet", "arch": "resnet18"}, {"config": BERT})
+    with pytest.raises(ValueError, match="image_resize must be 'shortest_edge' or 'square'"):
+        DualEncoder(*towers, image_resize="crop")
+    with pytest.raises(ValueError, match="image_interpolation must be 'bilinear' or 'bicubic'"):
+        DualEncoder(*towers, image_interpolation="lanczos")
 
 
 def test_siglip_pads_captions_to_the_length_it_was_trained_on(tmp_path):
@@ -237,6 +310,7 @@ def test_recipe_fine_tunes_reports_before_and_after_and_exports(tmp_path, family
         assert summary["logit_bias"] != -10.0  # the pretrained bias learned
     saved = json.loads((out / "transformers" / "preprocessor_config.json").read_text())
     assert saved["image_mean"] == pytest.approx(MEAN) and saved["image_std"] == pytest.approx(STD)
+    assert_prepares_images_as(tuned, out / "transformers")
 
 
 @pytest.mark.parametrize(

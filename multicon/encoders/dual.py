@@ -61,6 +61,23 @@ def build_text_tower(spec: dict[str, Any], embed_dim: int, frozen: bool) -> Towe
     return TextTower(spec.pop("config"), embed_dim=embed_dim, frozen=frozen, **spec)
 
 
+class CentreCrop(nn.Module):
+    """The centre ``size`` x ``size`` crop as transformers' image processors take it: an odd
+    margin's extra pixel stays at the bottom and right (torchvision's ``CenterCrop`` rounds half
+    to even, so it can take the crop one pixel lower or further right)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        height, width = TF.get_size(image)
+        top, left = (height - self.size) // 2, (width - self.size) // 2
+        return TF.crop(image, top, left, self.size, self.size)
+
+
 class DualEncoder(
     HubModel,
     tags=["clip", "image-text", "zero-shot-image-classification"],
@@ -85,6 +102,11 @@ class DualEncoder(
             a pretrained SigLIP's, so that fine-tuning shares it with the sigmoid loss and the
             saved model keeps it; ``None`` (default) holds none.
         image_mean, image_std: the input normalisation of `image_transform`.
+        image_resize: how `image_transform` brings an image to ``image_size``:
+            ``"shortest_edge"`` resizes the short side and crops the centre (CLIP's processor,
+            open_clip), ``"square"`` resizes to the square, whatever the aspect (SigLIP's).
+        image_interpolation: ``"bilinear"`` or ``"bicubic"`` (CLIP's and SigLIP's processors),
+            for those resizes and for training's random crops.
         normalize: ``{"mean", "std", "source"}`` (`multicon.encoders.normalize`): sets
             ``image_mean``/``image_std`` and records where they came from in config.json.
 
@@ -120,8 +142,18 @@ class DualEncoder(
         image_std: Sequence[float] = IMAGENET_STD,
         logit_bias: float | None = None,
         normalize: dict[str, Any] | None = None,
+        image_resize: str = "shortest_edge",
+        image_interpolation: str = "bilinear",
     ) -> None:
         super().__init__()
+        if image_resize not in ("shortest_edge", "square"):
+            raise ValueError(
+                f"image_resize must be 'shortest_edge' or 'square', got {image_resize!r}"
+            )
+        if image_interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(
+                f"image_interpolation must be 'bilinear' or 'bicubic', got {image_interpolation!r}"
+            )
         if normalize is not None:
             image_mean, image_std = normalize["mean"], normalize["std"]
             if isinstance(self._hub_mixin_config, dict):  # one set of numbers in config.json
@@ -148,6 +180,7 @@ class DualEncoder(
         else:
             self.register_buffer("logit_bias", torch.tensor(float(logit_bias)))
         self.embed_dim, self.image_size = embed_dim, image_size
+        self.image_resize, self.image_interpolation = image_resize, image_interpolation
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
         self.normalize = normalize or {
             "mean": list(image_mean),
@@ -223,12 +256,15 @@ class DualEncoder(
         """The torchvision transform from a PIL image to this model's input tensor."""
         from torchvision.transforms import v2
 
-        size = self.image_size
-        geometry = (
-            [v2.RandomResizedCrop(size, scale=(0.5, 1.0), antialias=True)]
-            if train
-            else [v2.Resize(size, antialias=True), v2.CenterCrop(size)]
-        )
+        size, how = self.image_size, v2.InterpolationMode(self.image_interpolation)
+        if train:
+            geometry = [
+                v2.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=how, antialias=True)
+            ]
+        elif self.image_resize == "square":
+            geometry = [v2.Resize((size, size), interpolation=how, antialias=True)]
+        else:
+            geometry = [v2.Resize(size, interpolation=how, antialias=True), CentreCrop(size)]
         return v2.Compose(
             [
                 v2.ToImage(),

@@ -19,6 +19,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +37,9 @@ _DEFAULT_STATS = {
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
     "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+# how each family's processor resizes, when the folder has no preprocessor_config.json
+_DEFAULT_RESIZE = {"clip": "shortest_edge", "siglip": "square"}
+_PIL_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's resampling codes, as processors save them
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 _TOWERS = ("clip_vision_model", "clip_text_model", "siglip_vision_model", "siglip_text_model")
 
@@ -148,7 +152,6 @@ def load_pretrained(
         text["projection"] = image["projection"] = "identity"
         text.update(pad_to=positions, pad_token_id=tokenizer.pad_token_id, attention_mask=False)
         bias = float(hf.logit_bias.detach())
-    mean, std = _image_stats(Path(folder), family)
     model = DualEncoder(
         image,
         text,
@@ -158,9 +161,8 @@ def load_pretrained(
         freeze_text=freeze_text,
         temperature=float(torch.exp(-hf.logit_scale.detach().float())),
         learn_temperature=learn_temperature,
-        image_mean=mean,
-        image_std=std,
         logit_bias=bias,
+        **_image_processing(Path(folder), family, vision_config.image_size),
     )
     _copy(hf, model, to_hf=False)
     model.tokenizer = tokenizer
@@ -258,24 +260,60 @@ def _copy(hf: nn.Module, model: DualEncoder, *, to_hf: bool) -> None:
             dst.copy_(src.reshape(dst.shape))
 
 
-def _image_stats(folder: Path, family: str) -> tuple[list[float], list[float]]:
-    """The image processor's mean and std, or the family's when the folder has none."""
+def _image_processing(folder: Path, family: str, image_size: int) -> dict[str, Any]:
+    """The image processor's mean, std, resize and interpolation as `DualEncoder` arguments, or
+    the family's processor defaults when the folder has none."""
+    (mean, std), resize = _DEFAULT_STATS[family], _DEFAULT_RESIZE[family]
     path = folder / "preprocessor_config.json"
-    if not path.is_file():
-        logger.warning("%s has no preprocessor_config.json: using %s's mean/std", folder, family)
-        return tuple(map(list, _DEFAULT_STATS[family]))
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    mean, std = _DEFAULT_STATS[family]
-    return list(saved.get("image_mean", mean)), list(saved.get("image_std", std))
+    saved: dict[str, Any] = {}
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        logger.warning("%s has no preprocessor_config.json: using %s's processor", folder, family)
+    resample = saved.get("resample", 3)
+    if resample not in _PIL_RESAMPLE:
+        raise ValueError(
+            f"{path}: resample {resample!r} is not one multicon resizes with (2: bilinear, "
+            "3: bicubic)"
+        )
+    size = saved.get("size") or {}
+    if "shortest_edge" in size:
+        resize = "shortest_edge"
+    elif "height" in size:
+        resize = "square"
+    crop = (saved.get("crop_size") or {}).get("height", image_size)
+    edge = size.get("shortest_edge", size.get("height", image_size))
+    if edge != image_size or crop != image_size:
+        logger.warning(
+            "%s resizes to %s and crops %s; multicon brings images to the model's %d px directly "
+            "(they are framed a little differently)",
+            path,
+            size,
+            crop,
+            image_size,
+        )
+    return {
+        "image_mean": list(saved.get("image_mean", mean)),
+        "image_std": list(saved.get("image_std", std)),
+        "image_resize": resize,
+        "image_interpolation": _PIL_RESAMPLE[resample],
+    }
 
 
 def _image_processor(family: str, model: DualEncoder):
+    """The transformers image processor that prepares images as ``model.image_transform()``."""
     from transformers import CLIPImageProcessor, SiglipImageProcessor
 
+    resample = {name: code for code, name in _PIL_RESAMPLE.items()}[model.image_interpolation]
     stats = {"image_mean": list(model.image_mean), "image_std": list(model.image_std)}
-    size = model.image_size
-    if family == "clip":
-        return CLIPImageProcessor(
-            size={"shortest_edge": size}, crop_size={"height": size, "width": size}, **stats
-        )
-    return SiglipImageProcessor(size={"height": size, "width": size}, **stats)
+    size, square = model.image_size, {"height": model.image_size, "width": model.image_size}
+    cls = CLIPImageProcessor if family == "clip" else SiglipImageProcessor
+    if model.image_resize == "square":
+        return cls(size=square, do_center_crop=False, resample=resample, **stats)
+    return cls(
+        size={"shortest_edge": size},
+        crop_size=square,
+        do_center_crop=True,
+        resample=resample,
+        **stats,
+    )

@@ -320,10 +320,15 @@ def loss_description(args: DualEncoderArgs) -> str:
 
 def card_preprocessing(model) -> dict:
     """The image side's inputs as the saved model holds them (``model.image_transform()``)."""
+    geometry = (
+        "resized to the input size, square"
+        if model.image_resize == "square"
+        else "short side resized to the input size, centre-cropped"
+    )
     return {
         "input_size": model.image_size,
         "channels": 3,
-        "scaling": "RGB pixel / 255; resized and centre-cropped to the input size "
+        "scaling": f"RGB pixel / 255; {geometry} ({model.image_interpolation}) "
         "(`model.image_transform()`; `model.encode_image` takes PIL images and applies it)",
         "mean": list(model.image_mean),
         "std": list(model.image_std),
