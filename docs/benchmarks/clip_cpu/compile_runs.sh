@@ -1,7 +1,8 @@
 #!/bin/bash
 # Does --compile pay on a CPU? The CLIP step against open_clip, ViT-B-32 size, batch 16, 2 threads,
 # eager and compiled alternating (both sides compiled in the compiled runs), two rounds, quiet.
-# The compiled runs' two untimed steps hold the compilation (about 3 minutes a run here).
+# The compiled runs' two untimed steps hold the compilation (about 3 minutes with an empty
+# inductor cache). Run with the venv's python first on the PATH: PATH=.venv/bin:$PATH bash ...
 cd "$(git -C "$(dirname "$0")" rev-parse --show-toplevel)"
 OUT=${OUT:-runs/clip_cpu_compile}
 mkdir -p $OUT
