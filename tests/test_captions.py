@@ -323,6 +323,27 @@ def test_group_norm_image_tower_is_batch_independent_and_round_trips(tmp_path, t
         tower_specs(vit_args, vocab_size=len(tokenizer), max_length=16)
 
 
+def test_image_interpolation_flag_reaches_both_transforms_and_the_saved_model(tmp_path):
+    from torchvision.transforms.v2 import InterpolationMode
+
+    from multicon.encoders.dual_args import build_dual_encoder
+
+    def filters(model, train):
+        steps = model.image_transform(train=train).transforms
+        return [step.interpolation for step in steps if hasattr(step, "interpolation")]
+
+    shape = dict(text_width=32, text_depth=1, text_heads=2, embed_dim=16)
+    plain = build_dual_encoder(DualEncoderArgs(**shape), CAPTIONS, 16)
+    assert filters(plain, False) == filters(plain, True) == [InterpolationMode.BILINEAR]
+    args = DualEncoderArgs(**shape, image_interpolation="bicubic")
+    model = build_dual_encoder(args, CAPTIONS, 16)
+    assert filters(model, False) == filters(model, True) == [InterpolationMode.BICUBIC]
+    model.save_pretrained(tmp_path)
+    assert DualEncoder.from_pretrained(tmp_path).image_interpolation == "bicubic"
+    with pytest.raises(ValueError, match="--image_interpolation must be bilinear or bicubic"):
+        DualEncoderArgs(image_interpolation="nearest")
+
+
 def test_scratch_text_tower_has_no_dropout_as_clips(tokenizer):
     """CLIP's text transformer has no dropout: a training-mode text tower built from the flags
     gives the same embedding twice (BERT's default 0.1 would draw new masks each pass)."""

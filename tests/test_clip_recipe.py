@@ -45,7 +45,7 @@ def load_script(relative: str):
 @pytest.mark.parametrize(
     "negatives",
     [
-        [],
+        ["--image_interpolation", "bicubic"],  # in-batch negatives
         ["--queue_size", "16"],
         ["--queue_size", "16", "--distill", "0.4"],
         ["--queue_size", "16", "--freeze_text", "--feature_queues", "true"],
@@ -83,6 +83,9 @@ def test_recipe_writes_table_png_and_a_loadable_model(tmp_path, negatives):
     assert (out / "top3_captions.png").read_bytes()[:4] == b"\x89PNG"
     model = DualEncoder.from_pretrained(out / "model")
     assert model.tokenizer is not None
+    assert model.image_interpolation == (
+        "bicubic" if "--image_interpolation" in negatives else "bilinear"
+    )
     assert model.encode_text(["a red circle"]).shape == (1, 16)
     assert json.loads((out / "summary.json").read_text())["command"].startswith(
         "python recipes/clip_captions.py"

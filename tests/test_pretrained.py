@@ -371,6 +371,8 @@ def test_flags_that_clash_with_a_pretrained_model(tmp_path):
     save_tiny("clip", tmp_path / "clip")
     with pytest.raises(ValueError, match="drop --text_model"):
         DualEncoderArgs(pretrained=str(tmp_path / "clip"), text_model="bert-base-uncased")
+    with pytest.raises(ValueError, match="its image processor: drop --image_interpolation"):
+        DualEncoderArgs(pretrained=str(tmp_path / "clip"), image_interpolation="bilinear")
     with pytest.raises(ValueError, match=f"--max_length 40 is more than the {LENGTH} positions"):
         load_pretrained(tmp_path / "clip", max_length=40)
     bert = {"model_type": "bert", "vocab_size": 30, "hidden_size": 16, "num_hidden_layers": 1}

@@ -40,6 +40,13 @@ class DualEncoderArgs:
         metadata={"help": "ResNet normalisation: batch, or group (GroupNorm: batch-independent)."},
     )
     image_size: int = 64
+    image_interpolation: str = field(
+        default="",
+        metadata={
+            "help": "The image resize filter, in training's random crops and evaluation: bilinear "
+            "(default) or bicubic (CLIP's and open_clip's). --pretrained takes its processor's."
+        },
+    )
     vit_patch_size: int = 8
     vit_width: int = 192
     vit_depth: int = 6
@@ -124,6 +131,9 @@ class DualEncoderArgs:
         if self.queue_size < 0:
             raise ValueError(f"--queue_size must be >= 0, got {self.queue_size}")
         check_normalize(self.normalize)
+        if self.image_interpolation not in ("", "bilinear", "bicubic"):
+            given = self.image_interpolation
+            raise ValueError(f"--image_interpolation must be bilinear or bicubic, got {given!r}")
         if self.backbone_weights and not self.backbone:
             raise ValueError("--backbone_weights loads a --backbone's weights: give --backbone")
         if self.backbone and self.image_weights:
@@ -177,11 +187,12 @@ def _check_pretrained(args: DualEncoderArgs) -> None:
     from multicon.encoders.pretrained import pretrained_loss
 
     names = ("text_model", "image_weights", "tokenizer", "backbone", "backbone_weights")
+    names += ("image_interpolation",)  # its image processor's
     given = [f"--{n}" for n in names if getattr(args, n)]
     if given:
         raise ValueError(
-            f"--pretrained {args.pretrained} brings both towers and its tokenizer: drop "
-            f"{', '.join(given)}"
+            f"--pretrained {args.pretrained} brings both towers, its tokenizer and its image "
+            f"processor: drop {', '.join(given)}"
         )
     args.loss = args.loss or pretrained_loss(args.pretrained)
 
@@ -312,6 +323,7 @@ def build_dual_encoder(
         tokenizer=tokenizer,
         embed_dim=args.embed_dim,
         image_size=args.image_size,
+        image_interpolation=args.image_interpolation or "bilinear",
         freeze_image=args.freeze_image,
         freeze_text=args.freeze_text,
         temperature=args.temperature,
