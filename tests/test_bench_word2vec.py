@@ -62,6 +62,10 @@ def test_pair_bench_times_both_pair_paths_at_each_width(tmp_path, capsys):
     assert all(len(times) == 2 and min(times) > 0 for times in runs.values())
     assert report["pairs_per_epoch"] > 1000
     assert context._native_pairs() is not None  # the bench put the C loop back
+    for bad in ("4,x", "0,16"):
+        with pytest.raises(SystemExit):
+            load_tool("bench_pairs").main([*argv, "--shuffle_blocks", bad])
+        assert "argument --shuffle_blocks" in capsys.readouterr().err
 
 
 def test_memory_sampler_tells_anonymous_from_file_backed_memory(tmp_path):

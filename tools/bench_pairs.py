@@ -32,9 +32,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--sample", type=float, default=1e-4)
     p.add_argument("--batch_size", type=int, default=32768)
-    p.add_argument("--shuffle_blocks", default="4,16", help="comma-separated group widths")
+    p.add_argument(
+        "--shuffle_blocks", type=_widths, default="4,16", help="comma-separated group widths"
+    )
     p.add_argument("--repeats", type=int, default=3)
     return p.parse_args(argv)
+
+
+def _widths(text: str) -> list[int]:
+    """``"4,16"`` → ``[4, 16]``; argparse names the flag in the error of anything else."""
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"comma-separated whole numbers, got {text!r}") from None
+    if min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be at least 1, got {text!r}")
+    return widths
 
 
 def epoch_seconds(pairs: context.ContextPairs, batch_size: int, native: bool) -> float:
@@ -59,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     vocab, encoded = load_encoded(
         CorpusArgs(corpus=args.corpus, tokenizer=args.tokenizer, max_words=args.max_words)
     )
-    widths = [int(w) for w in args.shuffle_blocks.split(",")]
+    widths = args.shuffle_blocks
     runs: dict[str, list[float]] = {}
     for _ in range(args.repeats):
         for width in widths:
