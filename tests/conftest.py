@@ -31,13 +31,6 @@ def _token_cache_under_pytest(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _inductor_cache_under_pytest(tmp_path_factory, monkeypatch):
-    """torch makes its compile cache folder in /tmp (torchinductor_<user>) when a run, or a
-    benchmark's child process, touches inductor; under pytest it goes with its temporary folders."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
-
-
-@pytest.fixture(autouse=True)
 def _fresh_accelerator_state():
     """Accelerate keeps one global state per process; tests build trainers with different
     precisions, so each test starts from a clean one (a real run has one trainer per process)."""
