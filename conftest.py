@@ -1,11 +1,22 @@
 """What every test and doctest run shares (tests/conftest.py has the tests' own fixtures)."""
 
-import pytest
+import os
+import shutil
+import tempfile
+
+_inductor_cache: list[str] = []  # the folder this session made, to remove at its end
 
 
-@pytest.fixture(autouse=True)
-def _inductor_cache_under_pytest(tmp_path_factory, monkeypatch):
-    """torch makes its compile cache folder in /tmp (torchinductor_<user>) when a doctest, a test
-    or a benchmark's child process touches inductor; under pytest it goes with its temporary
-    folders."""
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor")))
+def pytest_configure(config):
+    """torch makes its compile cache folder in /tmp (torchinductor_<user>) when a module imported
+    during collection, a test or a benchmark's child process touches inductor: the session gets
+    its own, removed at the end (set before collection; child processes inherit it)."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        _inductor_cache.append(tempfile.mkdtemp(prefix="multicon-inductor-"))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = _inductor_cache[0]
+
+
+def pytest_unconfigure(config):
+    while _inductor_cache:
+        shutil.rmtree(_inductor_cache.pop(), ignore_errors=True)
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
